@@ -1,0 +1,213 @@
+"""The `torchjob` command: flags to overrides, call the core, render, map errors to exit codes.
+
+Only this module parses flags, prints through console.py and chooses exit statuses.
+"""
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from torchrun_cli import __version__, console, record, store
+from torchrun_cli.errors import TorchjobError, UsageError
+
+app = typer.Typer(
+    name="torchjob",
+    help="Run a PyTorch training project: logs, a record, clean stops, the script's exit status.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+RunsDir = Annotated[
+    Path | None,
+    typer.Option("--runs-dir", help="Folder of run folders [default: $TORCHJOB_HOME/runs]."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"torchjob {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")]
+    = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Run PyTorch training jobs locally: logs, a record, clean stops."""
+    obj = ctx.ensure_object(dict)
+    obj["debug"] = debug
+    if obj.get("trailing") and ctx.invoked_subcommand != "run":
+        raise UsageError("arguments after `--` are only for `torchjob run`",
+                         "remove them, or use `torchjob run ... -- ARGS`")
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
+def run(
+    ctx: typer.Context,
+    spec_file: Annotated[str | None, typer.Argument(
+        metavar="[SPEC.yaml]", help="Job spec; flags override its keys.")] = None,
+    script: Annotated[str | None, typer.Option(
+        "-s", "--script", help="Entry script, relative to the project.")] = None,
+    project: Annotated[str | None, typer.Option(
+        "-p", "--project", help="Project folder [default: the spec's folder, else cwd].")] = None,
+    python: Annotated[str | None, typer.Option(
+        "--python", help="Interpreter [default: $PYTHON_LAUNCHER, else torchjob's own].")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "-P", "--param", help="KEY=VALUE, passed as --KEY VALUE (true: bare flag).")] = None,
+    env: Annotated[list[str] | None, typer.Option(
+        "-E", "--env", help="KEY=VALUE environment variable for the script.")] = None,
+    timeout: Annotated[str | None, typer.Option(
+        "--timeout", help="Stop the job after this long: 90s, 15m, 2h (exit 124).")] = None,
+    grace: Annotated[str | None, typer.Option(
+        "--grace", help="Time between the stop signal and SIGKILL [default: 10s].")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name.")] = None,
+    runs_dir: RunsDir = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the resolved plan; run nothing.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "-q", "--quiet", help="Print nothing on success; the summary and log tail on failure.",
+    )] = False,
+) -> None:
+    """Run a job: `torchjob run [SPEC.yaml] [flags] [-- ARGS...]`."""
+    from torchrun_cli import jobs, spec
+
+    flags = spec.Overrides(
+        script=script, project=project, python=python, name=name, timeout=timeout, grace=grace,
+        params=tuple(param or ()), env=tuple(env or ()), args=tuple(ctx.obj.get("trailing", ())))
+    job = spec.load(Path(spec_file) if spec_file else None, flags, Path.cwd())
+    plan = jobs.make_plan(job, store.runs_dir(runs_dir))
+    if dry_run:
+        console.plan(plan, jobs.launch_problem(plan))
+        return
+
+    def started(rec: record.RunRecord, run_dir: Path) -> None:
+        if not quiet:
+            console.header(rec, run_dir, plan)
+
+    final, run_dir = jobs.execute(plan, echo=not quiet, on_start=started)
+    ok = final.status == "succeeded"
+    if quiet and not ok:
+        console.tail(run_dir / record.STDOUT_LOG)
+    if final.phase == "launch" and final.error:
+        console.error([final.error])
+    if not (quiet and ok):
+        console.summary(final, run_dir)
+    raise typer.Exit(final.exit_code or 0)
+
+
+@app.command()
+def validate(
+    spec_file: Annotated[str, typer.Argument(metavar="SPEC.yaml", help="The spec to check.")],
+) -> None:
+    """Check a spec and print every problem; run nothing (exit 2 on problems)."""
+    from torchrun_cli import jobs, spec
+
+    job = spec.load(Path(spec_file), spec.Overrides(), Path.cwd())
+    problem = jobs.launch_problem(jobs.make_plan(job, Path(os.devnull)))
+    if problem is not None:
+        console.warning(f"{problem.message} (a run would exit {problem.exit_code})")
+    sys.stdout.write(f"ok: {spec_file}: script {job.script} in {job.project}\n")
+
+
+@app.command()
+def runs(
+    name: Annotated[str | None, typer.Option("--name", help="Only runs with this name.")] = None,
+    status: Annotated[str | None, typer.Option(
+        "--status", help="Only runs with this status (succeeded, failed, running, ...).")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many (0: all).")]
+    = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for machines.")] = False,
+    runs_dir: RunsDir = None,
+) -> None:
+    """Past runs, newest first."""
+    found = [r for r in record.list_records(store.runs_dir(runs_dir))
+             if (name is None or r.name == name)
+             and (status is None or r.shown_status() == status)]
+    found = found[:limit] if limit else found
+    if as_json:
+        rows = [{**asdict(r), "status": r.shown_status()} for r in found]
+        sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    else:
+        console.runs_table(found)
+
+
+@app.command()
+def show(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, unique prefix, or last.")],
+    as_json: Annotated[bool, typer.Option("--json", help="The raw run.json.")] = False,
+    runs_dir: RunsDir = None,
+) -> None:
+    """One run's record."""
+    run_dir = record.find_run(store.runs_dir(runs_dir), run_ref)
+    if as_json:
+        sys.stdout.write((run_dir / record.RECORD).read_text(encoding="utf-8"))
+        return
+    console.show_record(record.read_record(run_dir), run_dir)
+
+
+@app.command()
+def logs(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, unique prefix, or last.")],
+    follow: Annotated[bool, typer.Option(
+        "-f", "--follow", help="Keep printing until the run ends.")] = False,
+    stderr: Annotated[bool, typer.Option("--stderr", help="Only the errors (stderr.log).")]
+    = False,
+    runs_dir: RunsDir = None,
+) -> None:
+    """A run's log: stdout.log (both streams), or stderr.log with --stderr."""
+    run_dir = record.find_run(store.runs_dir(runs_dir), run_ref)
+    path = run_dir / (record.STDERR_LOG if stderr else record.STDOUT_LOG)
+    out = sys.stdout.buffer
+    try:
+        with path.open("rb") as fh:
+            while True:
+                chunk = fh.read(1 << 20)
+                if chunk:
+                    out.write(chunk)
+                    continue
+                out.flush()
+                if not follow or not record.read_record(run_dir).is_live():
+                    if follow:  # the run may have written its last bytes just now
+                        out.write(fh.read())
+                    break
+                time.sleep(0.2)  # polling a file for growth; not synchronisation
+    except FileNotFoundError as exc:
+        raise UsageError(f"no log at {path}", "the run may have failed before it started") from exc
+    out.flush()
+
+
+def main() -> None:
+    """Entry point: split off `-- ARGS`, run the app, turn errors into messages and statuses."""
+    argv = sys.argv[1:]
+    trailing: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, trailing = argv[:cut], argv[cut + 1 :]
+    obj: dict[str, Any] = {"trailing": trailing, "debug": "--debug" in argv}
+    try:
+        app(args=argv, prog_name="torchjob", obj=obj)
+    except TorchjobError as exc:
+        if obj.get("debug"):
+            raise
+        console.error(exc.lines())
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(141)
+    except Exception as exc:
+        if obj.get("debug"):
+            raise
+        console.error([f"internal error: {exc!r}; run again with --debug to see the traceback"])
+        sys.exit(1)

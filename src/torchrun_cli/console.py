@@ -1,0 +1,150 @@
+"""What torchjob itself prints: plain lines off a terminal, colour (via rich) only on one.
+
+rich is imported only when stderr/stdout is a terminal, so cron, CI and the hot path of
+`torchjob run` never pay for it. rich honours NO_COLOR by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from torchrun_cli.errors import LaunchError
+    from torchrun_cli.jobs import Plan
+    from torchrun_cli.record import RunRecord
+
+_STYLE = {"succeeded": "green", "failed": "red", "setup_error": "red", "cancelled": "yellow",
+          "timeout": "yellow", "running": "cyan", "lost": "magenta"}
+
+
+def _fancy(stream: TextIO) -> bool:
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def _emit(text: str, *, err: bool = True, style: str | None = None) -> None:
+    """One line (or block) to stderr or stdout; styled only on a terminal."""
+    stream = sys.stderr if err else sys.stdout
+    if style and _fancy(stream):
+        from rich.console import Console
+        from rich.text import Text
+
+        Console(file=stream, highlight=False, soft_wrap=True).print(Text(text, style=style))
+    else:
+        stream.write(text + "\n")
+        stream.flush()
+
+
+def error(lines: Sequence[str]) -> None:
+    """Problems, one per line, prefixed so they stand out in a cron mail."""
+    for line in lines:
+        _emit(f"torchjob: error: {line}", style="bold red")
+
+
+def warning(line: str) -> None:
+    _emit(f"torchjob: warning: {line}", style="yellow")
+
+
+def header(rec: RunRecord, run_dir: Path, plan: Plan) -> None:
+    """Run id, interpreter and project, before the job's first line."""
+    _emit(f"torchjob: run {rec.id}", style="bold")
+    _emit(f"torchjob:   interpreter {plan.environment.interpreter}", style="dim")
+    _emit(f"torchjob:   project     {plan.cwd}", style="dim")
+
+
+def _outcome(rec: RunRecord) -> str:
+    status = rec.shown_status()
+    if status == "failed" and rec.signal:
+        return f"failed: killed by {rec.signal}"
+    if status in ("cancelled", "timeout", "setup_error") or (status == "failed" and rec.phase):
+        return f"{status}: {rec.error}"
+    return status
+
+
+def summary(rec: RunRecord, run_dir: Path) -> None:
+    """Status, duration, exit status and the log folder: the line cron mails end with."""
+    took = f"{rec.duration_s:.2f}s" if rec.duration_s is not None else "?"
+    _emit(f"torchjob: {_outcome(rec)} in {took} (exit {rec.exit_code}); logs: {run_dir}",
+          style=f"bold {_STYLE.get(rec.shown_status(), '')}")
+
+
+def tail(path: Path, lines: int = 50, max_bytes: int = 1 << 20) -> None:
+    """The last lines of a log, raw bytes, to stderr (what --quiet shows on failure)."""
+    try:
+        with path.open("rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return
+    if not data:
+        return
+    chunk = b"".join(data.splitlines(keepends=True)[-lines:])
+    _emit(f"torchjob: last {lines} lines of {path}:")
+    sys.stderr.flush()
+    sys.stderr.buffer.write(chunk if chunk.endswith(b"\n") else chunk + b"\n")
+    sys.stderr.buffer.flush()
+
+
+def plan(p: Plan, problem: LaunchError | None) -> None:
+    """The resolved plan of --dry-run, on stdout; nothing has been started."""
+    origins = p.spec.origins
+
+    def row(label: str, value: str, key: str | None = None) -> None:
+        src = f"  [{origins[key]}]" if key and key in origins else ""
+        sys.stdout.write(f"{label + ':' if label else '':<13} {value}{src}\n")
+
+    env = p.environment
+    row("dry run", "nothing was started")
+    row("name", p.spec.name, "name")
+    row("source", f"{p.source.kind} {p.source.path}", "project")
+    row("script", str(p.script_path), "script")
+    version = f" (Python {env.python_version})" if env.python_version else ""
+    sys.stdout.write(f"{'interpreter:':<13} {env.interpreter}{version}  [{env.origin}]\n")
+    row("environment", f"manager {env.manager}")
+    row("argv", shlex.join(p.shown_argv()))
+    row("cwd", str(p.cwd))
+    for i, (k, v) in enumerate(sorted(p.shown_env().items())):
+        row("env" if i == 0 else "", f"{k}={v}")
+    row("timeout", f"{p.spec.timeout:g}s" if p.spec.timeout else "none", "timeout")
+    row("grace", f"{p.spec.grace:g}s", "grace")
+    row("runs dir", str(p.runs_dir))
+    row("launch", "ok" if problem is None else f"would exit {problem.exit_code}: "
+        f"{problem.message}")
+    sys.stdout.flush()
+
+
+def runs_table(records: Sequence[RunRecord]) -> None:
+    """The `torchjob runs` table on stdout."""
+    rows = [(r.id, r.name, r.shown_status(), "" if r.exit_code is None else str(r.exit_code),
+             r.started_at[:19].replace("T", " "),
+             "" if r.duration_s is None else f"{r.duration_s:.1f}s") for r in records]
+    heads = ("ID", "NAME", "STATUS", "EXIT", "STARTED (UTC)", "DURATION")
+    if _fancy(sys.stdout):
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*heads, box=None, header_style="bold")
+        for row in rows:
+            table.add_row(*row[:2], f"[{_STYLE.get(row[2], '')}]{row[2]}[/]", *row[3:])
+        Console(highlight=False).print(table)
+        return
+    widths = [max(len(x) for x in col) for col in zip(heads, *rows)]
+    for row in (heads, *rows):
+        sys.stdout.write("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() + "\n")
+
+
+def show_record(rec: RunRecord, run_dir: Path) -> None:
+    """`torchjob show`: the record as aligned `key: value` lines."""
+    data: dict[str, Any] = dict(vars(rec))
+    data["status"] = rec.shown_status()
+    data["run_dir"] = str(run_dir)
+    for key, value in data.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, ensure_ascii=False)
+        sys.stdout.write(f"{key + ':':<17} {'' if value is None else value}\n")

@@ -1,0 +1,135 @@
+"""The run pipeline: spec -> source -> environment -> launch -> supervise -> record."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from torchrun_cli import envs, record, source, supervise
+from torchrun_cli.errors import LaunchError
+from torchrun_cli.spec import JobSpec, mask_argv, mask_mapping
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything needed to start the job, resolved and checked, nothing started yet."""
+
+    spec: JobSpec
+    source: source.Source
+    environment: envs.Environment
+    script_path: Path
+    argv: list[str]
+    cwd: Path
+    env_overlay: Mapping[str, str]
+    runs_dir: Path
+
+    def child_env(self) -> dict[str, str]:
+        """The inherited environment with torchjob's and the spec's variables on top."""
+        return {**os.environ, **self.env_overlay}
+
+    def shown_argv(self) -> list[str]:
+        """argv with secret parameter values masked."""
+        return mask_argv(self.argv, self.spec.params)
+
+    def shown_env(self) -> dict[str, str]:
+        """The variables torchjob sets, secret values masked."""
+        return {k: str(v) for k, v in mask_mapping(self.env_overlay).items()}
+
+
+def make_plan(spec: JobSpec, runs_dir: Path) -> Plan:
+    """Resolve source and environment and build the exact argv and environment."""
+    src = source.resolve(spec)
+    env = envs.prepare(spec)
+    script_path = src.path / spec.script
+    overlay = {"PYTHONUNBUFFERED": "1", **spec.env}
+    inherited = overlay.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    overlay["PYTHONPATH"] = os.pathsep.join(p for p in (str(src.path), inherited) if p)
+    argv = [env.interpreter, str(script_path), *spec.script_argv()]
+    return Plan(spec, src, env, script_path, argv, src.path, overlay, runs_dir)
+
+
+def launch_problem(plan: Plan) -> LaunchError | None:
+    """Interpreter or script missing (127) or not runnable (126), found before starting."""
+    interp = plan.environment.interpreter
+    if not os.path.isabs(interp) or not os.path.exists(interp):
+        return LaunchError(f"interpreter not found: {interp}", 127,
+                           "pass --python PATH or set python.interpreter in the spec")
+    if os.path.isdir(interp) or not os.access(interp, os.X_OK):
+        return LaunchError(f"interpreter is not executable: {interp}", 126,
+                           f"chmod +x {interp}, or choose another with --python")
+    script = plan.script_path
+    if not script.exists():
+        return LaunchError(f"script not found: {script}", 127,
+                           f"check `script` (it is relative to the project {plan.cwd})")
+    if not script.is_file() or not os.access(script, os.R_OK):
+        return LaunchError(f"script is not a readable file: {script}", 126,
+                           "point `script` at a Python file")
+    return None
+
+
+def _conclude(outcome: supervise.Outcome, spec: JobSpec) -> dict[str, object]:
+    """Status, exit code and signal, as DESIGN.md's exit-status table says."""
+    rc = outcome.returncode
+    died_by = supervise.signal_name(-rc) if rc < 0 else None
+    if outcome.interrupted_by is not None:
+        name = supervise.signal_name(outcome.interrupted_by)
+        return {"status": "cancelled", "exit_code": 128 + outcome.interrupted_by,
+                "signal": died_by, "error": f"torchjob was interrupted by {name}"}
+    if outcome.timed_out:
+        return {"status": "timeout", "exit_code": 124, "signal": died_by,
+                "error": f"timed out after {spec.timeout:g}s"}
+    if rc < 0:
+        return {"status": "failed", "exit_code": 128 - rc, "signal": died_by,
+                "error": f"killed by {died_by}"}
+    return {"status": "succeeded" if rc == 0 else "failed", "exit_code": rc}
+
+
+def execute(
+    plan: Plan, *, echo: bool, on_start: Callable[[record.RunRecord, Path], None]
+) -> tuple[record.RunRecord, Path]:
+    """Create the run folder and record, run the job to its end, write the final record."""
+    spec = plan.spec
+    run_id, run_dir = record.create_run_dir(plan.runs_dir, spec.name)
+    started = time.monotonic()
+    rec = record.RunRecord(
+        schema_version=record.SCHEMA_VERSION,
+        id=run_id,
+        name=spec.name,
+        status="running",
+        started_at=record.now_iso(),
+        argv=plan.shown_argv(),
+        cwd=str(plan.cwd),
+        interpreter=plan.environment.interpreter,
+        source=plan.source.record(),
+        environment=plan.environment.record(),
+        params=dict(mask_mapping(spec.params)),
+        spec=spec.masked(),
+        pid_start=record.process_start_ticks(os.getpid()),
+    )
+    record.write_record(run_dir, rec)
+    stdout_log, stderr_log = run_dir / record.STDOUT_LOG, run_dir / record.STDERR_LOG
+    on_start(rec, run_dir)
+    end: dict[str, object]
+    try:
+        problem = launch_problem(plan)
+        if problem is not None:
+            stdout_log.touch()
+            stderr_log.touch()
+            end = {"status": "failed", "exit_code": problem.exit_code, "phase": "launch",
+                   "error": problem.message}
+        else:
+            outcome = supervise.supervise(
+                plan.argv, cwd=plan.cwd, env=plan.child_env(), stdout_log=stdout_log,
+                stderr_log=stderr_log, echo=echo, timeout=spec.timeout, grace=spec.grace)
+            end = _conclude(outcome, spec)
+            if outcome.log_error:
+                end["error"] = outcome.log_error
+    except KeyboardInterrupt:  # Ctrl-C before the supervisor took over signals
+        end = {"status": "cancelled", "exit_code": 130, "error": "interrupted before launch"}
+    final = rec.finish(
+        ended_at=record.now_iso(), duration_s=round(time.monotonic() - started, 3), **end)
+    record.write_record(run_dir, final)
+    return final, run_dir

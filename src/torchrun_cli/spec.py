@@ -1,0 +1,536 @@
+"""The job spec: YAML (safe-loaded, with line numbers) merged with flags, validated all at once.
+
+Precedence is default < file < flag. Every problem names where it is (file:line or the flag),
+the key path and a fix, so a user corrects a spec in one pass instead of one error per run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shlex
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torchrun_cli.errors import Problem, SpecError
+
+TOP_KEYS = ("name", "project", "script", "args", "params", "python", "env", "timeout", "grace")
+PYTHON_KEYS = ("interpreter", "manager")
+MANAGERS = ("none",)
+DEFAULT_GRACE_S = 10.0
+MASK = "****"
+
+_PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SECRET_NAME = re.compile(
+    r"token|secret|passw(or)?d|passphrase|credential|auth|api[_-]?key|private[_-]?key"
+    r"|access[_-]?key|(^|[_-])key$",
+    re.IGNORECASE,
+)
+_REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/\s]+@[^/\s]+:", re.IGNORECASE)
+_ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
+
+
+def is_secret(name: str) -> bool:
+    """Names whose values are never shown or recorded (tokens, passwords, keys)."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def parse_duration(text: str | int | float) -> float:
+    """`90s`, `15m`, `2h`, `1h30m`, `1d` or plain seconds; raises ValueError otherwise."""
+    if isinstance(text, bool):
+        raise ValueError("not a duration")
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        s = text.strip().lower()
+        if re.fullmatch(r"\d+(?:\.\d+)?", s):
+            seconds = float(s)
+        elif s and _DURATION_PART.sub("", s) == "":
+            seconds = sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(s))
+        else:
+            raise ValueError("not a duration")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError("must be more than zero")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the flags of `run` say; None or empty means the flag was not given."""
+
+    script: str | None = None
+    project: str | None = None
+    python: str | None = None
+    name: str | None = None
+    timeout: str | None = None
+    grace: str | None = None
+    params: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The merged, validated job: plain values, with where each came from."""
+
+    name: str
+    project: Path
+    script: str
+    args: tuple[str, ...]
+    params: Mapping[str, str | bool]
+    extra_args: tuple[str, ...]
+    interpreter: str | None
+    interpreter_base: Path
+    manager: str
+    env: Mapping[str, str]
+    timeout: float | None
+    grace: float
+    spec_file: Path | None
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+    def script_argv(self) -> list[str]:
+        """Arguments for the script: spec args, then params as `--key value`, then `-- ARGS`."""
+        out = list(self.args)
+        for key, value in self.params.items():
+            if value is True:
+                out.append(f"--{key}")
+            elif value is not False:
+                out += [f"--{key}", value]
+        return out + list(self.extra_args)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective spec for run.json and --dry-run, secret values replaced by ****."""
+        return {
+            "name": self.name,
+            "project": str(self.project),
+            "script": self.script,
+            "args": list(self.args),
+            "params": mask_mapping(self.params),
+            "extra_args": list(self.extra_args),
+            "python": {"interpreter": self.interpreter, "manager": self.manager},
+            "env": mask_mapping(self.env),
+            "timeout": self.timeout,
+            "grace": self.grace,
+            "spec_file": str(self.spec_file) if self.spec_file else None,
+        }
+
+
+def mask_mapping(values: Mapping[str, str | bool]) -> dict[str, str | bool]:
+    """A copy with the values of secret-looking names masked."""
+    return {k: (MASK if is_secret(k) and not isinstance(v, bool) else v) for k, v in values.items()}
+
+
+def mask_argv(argv: list[str], params: Mapping[str, str | bool]) -> list[str]:
+    """argv with the value after each secret `--key` masked (for records and displays)."""
+    secret_flags = {f"--{k}" for k, v in params.items() if is_secret(k) and not isinstance(v, bool)}
+    out = list(argv)
+    for i in range(1, len(out)):
+        if out[i - 1] in secret_flags:
+            out[i] = MASK
+    return out
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+
+def _loader_class() -> type[Any]:
+    import yaml
+
+    base: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class Loader(base):  # type: ignore[misc, valid-type]
+        """Safe loader that remembers the line of every mapping key and spots duplicates."""
+
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.key_lines: dict[int, dict[Any, int]] = {}
+            self.duplicates: list[tuple[str, int]] = []
+
+        def construct_tracked_map(self, node: Any) -> Iterator[dict[Any, Any]]:
+            data: dict[Any, Any] = {}
+            yield data
+            data.update(self.construct_mapping(node))
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = key_node.value if isinstance(key_node.value, str) else repr(key_node.value)
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    self.duplicates.append((key, line))
+                lines[key] = line
+            self.key_lines[id(data)] = lines
+
+    Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_tracked_map)
+    return Loader
+
+
+@dataclass
+class _Source:
+    """Where values came from: a file with line lookups, or the command line."""
+
+    file: Path | None
+    key_lines: dict[int, dict[Any, int]] = field(default_factory=dict)
+
+    def where(self, container: object = None, key: object = None) -> str:
+        if self.file is None:
+            return "command line"
+        line = 1
+        if container is not None:
+            line = self.key_lines.get(id(container), {}).get(key, 1)
+        return f"{self.file}:{line}"
+
+
+def _read_yaml(path: Path, problems: list[Problem]) -> tuple[dict[str, Any], _Source]:
+    """Load the spec file; YAML syntax errors and refused tags become problems."""
+    import yaml
+
+    src = _Source(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.append(
+            Problem(str(path), "(file)", "spec file not found", "check the path of the YAML file")
+        )
+        return {}, src
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(
+            Problem(str(path), "(file)", f"cannot read: {exc}", "give a readable UTF-8 YAML file")
+        )
+        return {}, src
+    loader = _loader_class()(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        reason = f"{exc.context + ', ' if exc.context else ''}{exc.problem or 'invalid YAML'}"
+        if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in (exc.problem or ""):
+            problems.append(
+                Problem(
+                    f"{path}:{line}",
+                    _key_at_line(text, line),
+                    f"YAML tag refused by safe loading ({reason})",
+                    "remove the tag and write a plain value",
+                )
+            )
+        else:
+            problems.append(
+                Problem(
+                    f"{path}:{line}",
+                    _key_at_line(text, line),
+                    f"YAML syntax error: {reason}",
+                    "correct the YAML at that line (indentation, quotes, colons)",
+                )
+            )
+        return {}, src
+    except yaml.YAMLError as exc:
+        problems.append(Problem(f"{path}:1", "(yaml)", f"invalid YAML: {exc}", "fix the YAML"))
+        return {}, src
+    finally:
+        loader.dispose()
+    src.key_lines = loader.key_lines
+    for key, line in loader.duplicates:
+        problems.append(
+            Problem(f"{path}:{line}", key, "key given twice", "keep one of the two entries")
+        )
+    if data is None:
+        return {}, src
+    if not isinstance(data, dict):
+        problems.append(
+            Problem(
+                f"{path}:1",
+                "(top level)",
+                f"the spec must be a mapping of keys, not {_type_name(data)}",
+                "write `script: train.py` and other keys, one per line",
+            )
+        )
+        return {}, src
+    return data, src
+
+
+def _key_at_line(text: str, line: int) -> str:
+    """The dotted key path of the nearest key at or above `line`, by indentation."""
+    path: list[tuple[int, str]] = []
+    for raw in text.splitlines()[:line]:
+        m = re.match(r"^(\s*)([A-Za-z0-9_.-]+)\s*:", raw)
+        if not m:
+            continue
+        indent = len(m.group(1))
+        while path and path[-1][0] >= indent:
+            path.pop()
+        path.append((indent, m.group(2)))
+    return ".".join(k for _, k in path) or "(top level)"
+
+
+def _type_name(value: object) -> str:
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+# ---------------------------------------------------------------- validation
+
+
+class _Checker:
+    """Collects problems; each check returns the cleaned value or None."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+
+    def add(self, where: str, key: str, message: str, fix: str) -> None:
+        self.problems.append(Problem(where, key, message, fix))
+
+    def unknown_keys(
+        self, data: dict[Any, Any], known: tuple[str, ...], prefix: str, src: _Source
+    ) -> None:
+        for key in data:
+            if key in known:
+                continue
+            guess = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            fix = f"did you mean `{prefix}{guess[0]}`?" if guess else f"use one of {', '.join(known)}"
+            self.add(src.where(data, key), f"{prefix}{key}", "unknown key", fix)
+
+    def string(self, data: dict[Any, Any], key: str, path: str, src: _Source) -> str | None:
+        value = data[key]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value:
+            got = "an empty string" if value == "" else _type_name(value)
+            self.add(src.where(data, key), path, f"expected a non-empty string, got {got}",
+                     f'write `{path.rsplit(".", 1)[-1]}: "..."`')
+            return None
+        return self._no_nul(value, src.where(data, key), path)
+
+    def _no_nul(self, value: str, where: str, path: str) -> str | None:
+        if "\0" in value:
+            self.add(where, path, "contains a NUL byte, which no process argument can carry",
+                     "remove the NUL character")
+            return None
+        return value
+
+    def scalar_text(self, value: object, where: str, path: str) -> str | None:
+        """A string, or a number written as Python prints it; booleans and nulls refused."""
+        if isinstance(value, str):
+            return self._no_nul(value, where, path)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        self.add(where, path, f"expected a string or a number, got {_type_name(value)}",
+                 'quote the value, e.g. "yes"')
+        return None
+
+    def duration(self, value: object, where: str, path: str) -> float | None:
+        try:
+            return parse_duration(value)  # type: ignore[arg-type]
+        except (ValueError, TypeError) as exc:
+            self.add(where, path, f"bad duration {value!r} ({exc})",
+                     "write seconds or a number with a unit: 90s, 15m, 2h, 1h30m")
+            return None
+
+    def args(self, data: dict[Any, Any], src: _Source) -> tuple[str, ...] | None:
+        value = data["args"]
+        where = src.where(data, "args")
+        if isinstance(value, str):
+            try:
+                return tuple(shlex.split(value))
+            except ValueError as exc:
+                self.add(where, "args", f"cannot split the string: {exc}",
+                         "balance the quotes, or write args as a YAML list")
+                return None
+        if not isinstance(value, list):
+            self.add(where, "args", f"expected a list or a string, got {_type_name(value)}",
+                     'write args: ["--epochs", "1"]')
+            return None
+        out = [self.scalar_text(item, where, f"args[{i}]") for i, item in enumerate(value)]
+        return None if None in out else tuple(x for x in out if x is not None)
+
+    def mapping(self, data: dict[Any, Any], key: str, src: _Source) -> dict[Any, Any] | None:
+        value = data[key]
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.add(src.where(data, key), key, f"expected a mapping, got {_type_name(value)}",
+                     f"write `{key}:` followed by indented `name: value` lines")
+            return None
+        return value
+
+    def param_entries(
+        self, entries: dict[Any, Any], src: _Source, out: dict[str, str | bool]
+    ) -> None:
+        for key, value in entries.items():
+            where = src.where(entries, key)
+            path = f"params.{key}"
+            if not isinstance(key, str) or not _PARAM_KEY.fullmatch(key):
+                self.add(where, path, "a parameter name must be letters, digits, '_', '-', '.'",
+                         "rename the parameter, e.g. `lr` or `batch-size`")
+                continue
+            if isinstance(value, bool):
+                out[key] = value
+                continue
+            text = self.scalar_text(value, where, path)
+            if text is not None:
+                out[key] = text
+
+    def env_entries(self, entries: dict[Any, Any], src: _Source, out: dict[str, str]) -> None:
+        for key, value in entries.items():
+            where = src.where(entries, key)
+            self._env_one(key, value, where, f"env.{key}", out)
+
+    def _env_one(self, key: object, value: object, where: str, path: str,
+                 out: dict[str, str]) -> None:
+        if not isinstance(key, str) or not _ENV_NAME.fullmatch(key):
+            self.add(where, path, "an environment variable name must be letters, digits and '_', "
+                     "not starting with a digit", "rename it, e.g. OMP_NUM_THREADS")
+            return
+        text = self.scalar_text(value, where, path)
+        if text is not None:
+            out[key] = text
+
+    def pairs(self, raw: tuple[str, ...], flag: str) -> Iterator[tuple[str, str]]:
+        for item in raw:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                self.add("command line", flag, f"{item!r} is not KEY=VALUE",
+                         f"write {flag} KEY=VALUE, e.g. {flag} lr=0.01")
+                continue
+            yield key, value
+
+
+def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
+    """Read, merge and validate; raises SpecError with every problem found."""
+    problems: list[Problem] = []
+    check = _Checker(problems)
+    data: dict[str, Any] = {}
+    src = _Source(None)
+    if spec_file is not None:
+        spec_file = (cwd / spec_file).absolute()
+        data, src = _read_yaml(spec_file, problems)
+    base = spec_file.parent if spec_file else cwd
+    check.unknown_keys(data, TOP_KEYS, "", src)
+    origins: dict[str, str] = {}
+
+    def from_file(key: str, getter: Callable[[], Any]) -> Any:
+        if key not in data:
+            return None
+        origins[key] = src.where(data, key)
+        return getter()
+
+    name = from_file("name", lambda: check.string(data, "name", "name", src))
+    project = from_file("project", lambda: check.string(data, "project", "project", src))
+    script = from_file("script", lambda: check.string(data, "script", "script", src))
+    args = from_file("args", lambda: check.args(data, src)) or ()
+    timeout = from_file(
+        "timeout", lambda: check.duration(data["timeout"], src.where(data, "timeout"), "timeout"))
+    grace = from_file(
+        "grace", lambda: check.duration(data["grace"], src.where(data, "grace"), "grace"))
+    params: dict[str, str | bool] = {}
+    env: dict[str, str] = {}
+    if "params" in data and (entries := check.mapping(data, "params", src)) is not None:
+        check.param_entries(entries, src, params)
+    if "env" in data and (entries := check.mapping(data, "env", src)) is not None:
+        check.env_entries(entries, src, env)
+    interpreter: str | None = None
+    manager = "none"
+    if "python" in data and (py := check.mapping(data, "python", src)) is not None:
+        check.unknown_keys(py, PYTHON_KEYS, "python.", src)
+        if "interpreter" in py:
+            origins["python.interpreter"] = src.where(py, "interpreter")
+            interpreter = check.string(py, "interpreter", "python.interpreter", src)
+        if "manager" in py:
+            value = check.string(py, "manager", "python.manager", src)
+            if value is not None and value not in MANAGERS:
+                check.add(src.where(py, "manager"), "python.manager",
+                          f"{value!r} is not supported by this version",
+                          "use `manager: none` (the interpreter as it is)")
+            manager = value or manager
+    interpreter_base = base
+
+    # Flags override the file.
+    if flags.name is not None:
+        name, origins["name"] = flags.name, "flag --name"
+    if flags.project is not None:
+        project, origins["project"] = flags.project, "flag --project"
+        base = cwd
+    if flags.script is not None:
+        script, origins["script"] = flags.script, "flag --script"
+    if flags.python is not None:
+        interpreter, origins["python.interpreter"] = flags.python, "flag --python"
+        interpreter_base = cwd
+    if flags.timeout is not None:
+        timeout, origins["timeout"] = check.duration(flags.timeout, "command line",
+                                                     "--timeout"), "flag --timeout"
+    if flags.grace is not None:
+        grace, origins["grace"] = check.duration(flags.grace, "command line",
+                                                 "--grace"), "flag --grace"
+    for key, value in check.pairs(flags.params, "-P/--param"):
+        if not _PARAM_KEY.fullmatch(key):
+            check.add("command line", f"-P {key}", "a parameter name must be letters, digits, "
+                      "'_', '-', '.'", "rename the parameter, e.g. -P lr=0.01")
+            continue
+        params[key] = {"true": True, "false": False}.get(value, value)
+        origins[f"params.{key}"] = "flag -P"
+    for key, value in check.pairs(flags.env, "-E/--env"):
+        check._env_one(key, value, "command line", f"-E {key}", env)
+    for i, arg in enumerate(flags.args):
+        check._no_nul(arg, "command line", f"-- argument {i + 1}")
+
+    project_dir = _project_dir(project, base, origins, check)
+    if not script:
+        if "script" not in origins:
+            where = f"{spec_file}:1" if spec_file else "command line"
+            check.add(where, "script", "no script to run",
+                      "add `script: train.py` to the spec or pass --script train.py")
+    if problems:
+        raise SpecError(problems)
+    assert project_dir is not None and script
+    return JobSpec(
+        name=name or Path(script).stem or "job",
+        project=project_dir,
+        script=script,
+        args=tuple(args),
+        params=params,
+        extra_args=tuple(flags.args),
+        interpreter=interpreter,
+        interpreter_base=interpreter_base,
+        manager=manager,
+        env=env,
+        timeout=timeout,
+        grace=grace if grace is not None else DEFAULT_GRACE_S,
+        spec_file=spec_file,
+        origins=origins,
+    )
+
+
+def _project_dir(
+    project: str | None,
+    base: Path,
+    origins: dict[str, str],
+    check: _Checker,
+) -> Path | None:
+    """The local project folder: relative to the spec's folder (or cwd for a flag); must exist."""
+    if project is None:
+        return None if "project" in origins else base
+    where = origins.get("project", "command line")
+    where = "command line" if where.startswith("flag") else where
+    key = "--project" if where == "command line" else "project"
+    if _REMOTE.search(project) or project.lower().endswith(_ARCHIVE_SUFFIXES):
+        check.add(where, key, f"{project!r} is a git URL or an archive; this version runs "
+                  "local folders only", "clone or extract it and give the folder's path")
+        return None
+    path = (base / os.path.expanduser(project)).absolute()
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        check.add(where, key, f"project folder {path} {what}",
+                  "give the path of an existing folder (relative paths start at the spec's folder)")
+        return None
+    return path

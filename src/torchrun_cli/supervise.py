@@ -1,0 +1,278 @@
+"""Run the child: own session, byte-exact tee of both pipes, signal forwarding, timeout, escalation.
+
+Three guards keep the job from outliving torchjob: signals are forwarded to the child's process
+group and escalated to SIGKILL after a grace period; the child is started through a tiny exec
+trampoline that sets PR_SET_PDEATHSIG (no preexec_fn, which is unsafe with threads); and a forked
+watchdog kills the whole group when torchjob's end of a pipe closes without a goodbye (kill -9),
+which also takes grandchildren that PDEATHSIG alone would leave behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+CHUNK = 1 << 20
+_F_SETPIPE_SZ = 1031
+_PUMP_DRAIN_S = 5.0
+
+# argv: TRAMPOLINE PARENT_PID PROGRAM ARGS... ; PR_SET_PDEATHSIG is 1, SIGKILL is 9.
+_TRAMPOLINE = """\
+import ctypes, os, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
+if os.getppid() != int(sys.argv[1]):
+    os._exit(137)
+try:
+    os.execv(sys.argv[2], sys.argv[2:])
+except OSError as e:
+    sys.stderr.write("torchjob: cannot start %s: %s\\n" % (sys.argv[2], e.strerror))
+    os._exit(126 if e.errno in (13, 8) else 127)
+"""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How the child ended and what torchjob had to do about it."""
+
+    returncode: int
+    pid: int
+    interrupted_by: int | None
+    timed_out: bool
+    escalated: bool
+    log_error: str | None
+
+
+def _noop(signum: int, frame: Any) -> None:
+    """Signals are read from the wakeup fd by the main loop; the handler only has to exist."""
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Pump(threading.Thread):
+    """Drains one pipe in large chunks into log files and, optionally, a console fd."""
+
+    def __init__(self, src: int, logs: list[int], echo: int | None) -> None:
+        super().__init__(daemon=True)
+        self.src, self.logs, self.echo = src, logs, echo
+        self.error: str | None = None
+
+    def run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.src, CHUNK)
+            except InterruptedError:
+                continue
+            if not chunk:
+                return
+            for fd in self.logs:
+                try:
+                    _write_all(fd, chunk)
+                except OSError as exc:  # keep draining, or the child would block
+                    self.error = self.error or f"writing a log failed: {exc.strerror}"
+            if self.echo is not None:
+                try:
+                    _write_all(self.echo, chunk)
+                except OSError:  # console gone (closed pipe, hangup): logs still get everything
+                    self.echo = None
+
+
+@contextlib.contextmanager
+def _signals_to_pipe() -> Iterator[int]:
+    """Route SIGINT/SIGTERM/SIGHUP into a pipe the main loop polls; restore on exit."""
+    read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old = {s: signal.signal(s, _noop) for s in FORWARDED}
+    old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    try:
+        yield read_fd
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def _start_watchdog(pgid: int) -> tuple[int, int]:
+    """Fork a process that SIGKILLs the group if torchjob dies; returns (pid, pipe to it)."""
+    read_fd, write_fd = os.pipe()
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked watchdog
+        try:
+            for s in FORWARDED:
+                signal.signal(s, signal.SIG_IGN)
+            signal.set_wakeup_fd(-1)
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, read_fd)
+            os.closerange(read_fd + 1, 1 << 16)
+            while True:
+                try:
+                    said = os.read(read_fd, 1)
+                    break
+                except InterruptedError:
+                    continue
+            if not said:
+                _killpg(pgid, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    os.close(read_fd)
+    return pid, write_fd
+
+
+def _open_log(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+
+
+def _big_pipe(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        import fcntl
+
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, CHUNK)
+
+
+def supervise(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    stdout_log: Path,
+    stderr_log: Path,
+    echo: bool,
+    timeout: float | None,
+    grace: float,
+) -> Outcome:
+    """Run argv to the end; must be called from the main thread (it owns signal handling)."""
+    out_fd, err_fd = _open_log(stdout_log), _open_log(stderr_log)
+    try:
+        with _signals_to_pipe() as wake_fd:
+            return _run(argv, cwd, env, out_fd, err_fd, echo, timeout, grace, wake_fd)
+    finally:
+        os.close(out_fd)
+        os.close(err_fd)
+
+
+def _run(
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    out_fd: int,
+    err_fd: int,
+    echo: bool,
+    timeout: float | None,
+    grace: float,
+    wake_fd: int,
+) -> Outcome:
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(os.getpid()), *argv],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        bufsize=0,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    pgid = proc.pid
+    watchdog_pid, watchdog_fd = _start_watchdog(pgid)
+    pumps = []
+    for pipe, logs, console in (
+        (proc.stdout, [out_fd], 1),
+        (proc.stderr, [out_fd, err_fd], 2),
+    ):
+        _big_pipe(pipe.fileno())
+        pumps.append(_Pump(pipe.fileno(), logs, console if echo else None))
+    done_r, done_w = os.pipe2(os.O_CLOEXEC)
+
+    def wait_child() -> None:
+        proc.wait()
+        os.write(done_w, b"x")
+
+    for t in (*pumps, threading.Thread(target=wait_child, daemon=True)):
+        t.start()
+
+    poller = select.poll()
+    poller.register(wake_fd, select.POLLIN)
+    poller.register(done_r, select.POLLIN)
+    deadline = started + timeout if timeout else None
+    kill_at: float | None = None
+    interrupted_by: int | None = None
+    timed_out = escalated = False
+    while True:
+        pending = [t for t in (deadline, kill_at) if t is not None]
+        wait_ms = max(0.0, min(pending) - time.monotonic()) * 1000 if pending else None
+        ready = {fd for fd, _ in poller.poll(wait_ms)}
+        if done_r in ready:
+            break
+        now = time.monotonic()
+        if wake_fd in ready:
+            for signum in os.read(wake_fd, 64):
+                if interrupted_by is None and not timed_out:
+                    interrupted_by, deadline, kill_at = signum, None, now + grace
+                    _killpg(pgid, signum)
+                elif signum == signal.SIGINT:  # a second Ctrl-C: stop waiting
+                    _killpg(pgid, signal.SIGKILL)
+                    escalated, kill_at = True, None
+                else:
+                    _killpg(pgid, signum)
+        if deadline is not None and now >= deadline:
+            timed_out, deadline, kill_at = True, None, now + grace
+            _killpg(pgid, signal.SIGTERM)
+        if kill_at is not None and now >= kill_at:
+            _killpg(pgid, signal.SIGKILL)
+            escalated, kill_at = True, None
+
+    returncode = proc.wait()
+    _killpg(pgid, signal.SIGKILL)  # the job is the script: nothing it started outlives it
+    os.write(watchdog_fd, b"x")
+    os.close(watchdog_fd)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(watchdog_pid, 0)
+    drain_until = time.monotonic() + _PUMP_DRAIN_S
+    for pump in pumps:
+        pump.join(max(0.0, drain_until - time.monotonic()))
+    for fd in (done_r, done_w):
+        os.close(fd)
+    if not any(p.is_alive() for p in pumps):
+        proc.stdout.close()
+        proc.stderr.close()
+    log_error = next((p.error for p in pumps if p.error), None)
+    return Outcome(returncode, proc.pid, interrupted_by, timed_out, escalated, log_error)
+
+
+def signal_name(signum: int) -> str:
+    """`SIGSEGV` for 11; the number as text when Python has no name for it."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
+
+
+def is_permission_error(exc: OSError) -> bool:
+    """EACCES/ENOEXEC mean 'exists but cannot be run' (126), the rest 'not found' (127)."""
+    return exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR)
