@@ -57,7 +57,7 @@ def _root(
 def run(
     ctx: typer.Context,
     spec_file: Annotated[str | None, typer.Argument(
-        metavar="[SPEC.yaml]", help="Job spec; flags override its keys.")] = None,
+        metavar="SPEC.yaml", help="Job spec; flags override its keys.")] = None,
     script: Annotated[str | None, typer.Option(
         "-s", "--script", help="Entry script, relative to the project.")] = None,
     project: Annotated[str | None, typer.Option(
@@ -96,7 +96,10 @@ def run(
         if not quiet:
             console.header(rec, run_dir, plan)
 
-    final, run_dir = jobs.execute(plan, echo=not quiet, on_start=started)
+    def stopping(signum: int | None) -> None:
+        console.stopping(signum, job.grace, job.timeout)
+
+    final, run_dir = jobs.execute(plan, echo=not quiet, on_start=started, on_stop=stopping)
     ok = final.status == "succeeded"
     if quiet and not ok:
         console.tail(run_dir / record.STDOUT_LOG)

@@ -57,6 +57,15 @@ def header(rec: RunRecord, run_dir: Path, plan: Plan) -> None:
     _emit(f"torchjob:   project     {plan.cwd}", style="dim")
 
 
+def stopping(signum: int | None, grace: float, timeout: float | None) -> None:
+    """Say that a stop began, and how to hurry it (tests wait for this line, too)."""
+    import signal
+
+    why = f"timeout of {timeout:g}s reached" if signum is None else signal.Signals(signum).name
+    _emit(f"torchjob: stopping the job ({why}); SIGKILL in {grace:g}s"
+          + ("" if signum is None else ", Ctrl-C again to kill it now"), style="yellow")
+
+
 def _outcome(rec: RunRecord) -> str:
     status = rec.shown_status()
     if status == "failed" and rec.signal:
@@ -134,9 +143,10 @@ def runs_table(records: Sequence[RunRecord]) -> None:
             table.add_row(*row[:2], f"[{_STYLE.get(row[2], '')}]{row[2]}[/]", *row[3:])
         Console(highlight=False).print(table)
         return
-    widths = [max(len(x) for x in col) for col in zip(heads, *rows)]
+    widths = [max(len(x) for x in col) for col in zip(heads, *rows, strict=False)]
     for row in (heads, *rows):
-        sys.stdout.write("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() + "\n")
+        line = "  ".join(x.ljust(w) for x, w in zip(row, widths, strict=False))
+        sys.stdout.write(line.rstrip() + "\n")
 
 
 def show_record(rec: RunRecord, run_dir: Path) -> None:

@@ -88,7 +88,11 @@ def _conclude(outcome: supervise.Outcome, spec: JobSpec) -> dict[str, object]:
 
 
 def execute(
-    plan: Plan, *, echo: bool, on_start: Callable[[record.RunRecord, Path], None]
+    plan: Plan,
+    *,
+    echo: bool,
+    on_start: Callable[[record.RunRecord, Path], None],
+    on_stop: Callable[[int | None], None],
 ) -> tuple[record.RunRecord, Path]:
     """Create the run folder and record, run the job to its end, write the final record."""
     spec = plan.spec
@@ -123,7 +127,8 @@ def execute(
         else:
             outcome = supervise.supervise(
                 plan.argv, cwd=plan.cwd, env=plan.child_env(), stdout_log=stdout_log,
-                stderr_log=stderr_log, echo=echo, timeout=spec.timeout, grace=spec.grace)
+                stderr_log=stderr_log, echo=echo, timeout=spec.timeout, grace=spec.grace,
+                on_stop=on_stop)
             end = _conclude(outcome, spec)
             if outcome.log_error:
                 end["error"] = outcome.log_error

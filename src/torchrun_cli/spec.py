@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from torchrun_cli.errors import Problem, SpecError
+from torchrun_cli.yamlfile import Located, read_yaml, type_name
 
 TOP_KEYS = ("name", "project", "script", "args", "params", "python", "env", "timeout", "grace")
 PYTHON_KEYS = ("interpreter", "manager")
@@ -136,152 +137,6 @@ def mask_argv(argv: list[str], params: Mapping[str, str | bool]) -> list[str]:
     return out
 
 
-# ---------------------------------------------------------------- YAML with line numbers
-
-
-def _loader_class() -> type[Any]:
-    import yaml
-
-    base: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-    class Loader(base):  # type: ignore[misc, valid-type]
-        """Safe loader that remembers the line of every mapping key and spots duplicates."""
-
-        def __init__(self, stream: str) -> None:
-            super().__init__(stream)
-            self.key_lines: dict[int, dict[Any, int]] = {}
-            self.duplicates: list[tuple[str, int]] = []
-
-        def construct_tracked_map(self, node: Any) -> Iterator[dict[Any, Any]]:
-            data: dict[Any, Any] = {}
-            yield data
-            data.update(self.construct_mapping(node))
-            lines: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                key = key_node.value if isinstance(key_node.value, str) else repr(key_node.value)
-                line = key_node.start_mark.line + 1
-                if key in lines:
-                    self.duplicates.append((key, line))
-                lines[key] = line
-            self.key_lines[id(data)] = lines
-
-    Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_tracked_map)
-    return Loader
-
-
-@dataclass
-class _Source:
-    """Where values came from: a file with line lookups, or the command line."""
-
-    file: Path | None
-    key_lines: dict[int, dict[Any, int]] = field(default_factory=dict)
-
-    def where(self, container: object = None, key: object = None) -> str:
-        if self.file is None:
-            return "command line"
-        line = 1
-        if container is not None:
-            line = self.key_lines.get(id(container), {}).get(key, 1)
-        return f"{self.file}:{line}"
-
-
-def _read_yaml(path: Path, problems: list[Problem]) -> tuple[dict[str, Any], _Source]:
-    """Load the spec file; YAML syntax errors and refused tags become problems."""
-    import yaml
-
-    src = _Source(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        problems.append(
-            Problem(str(path), "(file)", "spec file not found", "check the path of the YAML file")
-        )
-        return {}, src
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(
-            Problem(str(path), "(file)", f"cannot read: {exc}", "give a readable UTF-8 YAML file")
-        )
-        return {}, src
-    loader = _loader_class()(text)
-    try:
-        data = loader.get_single_data()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        reason = f"{exc.context + ', ' if exc.context else ''}{exc.problem or 'invalid YAML'}"
-        if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in (exc.problem or ""):
-            problems.append(
-                Problem(
-                    f"{path}:{line}",
-                    _key_at_line(text, line),
-                    f"YAML tag refused by safe loading ({reason})",
-                    "remove the tag and write a plain value",
-                )
-            )
-        else:
-            problems.append(
-                Problem(
-                    f"{path}:{line}",
-                    _key_at_line(text, line),
-                    f"YAML syntax error: {reason}",
-                    "correct the YAML at that line (indentation, quotes, colons)",
-                )
-            )
-        return {}, src
-    except yaml.YAMLError as exc:
-        problems.append(Problem(f"{path}:1", "(yaml)", f"invalid YAML: {exc}", "fix the YAML"))
-        return {}, src
-    finally:
-        loader.dispose()
-    src.key_lines = loader.key_lines
-    for key, line in loader.duplicates:
-        problems.append(
-            Problem(f"{path}:{line}", key, "key given twice", "keep one of the two entries")
-        )
-    if data is None:
-        return {}, src
-    if not isinstance(data, dict):
-        problems.append(
-            Problem(
-                f"{path}:1",
-                "(top level)",
-                f"the spec must be a mapping of keys, not {_type_name(data)}",
-                "write `script: train.py` and other keys, one per line",
-            )
-        )
-        return {}, src
-    return data, src
-
-
-def _key_at_line(text: str, line: int) -> str:
-    """The dotted key path of the nearest key at or above `line`, by indentation."""
-    path: list[tuple[int, str]] = []
-    for raw in text.splitlines()[:line]:
-        m = re.match(r"^(\s*)([A-Za-z0-9_.-]+)\s*:", raw)
-        if not m:
-            continue
-        indent = len(m.group(1))
-        while path and path[-1][0] >= indent:
-            path.pop()
-        path.append((indent, m.group(2)))
-    return ".".join(k for _, k in path) or "(top level)"
-
-
-def _type_name(value: object) -> str:
-    return {
-        dict: "a mapping",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
-
-
-# ---------------------------------------------------------------- validation
-
-
 class _Checker:
     """Collects problems; each check returns the cleaned value or None."""
 
@@ -292,21 +147,22 @@ class _Checker:
         self.problems.append(Problem(where, key, message, fix))
 
     def unknown_keys(
-        self, data: dict[Any, Any], known: tuple[str, ...], prefix: str, src: _Source
+        self, data: dict[Any, Any], known: tuple[str, ...], prefix: str, src: Located
     ) -> None:
         for key in data:
             if key in known:
                 continue
             guess = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-            fix = f"did you mean `{prefix}{guess[0]}`?" if guess else f"use one of {', '.join(known)}"
+            fix = (f"did you mean `{prefix}{guess[0]}`?" if guess
+                   else f"use one of {', '.join(known)}")
             self.add(src.where(data, key), f"{prefix}{key}", "unknown key", fix)
 
-    def string(self, data: dict[Any, Any], key: str, path: str, src: _Source) -> str | None:
+    def string(self, data: dict[Any, Any], key: str, path: str, src: Located) -> str | None:
         value = data[key]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str) or not value:
-            got = "an empty string" if value == "" else _type_name(value)
+            got = "an empty string" if value == "" else type_name(value)
             self.add(src.where(data, key), path, f"expected a non-empty string, got {got}",
                      f'write `{path.rsplit(".", 1)[-1]}: "..."`')
             return None
@@ -325,7 +181,7 @@ class _Checker:
             return self._no_nul(value, where, path)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        self.add(where, path, f"expected a string or a number, got {_type_name(value)}",
+        self.add(where, path, f"expected a string or a number, got {type_name(value)}",
                  'quote the value, e.g. "yes"')
         return None
 
@@ -337,7 +193,7 @@ class _Checker:
                      "write seconds or a number with a unit: 90s, 15m, 2h, 1h30m")
             return None
 
-    def args(self, data: dict[Any, Any], src: _Source) -> tuple[str, ...] | None:
+    def args(self, data: dict[Any, Any], src: Located) -> tuple[str, ...] | None:
         value = data["args"]
         where = src.where(data, "args")
         if isinstance(value, str):
@@ -348,24 +204,24 @@ class _Checker:
                          "balance the quotes, or write args as a YAML list")
                 return None
         if not isinstance(value, list):
-            self.add(where, "args", f"expected a list or a string, got {_type_name(value)}",
+            self.add(where, "args", f"expected a list or a string, got {type_name(value)}",
                      'write args: ["--epochs", "1"]')
             return None
         out = [self.scalar_text(item, where, f"args[{i}]") for i, item in enumerate(value)]
         return None if None in out else tuple(x for x in out if x is not None)
 
-    def mapping(self, data: dict[Any, Any], key: str, src: _Source) -> dict[Any, Any] | None:
+    def mapping(self, data: dict[Any, Any], key: str, src: Located) -> dict[Any, Any] | None:
         value = data[key]
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.add(src.where(data, key), key, f"expected a mapping, got {_type_name(value)}",
+            self.add(src.where(data, key), key, f"expected a mapping, got {type_name(value)}",
                      f"write `{key}:` followed by indented `name: value` lines")
             return None
         return value
 
     def param_entries(
-        self, entries: dict[Any, Any], src: _Source, out: dict[str, str | bool]
+        self, entries: dict[Any, Any], src: Located, out: dict[str, str | bool]
     ) -> None:
         for key, value in entries.items():
             where = src.where(entries, key)
@@ -381,7 +237,7 @@ class _Checker:
             if text is not None:
                 out[key] = text
 
-    def env_entries(self, entries: dict[Any, Any], src: _Source, out: dict[str, str]) -> None:
+    def env_entries(self, entries: dict[Any, Any], src: Located, out: dict[str, str]) -> None:
         for key, value in entries.items():
             where = src.where(entries, key)
             self._env_one(key, value, where, f"env.{key}", out)
@@ -396,12 +252,12 @@ class _Checker:
         if text is not None:
             out[key] = text
 
-    def pairs(self, raw: tuple[str, ...], flag: str) -> Iterator[tuple[str, str]]:
+    def pairs(self, raw: tuple[str, ...], flag: str, example: str) -> Iterator[tuple[str, str]]:
         for item in raw:
             key, sep, value = item.partition("=")
             if not sep or not key:
                 self.add("command line", flag, f"{item!r} is not KEY=VALUE",
-                         f"write {flag} KEY=VALUE, e.g. {flag} lr=0.01")
+                         f"write {flag} KEY=VALUE, e.g. {flag.split('/')[0]} {example}")
                 continue
             yield key, value
 
@@ -411,10 +267,12 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
     problems: list[Problem] = []
     check = _Checker(problems)
     data: dict[str, Any] = {}
-    src = _Source(None)
+    src = Located(None)
     if spec_file is not None:
         spec_file = (cwd / spec_file).absolute()
-        data, src = _read_yaml(spec_file, problems)
+        data, src = read_yaml(spec_file, problems)
+        if problems:  # an unreadable file: its other keys cannot be judged
+            raise SpecError(problems)
     base = spec_file.parent if spec_file else cwd
     check.unknown_keys(data, TOP_KEYS, "", src)
     origins: dict[str, str] = {}
@@ -472,26 +330,25 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
     if flags.grace is not None:
         grace, origins["grace"] = check.duration(flags.grace, "command line",
                                                  "--grace"), "flag --grace"
-    for key, value in check.pairs(flags.params, "-P/--param"):
+    for key, value in check.pairs(flags.params, "-P/--param", "lr=0.01"):
         if not _PARAM_KEY.fullmatch(key):
             check.add("command line", f"-P {key}", "a parameter name must be letters, digits, "
                       "'_', '-', '.'", "rename the parameter, e.g. -P lr=0.01")
             continue
         params[key] = {"true": True, "false": False}.get(value, value)
         origins[f"params.{key}"] = "flag -P"
-    for key, value in check.pairs(flags.env, "-E/--env"):
+    for key, value in check.pairs(flags.env, "-E/--env", "OMP_NUM_THREADS=4"):
         check._env_one(key, value, "command line", f"-E {key}", env)
     for i, arg in enumerate(flags.args):
         check._no_nul(arg, "command line", f"-- argument {i + 1}")
 
     project_dir = _project_dir(project, base, origins, check)
-    if not script:
-        if "script" not in origins:
-            where = f"{spec_file}:1" if spec_file else "command line"
-            check.add(where, "script", "no script to run",
-                      "add `script: train.py` to the spec or pass --script train.py")
+    if not script and "script" not in origins:
+        where = f"{spec_file}:1" if spec_file else "command line"
+        check.add(where, "script", "no script to run",
+                  "add `script: train.py` to the spec or pass --script train.py")
     if problems:
-        raise SpecError(problems)
+        raise SpecError(sorted(problems, key=_line_of))
     assert project_dir is not None and script
     return JobSpec(
         name=name or Path(script).stem or "job",
@@ -509,6 +366,12 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
         spec_file=spec_file,
         origins=origins,
     )
+
+
+def _line_of(problem: Problem) -> int:
+    """Sort key: file problems by line, command-line problems after them."""
+    head, _, line = problem.where.rpartition(":")
+    return int(line) if head and line.isdigit() else 1 << 30
 
 
 def _project_dir(

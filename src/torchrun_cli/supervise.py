@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,12 +165,16 @@ def supervise(
     echo: bool,
     timeout: float | None,
     grace: float,
+    on_stop: Callable[[int | None], None] = lambda signum: None,
 ) -> Outcome:
-    """Run argv to the end; must be called from the main thread (it owns signal handling)."""
+    """Run argv to the end; must be called from the main thread (it owns signal handling).
+
+    on_stop(signum) is called once when stopping starts: the signal, or None for the timeout.
+    """
     out_fd, err_fd = _open_log(stdout_log), _open_log(stderr_log)
     try:
         with _signals_to_pipe() as wake_fd:
-            return _run(argv, cwd, env, out_fd, err_fd, echo, timeout, grace, wake_fd)
+            return _run(argv, cwd, env, out_fd, err_fd, echo, timeout, grace, wake_fd, on_stop)
     finally:
         os.close(out_fd)
         os.close(err_fd)
@@ -186,6 +190,7 @@ def _run(
     timeout: float | None,
     grace: float,
     wake_fd: int,
+    on_stop: Callable[[int | None], None],
 ) -> Outcome:
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -235,6 +240,7 @@ def _run(
                 if interrupted_by is None and not timed_out:
                     interrupted_by, deadline, kill_at = signum, None, now + grace
                     _killpg(pgid, signum)
+                    on_stop(signum)
                 elif signum == signal.SIGINT:  # a second Ctrl-C: stop waiting
                     _killpg(pgid, signal.SIGKILL)
                     escalated, kill_at = True, None
@@ -243,6 +249,7 @@ def _run(
         if deadline is not None and now >= deadline:
             timed_out, deadline, kill_at = True, None, now + grace
             _killpg(pgid, signal.SIGTERM)
+            on_stop(None)
         if kill_at is not None and now >= kill_at:
             _killpg(pgid, signal.SIGKILL)
             escalated, kill_at = True, None

@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""Throughput and memory of torchjob's output tee: a child writing --mb MiB of lines, fast.
+
+Why: a training script can print a lot; torchjob drains the child's pipes and copies every byte
+into stdout.log (and to its own stdout). That copy must not slow the job much (goal: >= 0.8x
+the child writing straight to a file) and memory must stay flat however much is printed.
+
+Variants, timed interleaved (a, b, c, a, b, c, ...), each from a clean page cache state (`sync`
+before each, untimed), each in a fresh folder:
+  (a) python writer.py > file                       the baseline
+  (b) torchjob run --quiet -s writer.py > /dev/null   pipe + tee into stdout.log
+  (c) torchjob run -s writer.py > file                 the same plus the console copy to a file
+Peak RSS: wait4()'s ru_maxrss (max over torchjob and the processes it waited for, the child
+included) and the torchjob process's own VmHWM, read from /proc while it runs.
+
+Usage: python bench/tee.py [--mb 500] [--repeat 3] [--small-mb 50] [--keep] [--torchjob PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MIB = 1 << 20
+GOAL_RATIO = 0.8
+REPO = Path(__file__).resolve().parents[1]
+
+# 1 MiB of 64-byte lines, built once, written --mb times; partial writes (raw pipes) handled.
+WRITER = """\
+import sys
+MB = {mb}
+line = b"%010d " + b"x" * 52 + b"\\n"
+block = b"".join(line % i for i in range(16384))
+assert len(block) == 1 << 20
+write = sys.stdout.buffer.write
+for _ in range(MB):
+    view = memoryview(block)
+    while view:
+        view = view[write(view) or 0 :]
+sys.stdout.buffer.flush()
+"""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the writer."""
+
+    key: str
+    label: str
+    torchjob: bool
+    console_to_file: bool
+
+
+@dataclass(frozen=True)
+class Result:
+    """One measured run."""
+
+    seconds: float
+    in_run_seconds: float | None  # run.json duration_s: torchjob's start-up left out
+    tree_rss_kib: int  # wait4 ru_maxrss: max over the process and its waited-for descendants
+    own_hwm_kib: int | None  # the torchjob process's own VmHWM
+
+
+VARIANTS = [
+    Variant("a", "python writer.py > file (baseline)", torchjob=False, console_to_file=True),
+    Variant("b", "torchjob run --quiet > /dev/null", torchjob=True, console_to_file=False),
+    Variant("c", "torchjob run > file", torchjob=True, console_to_file=True),
+]
+
+
+def find_torchjob(explicit: str | None) -> Path:
+    """The console script: --torchjob, else next to this interpreter, the repo venv, or PATH."""
+    if explicit:
+        return Path(explicit).resolve()
+    candidates = [Path(sys.executable).parent / "torchjob", REPO / ".venv" / "bin" / "torchjob"]
+    found = shutil.which("torchjob")
+    if found:
+        candidates.append(Path(found))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    sys.exit("bench: no torchjob console script found; pass --torchjob PATH")
+
+
+def interpreter_of(console_script: Path) -> Path:
+    """The interpreter named on the console script's shebang: the one torchjob really runs on."""
+    with console_script.open("rb") as f:
+        first = f.readline().decode().strip()
+    if not first.startswith("#!"):
+        sys.exit(f"bench: {console_script} has no shebang line")
+    return Path(first[2:].split()[0])
+
+
+class HwmWatcher(threading.Thread):
+    """Polls /proc/PID/status for VmHWM (a high-water mark, so polling misses little)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.path = f"/proc/{pid}/status"
+        self.stop = threading.Event()
+        self.peak_kib: int | None = None
+
+    def sample(self) -> None:
+        try:
+            with open(self.path) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        kib = int(line.split()[1])
+                        self.peak_kib = max(self.peak_kib or 0, kib)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            self.sample()
+
+
+class Bench:
+    """Runs the variants in fresh folders under one temp root and checks what they wrote."""
+
+    def __init__(self, torchjob: Path, root: Path, quiet_echoes: bool) -> None:
+        self.torchjob, self.root, self.quiet_echoes = torchjob, root, quiet_echoes
+        self.python = interpreter_of(torchjob)
+        self.env = dict(os.environ, TORCHJOB_HOME=str(root / "home"), PYTHONUNBUFFERED="1")
+        self.project = root / "proj"
+        self.project.mkdir()
+
+    def writer(self, mb: int) -> str:
+        name = f"writer_{mb}.py"
+        path = self.project / name
+        if not path.exists():
+            path.write_text(WRITER.format(mb=mb))
+        return name
+
+    def argv(self, variant: Variant, mb: int, runs_dir: Path) -> list[str]:
+        script = self.writer(mb)
+        if not variant.torchjob:
+            return [str(self.python), script]
+        quiet = ["--quiet"] if not variant.console_to_file or self.quiet_echoes else []
+        return [str(self.torchjob), "run", *quiet, "--runs-dir", str(runs_dir), "-s", script]
+
+    def measure(self, variant: Variant, mb: int, folder: Path) -> Result:
+        """Run once in `folder` (created here); verify byte counts and the exit status."""
+        folder.mkdir(parents=True)
+        runs_dir, console, errors = folder / "runs", folder / "console.out", folder / "stderr.txt"
+        argv = self.argv(variant, mb, runs_dir)
+        os.sync()  # leave no dirty pages of the last run for this one to compete with
+        with open(console if variant.console_to_file else os.devnull, "wb") as out, \
+                open(errors, "wb") as err:
+            start = time.perf_counter()
+            proc = subprocess.Popen(argv, cwd=self.project, env=self.env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            watcher = HwmWatcher(proc.pid)
+            if variant.torchjob:
+                watcher.start()
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - start
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            watcher.stop.set()
+        if proc.returncode != 0:
+            sys.exit(f"bench: {' '.join(argv)} exited {proc.returncode}:\n"
+                     f"{errors.read_text(errors='replace')[-2000:]}")
+        want = mb * MIB
+        in_run: float | None = None
+        if variant.torchjob:
+            (run_dir,) = runs_dir.iterdir()
+            check_size(run_dir / "stdout.log", want)
+            record = json.loads((run_dir / "run.json").read_text())
+            if record.get("status") != "succeeded":
+                sys.exit(f"bench: {run_dir}/run.json says {record.get('status')!r}")
+            in_run = float(record["duration_s"])
+        if variant.console_to_file:
+            check_size(console, want)
+        return Result(seconds, in_run, usage.ru_maxrss, watcher.peak_kib)
+
+
+def check_size(path: Path, want: int) -> None:
+    got = path.stat().st_size
+    if got != want:
+        sys.exit(f"bench: {path} holds {got} bytes, expected {want}")
+
+
+def quiet_echoes(torchjob: Path, root: Path) -> bool:
+    """Does `torchjob run --quiet` still copy the child's stdout to its own stdout?"""
+    probe = root / "probe"
+    probe.mkdir()
+    (probe / "probe.py").write_text('print("probe-output")\n')
+    out = subprocess.run(
+        [str(torchjob), "run", "--quiet", "--runs-dir", str(probe / "runs"), "-s", "probe.py"],
+        cwd=probe, env=dict(os.environ, TORCHJOB_HOME=str(root / "home")),
+        stdin=subprocess.DEVNULL, capture_output=True, check=True)
+    return b"probe-output" in out.stdout
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Throughput and memory of torchjob's tee.")
+    parser.add_argument("--mb", type=int, default=500, help="MiB the child writes")
+    parser.add_argument("--repeat", type=int, default=3, help="timed rounds of all variants")
+    parser.add_argument("--small-mb", type=int, default=50, help="MiB of the small RSS run")
+    parser.add_argument("--dir", help="parent of the temp root [default: the system temp dir]")
+    parser.add_argument("--keep", action="store_true", help="keep the files (for a look)")
+    parser.add_argument("--delete-each", action="store_true",
+                        help="delete each round's files after measuring (forced if disk is short)")
+    parser.add_argument("--torchjob", help="torchjob console script [default: found]")
+    args = parser.parse_args()
+
+    torchjob = find_torchjob(args.torchjob)
+    root = Path(tempfile.mkdtemp(prefix="torchjob-bench-tee-", dir=args.dir))
+    # per round: baseline file, (b) stdout.log, (c) stdout.log + console file
+    per_round = 4 * args.mb * MIB
+    need = args.repeat * per_round + 4 * 2 * args.small_mb * MIB
+    free = shutil.disk_usage(root).free
+    delete_each = args.delete_each or free < need + (2 << 30)
+    try:
+        bench = Bench(torchjob, root, quiet_echoes(torchjob, root))
+        for v in VARIANTS:  # warm-up, not reported
+            bench.measure(v, args.small_mb, root / "warmup" / v.key)
+        results: dict[str, list[Result]] = {v.key: [] for v in VARIANTS}
+        for i in range(args.repeat):
+            for v in VARIANTS:
+                folder = root / f"round{i}" / v.key
+                results[v.key].append(bench.measure(v, args.mb, folder))
+                print(f"  round {i + 1}/{args.repeat} {v.key}: "
+                      f"{args.mb / results[v.key][-1].seconds:7.1f} MB/s", file=sys.stderr)
+            if delete_each:
+                shutil.rmtree(root / f"round{i}")
+        small = {v.key: bench.measure(v, args.small_mb, root / "small" / v.key)
+                 for v in VARIANTS}
+        written = folder_bytes(root)
+    finally:
+        if args.keep:
+            print(f"kept: {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    report(args, torchjob, bench.quiet_echoes, free, delete_each, written, results, small)
+
+
+def report(
+    args: argparse.Namespace, torchjob: Path, quiet_echoed: bool, free: int, delete_each: bool,
+    written: int, results: dict[str, list[Result]], small: dict[str, Result],
+) -> None:
+    """Print the throughput table, the goal verdicts and the memory table."""
+    mb: int = args.mb
+    print(f"torchjob:   {torchjob}")
+    print(f"child:      {interpreter_of(torchjob)} writing {mb} MiB of 64-byte lines in 1 MiB "
+          f"blocks; {args.repeat} rounds, interleaved; MB = MiB")
+    print(f"disk:       {free / (1 << 30):.1f} GiB free at start; "
+          + ("each round's files deleted right after it was measured" if delete_each
+             else f"all files kept until the end ({written / (1 << 30):.1f} GiB), then deleted"))
+    if not quiet_echoed:
+        print("note:       `run --quiet` does not copy the child's output to torchjob's stdout, "
+              "so (b) measures the tee into the logs only, and (c) runs without --quiet "
+              "(torchjob's own lines go to stderr, so the console file is the child's bytes)")
+    print()
+    base = statistics.median(mb / r.seconds for r in results["a"])
+    names = {v.key: f"({v.key}) {v.label}" for v in VARIANTS}
+    width = max(len(n) for n in names.values())
+    print(f"{'variant':<{width}}  {'median MB/s':>11}  {'min..max MB/s':>15}  {'ratio':>5}  "
+          f"{'in-run MB/s':>11}  {'median s':>8}")
+    for v in VARIANTS:
+        rates = [mb / r.seconds for r in results[v.key]]
+        med = statistics.median(rates)
+        in_runs = [r.in_run_seconds for r in results[v.key] if r.in_run_seconds]
+        in_run = f"{statistics.median(mb / s for s in in_runs):11.1f}" if in_runs else "-".rjust(11)
+        spread = f"{min(rates):.0f}..{max(rates):.0f}"
+        seconds = statistics.median(r.seconds for r in results[v.key])
+        print(f"{names[v.key]:<{width}}  {med:11.1f}  {spread:>15}  {med / base:5.2f}  "
+              f"{in_run}  {seconds:8.2f}")
+    print("(in-run MB/s: the size over run.json's duration_s, i.e. without torchjob's start-up)")
+    print()
+    for v in VARIANTS[1:]:
+        ratio = statistics.median(mb / r.seconds for r in results[v.key]) / base
+        verdict = "met" if ratio >= GOAL_RATIO else "NOT met"
+        print(f"goal: ({v.key}) >= {GOAL_RATIO} x baseline: {verdict} ({ratio:.2f})")
+    print()
+    print(f"peak RSS, MiB: {args.small_mb} MiB run vs median of the {mb} MiB runs")
+    print(f"{'variant':<{width}}  {'own ' + str(args.small_mb):>8}  {'own ' + str(mb):>8}  "
+          f"{'tree ' + str(args.small_mb):>9}  {'tree ' + str(mb):>9}")
+    for v in VARIANTS:
+        own_big = [r.own_hwm_kib for r in results[v.key] if r.own_hwm_kib]
+        own_small = small[v.key].own_hwm_kib
+        tree_big = statistics.median(r.tree_rss_kib for r in results[v.key]) / 1024
+        print(f"{names[v.key]:<{width}}  "
+              f"{own_small / 1024 if own_small else float('nan'):8.1f}  "
+              f"{statistics.median(own_big) / 1024 if own_big else float('nan'):8.1f}  "
+              f"{small[v.key].tree_rss_kib / 1024:9.1f}  {tree_big:9.1f}")
+    print("(own: the torchjob process's VmHWM; tree: wait4 ru_maxrss, the largest of torchjob, the "
+          "child and the watchdog; for (a) the writer alone)")
+
+
+if __name__ == "__main__":
+    main()

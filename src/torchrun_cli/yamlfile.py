@@ -1,0 +1,151 @@
+"""Safe YAML loading that remembers where every key is, so each problem can name file:line."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torchrun_cli.errors import Problem
+
+
+def _loader_class() -> type[Any]:
+    import yaml
+
+    base: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class Loader(base):  # type: ignore[misc]
+        """Safe loader that remembers the line of every mapping key and spots duplicates."""
+
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.key_lines: dict[int, dict[Any, int]] = {}
+            self.duplicates: list[tuple[str, int]] = []
+
+        def construct_tracked_map(self, node: Any) -> Iterator[dict[Any, Any]]:
+            data: dict[Any, Any] = {}
+            yield data
+            data.update(self.construct_mapping(node))
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = key_node.value if isinstance(key_node.value, str) else repr(key_node.value)
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    self.duplicates.append((key, line))
+                lines[key] = line
+            self.key_lines[id(data)] = lines
+
+    Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_tracked_map)
+    return Loader
+
+
+@dataclass
+class Located:
+    """Where values came from: a file with line lookups, or the command line."""
+
+    file: Path | None
+    key_lines: dict[int, dict[Any, int]] = field(default_factory=dict)
+
+    def where(self, container: object = None, key: object = None) -> str:
+        if self.file is None:
+            return "command line"
+        line = 1
+        if container is not None:
+            line = self.key_lines.get(id(container), {}).get(key, 1)
+        return f"{self.file}:{line}"
+
+
+def read_yaml(path: Path, problems: list[Problem]) -> tuple[dict[str, Any], Located]:
+    """Load the spec file; YAML syntax errors and refused tags become problems."""
+    import yaml
+
+    src = Located(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.append(
+            Problem(str(path), "(file)", "spec file not found", "check the path of the YAML file")
+        )
+        return {}, src
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(
+            Problem(str(path), "(file)", f"cannot read: {exc}", "give a readable UTF-8 YAML file")
+        )
+        return {}, src
+    loader = _loader_class()(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        reason = f"{exc.context + ', ' if exc.context else ''}{exc.problem or 'invalid YAML'}"
+        if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in (exc.problem or ""):
+            problems.append(
+                Problem(
+                    f"{path}:{line}",
+                    _key_at_line(text, line),
+                    f"YAML tag refused by safe loading ({reason})",
+                    "remove the tag and write a plain value",
+                )
+            )
+        else:
+            problems.append(
+                Problem(
+                    f"{path}:{line}",
+                    _key_at_line(text, line),
+                    f"YAML syntax error: {reason}",
+                    "correct the YAML at that line (indentation, quotes, colons)",
+                )
+            )
+        return {}, src
+    except yaml.YAMLError as exc:
+        problems.append(Problem(f"{path}:1", "(yaml)", f"invalid YAML: {exc}", "fix the YAML"))
+        return {}, src
+    finally:
+        loader.dispose()
+    src.key_lines = loader.key_lines
+    for key, line in loader.duplicates:
+        problems.append(
+            Problem(f"{path}:{line}", key, "key given twice", "keep one of the two entries")
+        )
+    if data is None:
+        return {}, src
+    if not isinstance(data, dict):
+        problems.append(
+            Problem(
+                f"{path}:1",
+                "(top level)",
+                f"the spec must be a mapping of keys, not {type_name(data)}",
+                "write `script: train.py` and other keys, one per line",
+            )
+        )
+        return {}, src
+    return data, src
+
+
+def _key_at_line(text: str, line: int) -> str:
+    """The dotted key path of the nearest key at or above `line`, by indentation."""
+    path: list[tuple[int, str]] = []
+    for raw in text.splitlines()[:line]:
+        m = re.match(r"^(\s*)([A-Za-z0-9_.-]+)\s*:", raw)
+        if not m:
+            continue
+        indent = len(m.group(1))
+        while path and path[-1][0] >= indent:
+            path.pop()
+        path.append((indent, m.group(2)))
+    return ".".join(k for _, k in path) or "(top level)"
+
+
+def type_name(value: object) -> str:
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)

@@ -1,0 +1,118 @@
+"""Logs are byte-exact: both files and the console copy, for big, odd and concurrent output."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Env, torchjob, write
+
+# Written into the job's project and also executed here, so both sides build the same bytes.
+# stdout uses bytes 0x01-0x7f (with \r and \n), stderr only bytes 0x80-0xff (invalid UTF-8,
+# one 10 MB line): stdout.log can then be split back into the two streams to check each one.
+GEN = r'''
+import os, random, sys, threading
+
+def streams(out_mb, err_mb):
+    rng = random.Random(1234)
+    low = bytes(range(1, 128)) * 2 + b"\n" * 6 + b"\r" * 2
+    high = bytes(range(128, 256))
+    out = rng.randbytes(out_mb << 20).translate(bytes(low[i % len(low)] for i in range(256)))
+    long_line = b"L" * (3 << 20)
+    out = out[: len(out) // 2] + b"\n" + long_line + b"\n" + out[len(out) // 2 :]
+    out += b"".join(b"\rprogress %d%%" % i for i in range(101))  # last line: no newline
+    err = rng.randbytes(err_mb << 20).translate(bytes(high[i % 128] for i in range(256)))
+    return out, err
+
+def pour(fd, data, seed):
+    rng = random.Random(seed)
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view[: rng.choice((1, 7, 4096, 65536, 1 << 20))])
+        view = view[n:]
+
+if __name__ == "__main__":
+    out, err = streams(int(sys.argv[1]), int(sys.argv[2]))
+    t = threading.Thread(target=pour, args=(2, err, 2))
+    t.start()
+    pour(1, out, 1)
+    t.join()
+'''
+
+HIGH = bytes(range(128, 256))
+LOW = bytes(range(128))
+
+
+def _streams(out_mb: int, err_mb: int) -> tuple[bytes, bytes]:
+    ns: dict[str, Any] = {}
+    exec(compile(GEN, "gen", "exec"), ns)  # noqa: S102 - our own generator text
+    out, err = ns["streams"](out_mb, err_mb)
+    return bytes(out), bytes(err)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_100mb_stdout_and_10mb_stderr_at_once_are_byte_exact(project: Path, iso: Env) -> None:
+    write(project / "gen.py", GEN)
+    res = torchjob("run", "-s", "gen.py", "-p", str(project), "--", "100", "10", timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out, err = _streams(100, 10)
+    run_dir, rec = iso.only_run()
+    both = (run_dir / "stdout.log").read_bytes()
+    assert _sha((run_dir / "stderr.log").read_bytes()) == _sha(err)
+    assert len(both) == len(out) + len(err)
+    assert _sha(both.translate(None, HIGH)) == _sha(out)  # stdout's bytes, in order
+    assert _sha(both.translate(None, LOW)) == _sha(err)  # stderr's bytes, in order
+    assert _sha(res.stdout) == _sha(out)  # the console copy of stdout
+    assert err in res.stderr  # the console copy of stderr, between header and summary
+    assert rec["status"] == "succeeded"
+
+
+def test_small_odd_output_survives_exactly(project: Path, iso: Env) -> None:
+    write(project / "odd.py", (
+        "import sys\n"
+        "sys.stdout.buffer.write(b'caf\\xc3\\xa9 \\xff\\xfe bad utf8\\n10%\\r50%\\r100%')\n"
+        "sys.stdout.flush()\n"
+        "sys.stderr.buffer.write(b'warn\\x00 nul\\r\\n no newline at end')\n"
+    ))
+    res = torchjob("run", "-s", "odd.py", "-p", str(project))
+    assert res.returncode == 0
+    run_dir, _ = iso.only_run()
+    out = b"caf\xc3\xa9 \xff\xfe bad utf8\n10%\r50%\r100%"
+    err = b"warn\x00 nul\r\n no newline at end"
+    assert (run_dir / "stdout.log").read_bytes() == out + err
+    assert (run_dir / "stderr.log").read_bytes() == err
+    assert res.stdout == out
+
+
+def test_quiet_prints_nothing_on_success(project: Path) -> None:
+    write(project / "ok.py", "print('hi')\n")
+    res = torchjob("run", "-q", "-s", "ok.py", "-p", str(project))
+    assert (res.returncode, res.stdout, res.stderr) == (0, b"", b"")
+
+
+def test_quiet_failure_shows_summary_and_last_50_lines(project: Path, iso: Env) -> None:
+    write(project / "bad.py", "for i in range(80):\n    print('line', i)\nraise SystemExit(4)\n")
+    res = torchjob("run", "-q", "-s", "bad.py", "-p", str(project))
+    assert res.returncode == 4
+    assert res.stdout == b""
+    err = res.stderr.decode()
+    assert "line 79" in err and "line 30" in err and "line 29\n" not in err
+    run_dir, _ = iso.only_run()
+    assert err.rstrip().splitlines()[-1].endswith(f"logs: {run_dir}")
+    assert "failed" in err.splitlines()[-1]
+
+
+def test_header_and_summary_are_plain_lines_off_a_terminal(project: Path, iso: Env) -> None:
+    write(project / "ok.py", "print('hi')\n")
+    res = torchjob("run", "-s", "ok.py", "-p", str(project))
+    run_dir, rec = iso.only_run()
+    lines = res.stderr.decode().splitlines()
+    assert lines[0] == f"torchjob: run {rec['id']}"
+    assert any(str(project) in line for line in lines[1:3])
+    assert lines[-1].startswith("torchjob: succeeded in ")
+    assert lines[-1].endswith(f"(exit 0); logs: {run_dir}")
+    assert "\x1b[" not in res.stderr.decode()
