@@ -69,6 +69,7 @@ class Result:
     in_run_seconds: float | None  # run.json duration_s: torchjob's start-up left out
     tree_rss_kib: int  # wait4 ru_maxrss: max over the process and its waited-for descendants
     own_hwm_kib: int | None  # the torchjob process's own VmHWM
+    cpu_seconds: float  # user + system, of the process and its waited-for descendants
 
 
 VARIANTS = [
@@ -181,7 +182,8 @@ class Bench:
             in_run = float(record["duration_s"])
         if variant.console_to_file:
             check_size(console, want)
-        return Result(seconds, in_run, usage.ru_maxrss, watcher.peak_kib)
+        return Result(seconds, in_run, usage.ru_maxrss, watcher.peak_kib,
+                      usage.ru_utime + usage.ru_stime)
 
 
 def check_size(path: Path, want: int) -> None:
@@ -271,7 +273,7 @@ def report(
     names = {v.key: f"({v.key}) {v.label}" for v in VARIANTS}
     width = max(len(n) for n in names.values())
     print(f"{'variant':<{width}}  {'median MB/s':>11}  {'min..max MB/s':>15}  {'ratio':>5}  "
-          f"{'in-run MB/s':>11}  {'median s':>8}")
+          f"{'in-run MB/s':>11}  {'median s':>8}  {'CPU s':>5}")
     for v in VARIANTS:
         rates = [mb / r.seconds for r in results[v.key]]
         med = statistics.median(rates)
@@ -279,9 +281,11 @@ def report(
         in_run = f"{statistics.median(mb / s for s in in_runs):11.1f}" if in_runs else "-".rjust(11)
         spread = f"{min(rates):.0f}..{max(rates):.0f}"
         seconds = statistics.median(r.seconds for r in results[v.key])
+        cpu = statistics.median(r.cpu_seconds for r in results[v.key])
         print(f"{names[v.key]:<{width}}  {med:11.1f}  {spread:>15}  {med / base:5.2f}  "
-              f"{in_run}  {seconds:8.2f}")
-    print("(in-run MB/s: the size over run.json's duration_s, i.e. without torchjob's start-up)")
+              f"{in_run}  {seconds:8.2f}  {cpu:5.2f}")
+    print("(in-run MB/s: the size over run.json's duration_s, i.e. without torchjob's start-up;")
+    print(" CPU s: user + system seconds of the writer, and of torchjob with all it waited for)")
     print()
     for v in VARIANTS[1:]:
         ratio = statistics.median(mb / r.seconds for r in results[v.key]) / base
@@ -295,9 +299,9 @@ def report(
         own_big = [r.own_hwm_kib for r in results[v.key] if r.own_hwm_kib]
         own_small = small[v.key].own_hwm_kib
         tree_big = statistics.median(r.tree_rss_kib for r in results[v.key]) / 1024
-        print(f"{names[v.key]:<{width}}  "
-              f"{own_small / 1024 if own_small else float('nan'):8.1f}  "
-              f"{statistics.median(own_big) / 1024 if own_big else float('nan'):8.1f}  "
+        own = [f"{kib / 1024:8.1f}" if kib else "-".rjust(8)
+               for kib in (own_small, statistics.median(own_big) if own_big else None)]
+        print(f"{names[v.key]:<{width}}  {own[0]}  {own[1]}  "
               f"{small[v.key].tree_rss_kib / 1024:9.1f}  {tree_big:9.1f}")
     print("(own: the torchjob process's VmHWM; tree: wait4 ru_maxrss, the largest of torchjob, the "
           "child and the watchdog; for (a) the writer alone)")

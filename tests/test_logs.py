@@ -73,17 +73,24 @@ def test_100mb_stdout_and_10mb_stderr_at_once_are_byte_exact(project: Path, iso:
 
 def test_small_odd_output_survives_exactly(project: Path, iso: Env) -> None:
     write(project / "odd.py", (
-        "import sys\n"
-        "sys.stdout.buffer.write(b'caf\\xc3\\xa9 \\xff\\xfe bad utf8\\n10%\\r50%\\r100%')\n"
-        "sys.stdout.flush()\n"
-        "sys.stderr.buffer.write(b'warn\\x00 nul\\r\\n no newline at end')\n"
+        "import os, pathlib, sys\n"
+        "log = pathlib.Path(os.environ['TORCHJOB_RUN_DIR'], 'stdout.log')\n"
+        "def said(data):  # wait until torchjob has logged it: arrival order is then defined\n"
+        "    while not log.read_bytes().endswith(data):\n"
+        "        pass\n"
+        "sys.stdout.buffer.write(b'caf\\xc3\\xa9 \\xff\\xfe bad utf8\\n10%\\r50%\\r')\n"
+        "sys.stdout.flush(); said(b'50%\\r')\n"
+        "sys.stderr.buffer.write(b'warn\\x00 nul\\r\\n'); said(b'nul\\r\\n')\n"
+        "sys.stdout.buffer.write(b'100%'); sys.stdout.flush(); said(b'100%')\n"
+        "sys.stderr.buffer.write(b' no newline at end')\n"
     ))
     res = torchjob("run", "-s", "odd.py", "-p", str(project))
     assert res.returncode == 0
     run_dir, _ = iso.only_run()
     out = b"caf\xc3\xa9 \xff\xfe bad utf8\n10%\r50%\r100%"
     err = b"warn\x00 nul\r\n no newline at end"
-    assert (run_dir / "stdout.log").read_bytes() == out + err
+    assert (run_dir / "stdout.log").read_bytes() == (
+        b"caf\xc3\xa9 \xff\xfe bad utf8\n10%\r50%\rwarn\x00 nul\r\n100% no newline at end")
     assert (run_dir / "stderr.log").read_bytes() == err
     assert res.stdout == out
 

@@ -23,7 +23,8 @@ code = "import signal, time\n"
 if stubborn:
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, signal.SIG_IGN)
-    code += "for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP): signal.signal(s, signal.SIG_IGN)\n"
+    code += "for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):\n"
+    code += "    signal.signal(s, signal.SIG_IGN)\n"
 g = subprocess.Popen([sys.executable, "-c", code + "time.sleep(600)"])
 print(os.getpid(), g.pid, flush=True)
 time.sleep(600)

@@ -26,9 +26,11 @@ class Plan:
     env_overlay: Mapping[str, str]
     runs_dir: Path
 
-    def child_env(self) -> dict[str, str]:
-        """The inherited environment with torchjob's and the spec's variables on top."""
-        return {**os.environ, **self.env_overlay}
+    def child_env(self, run_id: str, run_dir: Path) -> dict[str, str]:
+        """The inherited environment, torchjob's and the spec's variables on top, and where the
+        run's folder is (TORCHJOB_RUN_ID, TORCHJOB_RUN_DIR) so a script can write next to logs."""
+        return {**os.environ, **self.env_overlay, "TORCHJOB_RUN_ID": run_id,
+                "TORCHJOB_RUN_DIR": str(run_dir)}
 
     def shown_argv(self) -> list[str]:
         """argv with secret parameter values masked."""
@@ -126,7 +128,7 @@ def execute(
                    "error": problem.message}
         else:
             outcome = supervise.supervise(
-                plan.argv, cwd=plan.cwd, env=plan.child_env(), stdout_log=stdout_log,
+                plan.argv, cwd=plan.cwd, env=plan.child_env(run_id, run_dir), stdout_log=stdout_log,
                 stderr_log=stderr_log, echo=echo, timeout=spec.timeout, grace=spec.grace,
                 on_stop=on_stop)
             end = _conclude(outcome, spec)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -61,7 +59,7 @@ class RunRecord:
     ended_at: str | None = None
     duration_s: float | None = None
     torchjob_version: str = __version__
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=lambda: os.uname().nodename)
     pid: int = field(default_factory=os.getpid)
     pid_start: int | None = None
 
@@ -73,7 +71,7 @@ class RunRecord:
         """True while the torchjob process that owns this running record is still alive."""
         if self.status != "running":
             return False
-        if self.host != socket.gethostname():
+        if self.host != os.uname().nodename:
             return True  # cannot tell from here; trust the record
         return process_start_ticks(self.pid) == self.pid_start
 
@@ -92,7 +90,7 @@ def create_run_dir(runs_dir: Path, name: str) -> tuple[str, Path]:
     runs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     for _ in range(1000):
-        run_id = f"{stamp}-{slug(name)}-{secrets.token_hex(2)}"
+        run_id = f"{stamp}-{slug(name)}-{os.urandom(2).hex()}"
         path = runs_dir / run_id
         try:
             path.mkdir()
@@ -105,7 +103,7 @@ def create_run_dir(runs_dir: Path, name: str) -> tuple[str, Path]:
 def write_record(run_dir: Path, record: RunRecord) -> None:
     """Atomic write: temp file, fsync, rename; readers see the old or the new record, whole."""
     data = json.dumps(asdict(record), indent=2, ensure_ascii=False).encode() + b"\n"
-    tmp = run_dir / f".{RECORD}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = run_dir / f".{RECORD}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, data)

@@ -142,6 +142,7 @@ class _Checker:
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
+        self.guessed: set[str] = set()  # keys a misspelling probably meant
 
     def add(self, where: str, key: str, message: str, fix: str) -> None:
         self.problems.append(Problem(where, key, message, fix))
@@ -153,6 +154,7 @@ class _Checker:
             if key in known:
                 continue
             guess = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            self.guessed.update(prefix + g for g in guess)
             fix = (f"did you mean `{prefix}{guess[0]}`?" if guess
                    else f"use one of {', '.join(known)}")
             self.add(src.where(data, key), f"{prefix}{key}", "unknown key", fix)
@@ -343,7 +345,7 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
         check._no_nul(arg, "command line", f"-- argument {i + 1}")
 
     project_dir = _project_dir(project, base, origins, check)
-    if not script and "script" not in origins:
+    if not script and "script" not in origins and "script" not in check.guessed:
         where = f"{spec_file}:1" if spec_file else "command line"
         check.add(where, "script", "no script to run",
                   "add `script: train.py` to the spec or pass --script train.py")
@@ -390,7 +392,7 @@ def _project_dir(
         check.add(where, key, f"{project!r} is a git URL or an archive; this version runs "
                   "local folders only", "clone or extract it and give the folder's path")
         return None
-    path = (base / os.path.expanduser(project)).absolute()
+    path = (base / os.path.expanduser(project)).resolve()
     if not path.is_dir():
         what = "is not a folder" if path.exists() else "does not exist"
         check.add(where, key, f"project folder {path} {what}",

@@ -29,11 +29,12 @@ def _loader_class() -> type[Any]:
             yield data
             data.update(self.construct_mapping(node))
             lines: dict[Any, int] = {}
+            own = range(node.start_mark.line + 1, node.end_mark.line + 2)  # not `<<` merges
             for key_node, _ in node.value:
-                key = key_node.value if isinstance(key_node.value, str) else repr(key_node.value)
+                key = self.construct_object(key_node)
                 line = key_node.start_mark.line + 1
-                if key in lines:
-                    self.duplicates.append((key, line))
+                if key in lines and lines[key] in own and line in own:
+                    self.duplicates.append((str(key), line))
                 lines[key] = line
             self.key_lines[id(data)] = lines
 

@@ -1,0 +1,1 @@
+complete --command torchjob --no-files --arguments "(env _TORCHJOB_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) torchjob)" --condition "env _TORCHJOB_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) torchjob"
