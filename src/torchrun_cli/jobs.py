@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -134,6 +135,9 @@ def execute(
             end = _conclude(outcome, spec)
             if outcome.log_error:
                 end["error"] = outcome.log_error
+    except OSError as exc:  # the trampoline itself could not start (cwd gone, no fork)
+        end = {"status": "failed", "exit_code": 126 if exc.errno == errno.EACCES else 127,
+               "phase": "launch", "error": f"cannot start the job: {exc}"}
     except KeyboardInterrupt:  # Ctrl-C before the supervisor took over signals
         end = {"status": "cancelled", "exit_code": 130, "error": "interrupted before launch"}
     final = rec.finish(

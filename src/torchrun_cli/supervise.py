@@ -10,7 +10,6 @@ which also takes grandchildren that PDEATHSIG alone would leave behind.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import select
 import signal
@@ -278,8 +277,3 @@ def signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return str(signum)
-
-
-def is_permission_error(exc: OSError) -> bool:
-    """EACCES/ENOEXEC mean 'exists but cannot be run' (126), the rest 'not found' (127)."""
-    return exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR)
