@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import pty
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Env, torchjob, write
+from tests.conftest import TORCHJOB, Env, torchjob, write
 
 # Written into the job's project and also executed here, so both sides build the same bytes.
 # stdout uses bytes 0x01-0x7f (with \r and \n), stderr only bytes 0x80-0xff (invalid UTF-8,
@@ -123,3 +127,36 @@ def test_header_and_summary_are_plain_lines_off_a_terminal(project: Path, iso: E
     assert lines[-1].startswith("torchjob: succeeded in ")
     assert lines[-1].endswith(f"(exit 0); logs: {run_dir}")
     assert "\x1b[" not in res.stderr.decode()
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str]) -> bytes:
+    """Run torchjob with a pseudo-terminal as stdout and stderr; return what it showed."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*TORCHJOB, *args], stdout=slave, stderr=slave,
+                            stdin=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's other side closed
+            break
+        if not data:
+            break
+        shown += data
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    return shown
+
+
+def test_colour_only_on_a_terminal_and_no_color_is_respected(project: Path) -> None:
+    write(project / "ok.py", "print('hi')\n")
+    args = ["run", "-s", "ok.py", "-p", str(project)]
+    colour = re.compile(rb"\x1b\[[0-9;]*3[0-7]m")
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    shown = _on_a_terminal(args, {**env, "TERM": "xterm"})
+    assert colour.search(shown) and b"hi" in shown
+    plain = _on_a_terminal(args, {**env, "TERM": "xterm", "NO_COLOR": "1"})
+    assert not colour.search(plain) and b"succeeded" in plain
+    off_terminal = torchjob(*args)
+    assert b"\x1b[" not in off_terminal.stderr + off_terminal.stdout
