@@ -61,7 +61,15 @@ def run(
     script: Annotated[str | None, typer.Option(
         "-s", "--script", help="Entry script, relative to the project.")] = None,
     project: Annotated[str | None, typer.Option(
-        "-p", "--project", help="Project folder [default: the spec's folder, else cwd].")] = None,
+        "-p", "--project", help="Project: a folder, an archive, or a git URL[#subdir] "
+        "[default: the spec's folder, else cwd].")] = None,
+    ref: Annotated[str | None, typer.Option(
+        "-r", "--ref", help="Git branch, tag or commit [default: the remote's default branch].",
+    )] = None,
+    file: Annotated[list[str] | None, typer.Option(
+        "--file", help="A file or folder to copy next to the script (repeatable).")] = None,
+    allow_insecure_source: Annotated[bool, typer.Option(
+        "--allow-insecure-source", help="Allow http://, git:// and file:// sources.")] = False,
     python: Annotated[str | None, typer.Option(
         "--python", help="Interpreter [default: $PYTHON_LAUNCHER, else torchjob's own].")] = None,
     param: Annotated[list[str] | None, typer.Option(
@@ -85,11 +93,15 @@ def run(
 
     flags = spec.Overrides(
         script=script, project=project, python=python, name=name, timeout=timeout, grace=grace,
-        params=tuple(param or ()), env=tuple(env or ()), args=tuple(ctx.obj.get("trailing", ())))
+        params=tuple(param or ()), env=tuple(env or ()), args=tuple(ctx.obj.get("trailing", ())),
+        ref=ref, files=tuple(file or ()), allow_insecure_source=allow_insecure_source)
     job = spec.load(Path(spec_file) if spec_file else None, flags, Path.cwd())
     plan = jobs.make_plan(job, store.runs_dir(runs_dir))
     if dry_run:
-        console.plan(plan, jobs.launch_problem(plan))
+        from torchrun_cli import source
+
+        problem = jobs.launch_problem(plan.launch, plan.environment.interpreter)
+        console.plan(plan, problem, source.cache_state(job))
         return
 
     def started(rec: record.RunRecord, run_dir: Path) -> None:
@@ -99,12 +111,15 @@ def run(
     def stopping(signum: int | None) -> None:
         console.stopping(signum, job.grace, job.timeout)
 
-    final, run_dir = jobs.execute(plan, echo=not quiet, on_start=started, on_stop=stopping)
+    final, run_dir = jobs.execute(plan, echo=not quiet, on_start=started, on_stop=stopping,
+                                  on_source=lambda src: None if quiet else console.source_line(src))
     ok = final.status == "succeeded"
     if quiet and not ok:
         console.tail(run_dir / record.STDOUT_LOG)
     if final.phase == "launch" and final.error:
         console.error([final.error])
+    if final.status == "setup_error":
+        console.setup_failure(final, run_dir)
     if not (quiet and ok):
         console.summary(final, run_dir)
     raise typer.Exit(final.exit_code or 0)
@@ -118,8 +133,9 @@ def validate(
     from torchrun_cli import jobs, spec
 
     job = spec.load(Path(spec_file), spec.Overrides(), Path.cwd())
-    problem = jobs.launch_problem(jobs.make_plan(job, Path(os.devnull)))
-    if problem is not None:
+    plan = jobs.make_plan(job, Path(os.devnull))
+    problem = jobs.launch_problem(plan.launch, plan.environment.interpreter)
+    if problem is not None and job.project_kind == "local":
         console.warning(f"{problem.message} (a run would exit {problem.exit_code})")
     sys.stdout.write(f"ok: {spec_file}: script {job.script} in {job.project}\n")
 
@@ -189,6 +205,41 @@ def logs(
     except FileNotFoundError as exc:
         raise UsageError(f"no log at {path}", "the run may have failed before it started") from exc
     out.flush()
+
+
+cache_app = typer.Typer(help="The cache of git mirrors.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("list")
+def cache_list(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for machines.")] = False,
+) -> None:
+    """Cached git mirrors: size and last use."""
+    from torchrun_cli import gitsource
+
+    repos = gitsource.list_mirrors()
+    if as_json:
+        sys.stdout.write(json.dumps([asdict(r) for r in repos], indent=2) + "\n")
+    else:
+        console.cache_table(repos)
+
+
+@cache_app.command("prune")
+def cache_prune(
+    unused_for: Annotated[str, typer.Option(
+        "--unused-for", help="Remove mirrors not used for this long (30d, 12h, 0 for all).")]
+    = "30d",
+) -> None:
+    """Remove mirrors not used recently, and any left incomplete by a killed clone."""
+    from torchrun_cli import gitsource, spec
+
+    try:
+        seconds = 0.0 if unused_for.strip() == "0" else spec.parse_duration(unused_for)
+    except ValueError as exc:
+        raise UsageError(f"--unused-for {unused_for!r}: {exc}", "write e.g. 30d or 12h") from None
+    for repo in gitsource.prune(seconds):
+        sys.stdout.write(f"removed {repo.key} {repo.url} ({repo.size_bytes} bytes)\n")
 
 
 def main() -> None:

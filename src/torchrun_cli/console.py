@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from torchrun_cli.errors import LaunchError
+    from torchrun_cli.gitsource import CachedRepo
     from torchrun_cli.jobs import Plan
     from torchrun_cli.record import RunRecord
+    from torchrun_cli.source import Source
 
 _STYLE = {"succeeded": "green", "failed": "red", "setup_error": "red", "cancelled": "yellow",
           "timeout": "yellow", "running": "cyan", "lost": "magenta"}
@@ -54,7 +56,8 @@ def header(rec: RunRecord, run_dir: Path, plan: Plan) -> None:
     """Run id, interpreter and project, before the job's first line."""
     _emit(f"torchjob: run {rec.id}", style="bold")
     _emit(f"torchjob:   interpreter {plan.environment.interpreter}", style="dim")
-    _emit(f"torchjob:   project     {plan.cwd}", style="dim")
+    where = plan.source.url if plan.source.kind != "local" else plan.launch.cwd
+    _emit(f"torchjob:   project     {where}", style="dim")
 
 
 def stopping(signum: int | None, grace: float, timeout: float | None) -> None:
@@ -82,6 +85,27 @@ def summary(rec: RunRecord, run_dir: Path) -> None:
           style=f"bold {_STYLE.get(rec.shown_status(), '')}")
 
 
+def setup_failure(rec: RunRecord, run_dir: Path) -> None:
+    """Where to read what the tools printed."""
+    log = run_dir / "setup.log"
+    if log.exists():
+        _emit(f"torchjob: the tools' output is in {log}")
+
+
+def cache_table(repos: Sequence[CachedRepo]) -> None:
+    """`torchjob cache list` on stdout."""
+    import time
+
+    heads = ("KEY", "SIZE", "LAST USED", "URL")
+    rows = [(r.key, f"{r.size_bytes / 1e6:.1f} MB",
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.last_used)), r.url)
+            for r in repos]
+    widths = [max(len(x) for x in col) for col in zip(heads, *rows, strict=False)]
+    for row in (heads, *rows):
+        line = "  ".join(x.ljust(w) for x, w in zip(row, widths, strict=False))
+        sys.stdout.write(line.rstrip() + "\n")
+
+
 def tail(path: Path, lines: int = 50, max_bytes: int = 1 << 20) -> None:
     """The last lines of a log, raw bytes, to stderr (what --quiet shows on failure)."""
     try:
@@ -100,7 +124,7 @@ def tail(path: Path, lines: int = 50, max_bytes: int = 1 << 20) -> None:
     sys.stderr.buffer.flush()
 
 
-def plan(p: Plan, problem: LaunchError | None) -> None:
+def plan(p: Plan, problem: LaunchError | None, cache: str) -> None:
     """The resolved plan of --dry-run, on stdout; nothing has been started."""
     origins = p.spec.origins
 
@@ -108,24 +132,44 @@ def plan(p: Plan, problem: LaunchError | None) -> None:
         src = f"  [{origins[key]}]" if key and key in origins else ""
         sys.stdout.write(f"{label + ':' if label else '':<13} {value}{src}\n")
 
-    env = p.environment
+    env, src, launch = p.environment, p.source, p.launch
     row("dry run", "nothing was started")
     row("name", p.spec.name, "name")
-    row("source", f"{p.source.kind} {p.source.path}", "project")
-    row("script", str(p.script_path), "script")
+    row("source", f"{src.kind} {src.url or src.path}", "project")
+    if src.kind == "git":
+        row("ref", src.ref or "(the remote's default branch)", "ref")
+    if src.subdirectory:
+        row("subdirectory", src.subdirectory)
+    row("cache", cache)
+    row("script", str(launch.script_path), "script")
     version = f" (Python {env.python_version})" if env.python_version else ""
     sys.stdout.write(f"{'interpreter:':<13} {env.interpreter}{version}  [{env.origin}]\n")
     row("environment", f"manager {env.manager}")
-    row("argv", shlex.join(p.shown_argv()))
-    row("cwd", str(p.cwd))
-    for i, (k, v) in enumerate(sorted(p.shown_env().items())):
+    row("argv", shlex.join(launch.shown_argv()))
+    row("cwd", str(launch.cwd))
+    for i, (k, v) in enumerate(sorted(launch.shown_env().items())):
         row("env" if i == 0 else "", f"{k}={v}")
+    for i, f in enumerate(p.spec.files):
+        row("files" if i == 0 else "", str(f), "files" if i == 0 else None)
     row("timeout", f"{p.spec.timeout:g}s" if p.spec.timeout else "none", "timeout")
     row("grace", f"{p.spec.grace:g}s", "grace")
     row("runs dir", str(p.runs_dir))
-    row("launch", "ok" if problem is None else f"would exit {problem.exit_code}: "
-        f"{problem.message}")
+    if src.kind != "local":
+        row("launch", "checked after the checkout")
+    else:
+        row("launch", "ok" if problem is None else f"would exit {problem.exit_code}: "
+            f"{problem.message}")
     sys.stdout.flush()
+
+
+def source_line(src: Source) -> None:
+    """After a checkout: which commit, and whether the network was needed."""
+    if src.kind == "git":
+        how = "cached, no network" if src.cached else "fetched"
+        _emit(f"torchjob:   commit      {src.commit} ({src.ref}; {how}; {src.seconds:.2f}s)",
+              style="dim")
+    elif src.kind == "archive":
+        _emit(f"torchjob:   extracted   {src.url}", style="dim")
 
 
 def runs_table(records: Sequence[RunRecord]) -> None:

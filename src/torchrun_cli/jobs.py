@@ -10,22 +10,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchrun_cli import envs, record, source, supervise
-from torchrun_cli.errors import LaunchError
-from torchrun_cli.spec import JobSpec, mask_argv, mask_mapping
+from torchrun_cli.errors import LaunchError, SetupError
+from torchrun_cli.gitsource import inside
+from torchrun_cli.masking import mask_argv, mask_mapping
+from torchrun_cli.spec import JobSpec
+
+SETUP_LOG = "setup.log"
 
 
 @dataclass(frozen=True)
-class Plan:
-    """Everything needed to start the job, resolved and checked, nothing started yet."""
+class Launch:
+    """The exact process to start: argv, folder and the variables torchjob adds."""
 
-    spec: JobSpec
-    source: source.Source
-    environment: envs.Environment
     script_path: Path
     argv: list[str]
     cwd: Path
     env_overlay: Mapping[str, str]
-    runs_dir: Path
+    params: Mapping[str, str | bool]
 
     def child_env(self, run_id: str, run_dir: Path) -> dict[str, str]:
         """The inherited environment, torchjob's and the spec's variables on top, and where the
@@ -35,42 +36,69 @@ class Plan:
 
     def shown_argv(self) -> list[str]:
         """argv with secret parameter values masked."""
-        return mask_argv(self.argv, self.spec.params)
+        return mask_argv(self.argv, self.params)
 
     def shown_env(self) -> dict[str, str]:
         """The variables torchjob sets, secret values masked."""
         return {k: str(v) for k, v in mask_mapping(self.env_overlay).items()}
 
 
-def make_plan(spec: JobSpec, runs_dir: Path) -> Plan:
-    """Resolve source and environment and build the exact argv and environment."""
-    src = source.resolve(spec)
-    env = envs.prepare(spec)
+def make_launch(spec: JobSpec, env: envs.Environment, src: source.Source) -> Launch:
+    """argv and environment for the job, once the source folder is known."""
     script_path = src.path / spec.script
     overlay = {"PYTHONUNBUFFERED": "1", **spec.env}
     inherited = overlay.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     overlay["PYTHONPATH"] = os.pathsep.join(p for p in (str(src.path), inherited) if p)
     argv = [env.interpreter, str(script_path), *spec.script_argv()]
-    return Plan(spec, src, env, script_path, argv, src.path, overlay, runs_dir)
+    return Launch(script_path, argv, src.path, overlay, spec.params)
 
 
-def launch_problem(plan: Plan) -> LaunchError | None:
+@dataclass(frozen=True)
+class Plan:
+    """Everything resolved that needs no network: the spec, the source as described, the
+    environment, and the launch as it would be (paths under the run's tree for remote sources)."""
+
+    spec: JobSpec
+    source: source.Source
+    environment: envs.Environment
+    launch: Launch
+    runs_dir: Path
+
+
+def make_plan(spec: JobSpec, runs_dir: Path) -> Plan:
+    """Check the source (refusals happen here, before any git process) and the interpreter."""
+    described = source.describe(spec, runs_dir / "<run-id>" / source.TREE)
+    env = envs.prepare(spec)
+    return Plan(spec, described, env, make_launch(spec, env, described), runs_dir)
+
+
+def launch_problem(launch: Launch, interpreter: str) -> LaunchError | None:
     """Interpreter or script missing (127) or not runnable (126), found before starting."""
-    interp = plan.environment.interpreter
-    if not os.path.isabs(interp) or not os.path.exists(interp):
-        return LaunchError(f"interpreter not found: {interp}", 127,
+    if not os.path.isabs(interpreter) or not os.path.exists(interpreter):
+        return LaunchError(f"interpreter not found: {interpreter}", 127,
                            "pass --python PATH or set python.interpreter in the spec")
-    if os.path.isdir(interp) or not os.access(interp, os.X_OK):
-        return LaunchError(f"interpreter is not executable: {interp}", 126,
-                           f"chmod +x {interp}, or choose another with --python")
-    script = plan.script_path
+    if os.path.isdir(interpreter) or not os.access(interpreter, os.X_OK):
+        return LaunchError(f"interpreter is not executable: {interpreter}", 126,
+                           f"chmod +x {interpreter}, or choose another with --python")
+    script = launch.script_path
     if not script.exists():
         return LaunchError(f"script not found: {script}", 127,
-                           f"check `script` (it is relative to the project {plan.cwd})")
+                           f"check `script` (it is relative to the project {launch.cwd})")
     if not script.is_file() or not os.access(script, os.R_OK):
         return LaunchError(f"script is not a readable file: {script}", 126,
                            "point `script` at a Python file")
     return None
+
+
+def _check_checkout(spec: JobSpec, src: source.Source) -> None:
+    """For git and archive sources the script must be a file inside the checkout: 125."""
+    if src.kind == "local":
+        return
+    script = inside(src.path, spec.script, "script")
+    if not script.is_file():
+        raise SetupError(f"script {spec.script!r} is not in the checkout of {src.url}",
+                         "check `script` (relative to the repository and its #subdirectory)",
+                         phase="source")
 
 
 def _conclude(outcome: supervise.Outcome, spec: JobSpec) -> dict[str, object]:
@@ -96,8 +124,9 @@ def execute(
     echo: bool,
     on_start: Callable[[record.RunRecord, Path], None],
     on_stop: Callable[[int | None], None],
+    on_source: Callable[[source.Source], None] = lambda src: None,
 ) -> tuple[record.RunRecord, Path]:
-    """Create the run folder and record, run the job to its end, write the final record."""
+    """Create the run folder and record, prepare the source, run the job, write the end."""
     spec = plan.spec
     run_id, run_dir = record.create_run_dir(plan.runs_dir, spec.name)
     started = time.monotonic()
@@ -107,8 +136,8 @@ def execute(
         name=spec.name,
         status="running",
         started_at=record.now_iso(),
-        argv=plan.shown_argv(),
-        cwd=str(plan.cwd),
+        argv=plan.launch.shown_argv(),
+        cwd=str(plan.launch.cwd),
         interpreter=plan.environment.interpreter,
         source=plan.source.record(),
         environment=plan.environment.record(),
@@ -121,7 +150,13 @@ def execute(
     on_start(rec, run_dir)
     end: dict[str, object]
     try:
-        problem = launch_problem(plan)
+        src = source.materialize(spec, run_dir, run_dir / SETUP_LOG)
+        rec = rec.finish(source=src.record())
+        on_source(src)
+        _check_checkout(spec, src)
+        launch = make_launch(spec, plan.environment, src)
+        rec = rec.finish(argv=launch.shown_argv(), cwd=str(launch.cwd))
+        problem = launch_problem(launch, plan.environment.interpreter)
         if problem is not None:
             stdout_log.touch()
             stderr_log.touch()
@@ -129,12 +164,15 @@ def execute(
                    "error": problem.message}
         else:
             outcome = supervise.supervise(
-                plan.argv, cwd=plan.cwd, env=plan.child_env(run_id, run_dir), stdout_log=stdout_log,
-                stderr_log=stderr_log, echo=echo, timeout=spec.timeout, grace=spec.grace,
-                on_stop=on_stop)
+                launch.argv, cwd=launch.cwd, env=launch.child_env(run_id, run_dir),
+                stdout_log=stdout_log, stderr_log=stderr_log, echo=echo, timeout=spec.timeout,
+                grace=spec.grace, on_stop=on_stop)
             end = _conclude(outcome, spec)
             if outcome.log_error:
                 end["error"] = outcome.log_error
+    except SetupError as exc:
+        end = {"status": "setup_error", "exit_code": exc.exit_code, "phase": exc.phase,
+               "error": exc.lines()[0]}
     except OSError as exc:  # the trampoline itself could not start (cwd gone, no fork)
         end = {"status": "failed", "exit_code": 126 if exc.errno == errno.EACCES else 127,
                "phase": "launch", "error": f"cannot start the job: {exc}"}

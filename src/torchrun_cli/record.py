@@ -14,6 +14,7 @@ from typing import Any
 
 from torchrun_cli import __version__
 from torchrun_cli.errors import UsageError
+from torchrun_cli.store import write_atomic
 
 SCHEMA_VERSION = 1
 RECORD = "run.json"
@@ -101,16 +102,9 @@ def create_run_dir(runs_dir: Path, name: str) -> tuple[str, Path]:
 
 
 def write_record(run_dir: Path, record: RunRecord) -> None:
-    """Atomic write: temp file, fsync, rename; readers see the old or the new record, whole."""
+    """Atomic write: readers see the old or the new record, whole."""
     data = json.dumps(asdict(record), indent=2, ensure_ascii=False).encode() + b"\n"
-    tmp = run_dir / f".{RECORD}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, run_dir / RECORD)
+    write_atomic(run_dir / RECORD, data)
 
 
 def read_record(run_dir: Path) -> RunRecord:

@@ -1,17 +1,25 @@
-"""Where the project's files come from. This version resolves local folders only."""
+"""Where the project's files come from: a local folder (used in place), a git URL at a ref, or
+an archive; plus dependency files copied next to the script. Returns the folder to run in."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from torchrun_cli import gitsource
+from torchrun_cli.errors import SetupError
+from torchrun_cli.proc import ToolFailed, run_tool
 from torchrun_cli.spec import JobSpec
+
+TREE = "src"
 
 
 @dataclass(frozen=True)
 class Source:
-    """The project folder the job runs in, and what run.json says about its origin."""
+    """The folder the job runs in, and what run.json says about where it came from."""
 
     kind: str
     path: Path
@@ -19,14 +27,136 @@ class Source:
     ref: str | None = None
     commit: str | None = None
     subdirectory: str | None = None
+    dirty: bool | None = None
+    cached: bool | None = None
+    seconds: float | None = None
 
     def record(self) -> dict[str, Any]:
-        """The `source` object of run.json."""
+        """The `source` object of run.json (URLs never carry credentials)."""
         data = asdict(self)
         data["path"] = str(self.path)
         return data
 
 
-def resolve(spec: JobSpec) -> Source:
-    """A local project is used in place; the spec loader has checked that it exists."""
-    return Source("local", spec.project)
+def describe(spec: JobSpec, tree: Path) -> Source:
+    """The source as far as it is known without network or checkout (for plans, --dry-run)."""
+    if spec.project_kind == "local":
+        return Source("local", Path(spec.project))
+    location, subdir = gitsource.split_fragment(spec.project)
+    root = tree / subdir if subdir else tree
+    if spec.project_kind == "git":
+        url = gitsource.parse_url(location, spec.allow_insecure_source)
+        return Source("git", root, url.shown, spec.ref, None, subdir)
+    return Source("archive", root, location, None, None, subdir)
+
+
+def materialize(spec: JobSpec, run_dir: Path, log: Path) -> Source:
+    """Make the job's folder: check out, extract or (for local) use in place; copy files."""
+    tree = run_dir / TREE
+    if spec.project_kind == "local":
+        commit, dirty = _local_git(Path(spec.project), log)
+        src = Source("local", Path(spec.project), commit=commit, dirty=dirty)
+        if spec.files:  # never write into the user's folder: run in a copy of it
+            shutil.copytree(src.path, tree, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+            src = Source(**{**asdict(src), "path": tree})
+    elif spec.project_kind == "git":
+        src = _git(spec, run_dir, tree, log)
+    else:
+        src = _archive(spec, tree, log)
+    if spec.files:
+        _copy_files(spec.files, (src.path / spec.script).parent)
+    return src
+
+
+def _git(spec: JobSpec, run_dir: Path, tree: Path, log: Path) -> Source:
+    location, subdir = gitsource.split_fragment(spec.project)
+    url = gitsource.parse_url(location, spec.allow_insecure_source)
+    if spec.ref is not None:
+        gitsource.check_ref(spec.ref)
+    if subdir is not None:
+        gitsource.check_subdir(subdir)
+    if spec.submodules:
+        raise SetupError("submodules: true is not supported yet", "vendor the submodule's files",
+                         phase="source")
+    token = None
+    if spec.git_token_env:
+        token = os.environ.get(spec.git_token_env) or None
+        if token is None:
+            raise SetupError(f"git_token_env names {spec.git_token_env}, which is not set",
+                             f"export {spec.git_token_env}=... before running", phase="source")
+    token = token or url.token
+    mirror = gitsource.Mirror(url, spec.allow_insecure_source, log, token)
+    done = gitsource.materialize(mirror, spec.ref, tree, run_dir / ".git-index")
+    root = _subdir(tree, subdir, url.shown)
+    return Source("git", root, url.shown, done.ref, done.commit, subdir, None, done.cached,
+                  done.seconds)
+
+
+def _archive(spec: JobSpec, tree: Path, log: Path) -> Source:
+    from torchrun_cli import archive
+
+    location, subdir = gitsource.split_fragment(spec.project)
+    if subdir is not None:
+        gitsource.check_subdir(subdir)
+    if "://" in location:
+        path = archive.download(location, spec.allow_insecure_source, log)
+    else:
+        path = Path(location)
+    archive.extract(path, tree)
+    return Source("archive", _subdir(tree, subdir, location), location, None, None, subdir)
+
+
+def _subdir(tree: Path, subdir: str | None, where: str) -> Path:
+    if subdir is None:
+        return tree
+    root = gitsource.inside(tree, subdir, "subdirectory")
+    if not root.is_dir():
+        raise SetupError(f"no subdirectory {subdir!r} in {where}",
+                         "check the part after '#' (it is relative to the repository root)",
+                         phase="source")
+    return root
+
+
+def _copy_files(files: tuple[Path, ...], dest: Path) -> None:
+    """Dependency files next to the script (Tencent's component does the same)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in files:
+        if item.is_dir():
+            shutil.copytree(item, dest / item.name, symlinks=True, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, dest / item.name)
+
+
+def _local_git(path: Path, log: Path) -> tuple[str | None, bool | None]:
+    """(HEAD commit, dirty) when path is inside a git work tree, else (None, None).
+
+    A cheap upward search for `.git` first, so a plain folder starts no git process at all.
+    Dirty means tracked files differ from HEAD; untracked files (data, outputs) do not count.
+    """
+    probe = path
+    while not (probe / ".git").exists():
+        if probe.parent == probe:
+            return None, None
+        probe = probe.parent
+    base = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-C", str(path)]
+    try:
+        commit = run_tool([*base, "rev-parse", "--verify", "HEAD"], timeout=10, log=log).strip()
+        status = run_tool([*base, "status", "--porcelain", "--untracked-files=no"], timeout=30,
+                          log=log)
+    except ToolFailed:  # no commit yet, or git missing: the run goes on without the facts
+        return None, None
+    return commit, bool(status.strip())
+
+
+def cache_state(spec: JobSpec) -> str:
+    """For --dry-run: will this run need the network for its source?"""
+    if spec.project_kind != "git":
+        return "local" if spec.project_kind == "local" else "extracted for each run"
+    location, _ = gitsource.split_fragment(spec.project)
+    url = gitsource.parse_url(location, spec.allow_insecure_source)
+    mirror = gitsource.Mirror(url, spec.allow_insecure_source, None, None)
+    if not mirror.is_ready():
+        return "not cached: the first run clones"
+    if spec.ref and gitsource.is_hex(spec.ref) and mirror.commit_of(spec.ref):
+        return f"commit {mirror.commit_of(spec.ref)} is cached: no network"
+    return "cached mirror: one fetch"

@@ -16,30 +16,30 @@ from pathlib import Path
 from typing import Any
 
 from torchrun_cli.errors import Problem, SpecError
+from torchrun_cli.masking import mask_mapping
 from torchrun_cli.yamlfile import Located, read_yaml, type_name
 
-TOP_KEYS = ("name", "project", "script", "args", "params", "python", "env", "timeout", "grace")
+TOP_KEYS = ("name", "project", "ref", "script", "args", "params", "python", "env", "timeout",
+            "grace", "files", "allow_insecure_source", "git_token_env", "submodules")
 PYTHON_KEYS = ("interpreter", "manager")
 MANAGERS = ("none",)
 DEFAULT_GRACE_S = 10.0
-MASK = "****"
 
 _PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_SECRET_NAME = re.compile(
-    r"token|secret|passw(or)?d|passphrase|credential|auth|api[_-]?key|private[_-]?key"
-    r"|access[_-]?key|(^|[_-])key$",
-    re.IGNORECASE,
-)
-_REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/\s]+@[^/\s]+:", re.IGNORECASE)
-_ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
+_REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*(://|::)|^[^/\s]+@[^/\s]+:|^-", re.IGNORECASE)
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
 
 
-def is_secret(name: str) -> bool:
-    """Names whose values are never shown or recorded (tokens, passwords, keys)."""
-    return bool(_SECRET_NAME.search(name))
+def project_kind(project: str) -> str:
+    """`local` folder, `archive` (a local file or a URL), or `git`, from how it is written."""
+    location = project.split("#", 1)[0]
+    is_archive = location.lower().endswith(ARCHIVE_SUFFIXES)
+    if _REMOTE.search(project):
+        return "archive" if is_archive and "://" in location else "git"
+    return "archive" if is_archive else "local"
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -74,6 +74,9 @@ class Overrides:
     params: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
+    ref: str | None = None
+    files: tuple[str, ...] = ()
+    allow_insecure_source: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ class JobSpec:
     """The merged, validated job: plain values, with where each came from."""
 
     name: str
-    project: Path
+    project: str
+    project_kind: str
     script: str
     args: tuple[str, ...]
     params: Mapping[str, str | bool]
@@ -94,6 +98,11 @@ class JobSpec:
     grace: float
     spec_file: Path | None
     origins: Mapping[str, str] = field(default_factory=dict)
+    ref: str | None = None
+    files: tuple[Path, ...] = ()
+    allow_insecure_source: bool = False
+    git_token_env: str | None = None
+    submodules: bool = False
 
     def script_argv(self) -> list[str]:
         """Arguments for the script: spec args, then params as `--key value`, then `-- ARGS`."""
@@ -109,7 +118,8 @@ class JobSpec:
         """The effective spec for run.json and --dry-run, secret values replaced by ****."""
         return {
             "name": self.name,
-            "project": str(self.project),
+            "project": self.project,
+            "ref": self.ref,
             "script": self.script,
             "args": list(self.args),
             "params": mask_mapping(self.params),
@@ -119,22 +129,11 @@ class JobSpec:
             "timeout": self.timeout,
             "grace": self.grace,
             "spec_file": str(self.spec_file) if self.spec_file else None,
+            "files": [str(f) for f in self.files],
+            "allow_insecure_source": self.allow_insecure_source,
+            "git_token_env": self.git_token_env,
+            "submodules": self.submodules,
         }
-
-
-def mask_mapping(values: Mapping[str, str | bool]) -> dict[str, str | bool]:
-    """A copy with the values of secret-looking names masked."""
-    return {k: (MASK if is_secret(k) and not isinstance(v, bool) else v) for k, v in values.items()}
-
-
-def mask_argv(argv: list[str], params: Mapping[str, str | bool]) -> list[str]:
-    """argv with the value after each secret `--key` masked (for records and displays)."""
-    secret_flags = {f"--{k}" for k, v in params.items() if is_secret(k) and not isinstance(v, bool)}
-    out = list(argv)
-    for i in range(1, len(out)):
-        if out[i - 1] in secret_flags:
-            out[i] = MASK
-    return out
 
 
 class _Checker:
@@ -169,6 +168,24 @@ class _Checker:
                      f'write `{path.rsplit(".", 1)[-1]}: "..."`')
             return None
         return self._no_nul(value, src.where(data, key), path)
+
+    def boolean(self, data: dict[Any, Any], key: str, src: Located) -> bool | None:
+        value = data[key]
+        if not isinstance(value, bool):
+            self.add(src.where(data, key), key, f"expected true or false, got {type_name(value)}",
+                     f"write `{key}: true` or `{key}: false`")
+            return None
+        return value
+
+    def string_list(self, data: dict[Any, Any], key: str, src: Located) -> list[str] | None:
+        value = data[key]
+        value = [value] if isinstance(value, str) else value
+        where = src.where(data, key)
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.add(where, key, "expected a list of paths", f'write {key}: ["config.yaml"]')
+            return None
+        out = [self._no_nul(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
+        return None if None in out else [v for v in out if v is not None]
 
     def _no_nul(self, value: str, where: str, path: str) -> str | None:
         if "\0" in value:
@@ -287,12 +304,23 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
 
     name = from_file("name", lambda: check.string(data, "name", "name", src))
     project = from_file("project", lambda: check.string(data, "project", "project", src))
+    ref = from_file("ref", lambda: check.string(data, "ref", "ref", src))
     script = from_file("script", lambda: check.string(data, "script", "script", src))
     args = from_file("args", lambda: check.args(data, src)) or ()
     timeout = from_file(
         "timeout", lambda: check.duration(data["timeout"], src.where(data, "timeout"), "timeout"))
     grace = from_file(
         "grace", lambda: check.duration(data["grace"], src.where(data, "grace"), "grace"))
+    insecure = from_file("allow_insecure_source",
+                         lambda: check.boolean(data, "allow_insecure_source", src))
+    submodules = from_file("submodules", lambda: check.boolean(data, "submodules", src))
+    token_env = from_file("git_token_env",
+                          lambda: check.string(data, "git_token_env", "git_token_env", src))
+    if token_env is not None and not _ENV_NAME.fullmatch(token_env):
+        check.add(src.where(data, "git_token_env"), "git_token_env",
+                  "must name an environment variable", "write e.g. `git_token_env: GH_TOKEN`")
+    files = [(base / os.path.expanduser(f), origins["files"]) for f in
+             from_file("files", lambda: check.string_list(data, "files", src)) or ()]
     params: dict[str, str | bool] = {}
     env: dict[str, str] = {}
     if "params" in data and (entries := check.mapping(data, "params", src)) is not None:
@@ -321,6 +349,17 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
     if flags.project is not None:
         project, origins["project"] = flags.project, "flag --project"
         base = cwd
+    if flags.ref is not None:
+        ref, origins["ref"] = flags.ref, "flag --ref"
+    if flags.allow_insecure_source:
+        insecure, origins["allow_insecure_source"] = True, "flag --allow-insecure-source"
+    if flags.files:
+        files = [(cwd / os.path.expanduser(f), "command line") for f in flags.files]
+        origins["files"] = "flag --file"
+    for path, where in files:
+        if not path.exists():
+            check.add(where, "--file" if where == "command line" else "files",
+                      f"{path} does not exist", "give existing files or folders to copy")
     if flags.script is not None:
         script, origins["script"] = flags.script, "flag --script"
     if flags.python is not None:
@@ -344,17 +383,23 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
     for i, arg in enumerate(flags.args):
         check._no_nul(arg, "command line", f"-- argument {i + 1}")
 
-    project_dir = _project_dir(project, base, origins, check)
+    kind = project_kind(project) if project else "local"
+    location = _project_location(project, kind, base, origins, check)
+    if ref is not None and kind != "git":
+        check.add(origins["ref"] if not origins["ref"].startswith("flag") else "command line",
+                  "ref", "a ref applies to git projects only",
+                  "remove it, or give a git URL as the project")
     if not script and "script" not in origins and "script" not in check.guessed:
         where = f"{spec_file}:1" if spec_file else "command line"
         check.add(where, "script", "no script to run",
                   "add `script: train.py` to the spec or pass --script train.py")
     if problems:
         raise SpecError(sorted(problems, key=_line_of))
-    assert project_dir is not None and script
+    assert location is not None and script
     return JobSpec(
         name=name or Path(script).stem or "job",
-        project=project_dir,
+        project=location,
+        project_kind=kind,
         script=script,
         args=tuple(args),
         params=params,
@@ -367,6 +412,11 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
         grace=grace if grace is not None else DEFAULT_GRACE_S,
         spec_file=spec_file,
         origins=origins,
+        ref=ref,
+        files=tuple(path.absolute() for path, _ in files),
+        allow_insecure_source=bool(insecure),
+        git_token_env=token_env,
+        submodules=bool(submodules),
     )
 
 
@@ -376,26 +426,31 @@ def _line_of(problem: Problem) -> int:
     return int(line) if head and line.isdigit() else 1 << 30
 
 
-def _project_dir(
+def _project_location(
     project: str | None,
+    kind: str,
     base: Path,
     origins: dict[str, str],
     check: _Checker,
-) -> Path | None:
-    """The local project folder: relative to the spec's folder (or cwd for a flag); must exist."""
+) -> str | None:
+    """An absolute path for a local folder or archive (which must exist), else the URL as is.
+
+    Relative paths start at the spec's folder, or at the current folder for --project.
+    """
     if project is None:
-        return None if "project" in origins else base
+        return None if "project" in origins else str(base)
+    if kind == "git" or "://" in project:
+        return project
     where = origins.get("project", "command line")
     where = "command line" if where.startswith("flag") else where
     key = "--project" if where == "command line" else "project"
-    if _REMOTE.search(project) or project.lower().endswith(_ARCHIVE_SUFFIXES):
-        check.add(where, key, f"{project!r} is a git URL or an archive; this version runs "
-                  "local folders only", "clone or extract it and give the folder's path")
+    location, sep, subdir = project.partition("#")
+    path = (base / os.path.expanduser(location)).resolve()
+    ok = path.is_file() if kind == "archive" else path.is_dir()
+    if not ok:
+        what = "does not exist" if not path.exists() else (
+            "is not a file" if kind == "archive" else "is not a folder")
+        check.add(where, key, f"project {kind} {path} {what}",
+                  "give an existing folder or archive (relative paths start at the spec's folder)")
         return None
-    path = (base / os.path.expanduser(project)).resolve()
-    if not path.is_dir():
-        what = "is not a folder" if path.exists() else "does not exist"
-        check.add(where, key, f"project folder {path} {what}",
-                  "give the path of an existing folder (relative paths start at the spec's folder)")
-        return None
-    return path
+    return f"{path}{sep}{subdir}"

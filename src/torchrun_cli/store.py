@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -29,3 +31,77 @@ def cache_home() -> Path:
 def runs_dir(override: Path | None = None) -> Path:
     """The folder that holds one folder per run."""
     return override.expanduser().absolute() if override else data_home() / "runs"
+
+
+CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This folder is a cache made by torchjob; backup tools may skip it.\n"
+)
+READY = ".ready"
+
+
+def cache_dir(kind: str) -> Path:
+    """A folder under the cache root (`repos`, `archives`, `envs`), tagged as a cache."""
+    root = cache_home()
+    path = root / kind
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tag = root / "CACHEDIR.TAG"
+        if not tag.exists():
+            write_atomic(tag, CACHEDIR_TAG.encode())
+    return path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename: readers see old or new, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def mark_ready(folder: Path, note: str = "") -> None:
+    """Written last: only a folder with this marker is a finished cache entry."""
+    write_atomic(folder / READY, note.encode())
+
+
+def is_ready(folder: Path) -> bool:
+    return (folder / READY).is_file()
+
+
+@contextmanager
+def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """An flock on `path` (created if needed): one writer, or many readers, per cache entry.
+
+    The kernel drops the lock when the holder dies, so kill -9 never leaves it held.
+    """
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def touch(path: Path) -> None:
+    """Record a use cheaply: the file's mtime is the last-used time."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        path.touch()
+
+
+def tree_size(path: Path) -> int:
+    """Bytes used by the files under path (no symlink following)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total

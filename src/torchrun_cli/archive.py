@@ -1,0 +1,183 @@
+"""Archive projects (.zip, .tar.gz, .tgz, .tar) from a path or an https URL, extracted safely.
+
+Refused: entries outside the target (absolute, `..`), links that point out, device files,
+symlinks in zips, and archives over the size limit. Downloads are cached by URL and revalidated
+with ETag/Last-Modified, so an unchanged archive costs one small request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from torchrun_cli import store
+from torchrun_cli.errors import SetupError
+
+MAX_BYTES = int(os.environ.get("TORCHJOB_ARCHIVE_MAX_BYTES", str(4 << 30)))
+MAX_ENTRIES = 200_000
+DOWNLOAD_TIMEOUT_S = 60.0
+
+
+def _err(message: str, fix: str) -> SetupError:
+    return SetupError(message, fix, phase="source")
+
+
+def download(url: str, allow_insecure: bool, log: Path | None) -> Path:
+    """The archive at url, from the cache when the server says it has not changed."""
+    import urllib.error
+    import urllib.request
+
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise _err(f"refused archive URL {parts.scheme}://{parts.hostname}{parts.path}: "
+                   "credentials in URLs are not accepted", "remove them from the URL")
+    if parts.scheme != "https" and not (parts.scheme == "http" and allow_insecure):
+        raise _err(f"refused archive URL {url}: only https (http with "
+                   "--allow-insecure-source)", "use an https URL")
+    folder = store.cache_dir("archives") / hashlib.sha256(url.encode()).hexdigest()[:20]
+    folder.mkdir(exist_ok=True)
+    data, meta_path = folder / "archive", folder / "meta.json"
+    headers = {"User-Agent": "torchjob"}
+    with store.locked(folder.parent / f"{folder.name}.lock"):
+        if store.is_ready(folder) and data.is_file():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("etag"):
+                headers["If-None-Match"] = meta["etag"]
+            if meta.get("last_modified"):
+                headers["If-Modified-Since"] = meta["last_modified"]
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 - scheme checked
+        try:
+            with _opener(allow_insecure).open(
+                    request, timeout=DOWNLOAD_TIMEOUT_S) as resp:
+                (folder / store.READY).unlink(missing_ok=True)
+                tmp = folder / f"archive.{os.getpid()}.tmp"
+                _copy_limited(resp, tmp)
+                os.replace(tmp, data)
+                meta = {"url": url, "etag": resp.headers.get("ETag"),
+                        "last_modified": resp.headers.get("Last-Modified")}
+                store.write_atomic(meta_path, json.dumps(meta).encode())
+                store.mark_ready(folder, url)
+                _note(log, f"downloaded {url} ({data.stat().st_size} bytes)")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 304:
+                _note(log, f"{url} unchanged (304): using the cached copy")
+                return data
+            raise _err(f"cannot download {url}: HTTP {exc.code} {exc.reason}",
+                       "check the URL and that the server allows access") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise _err(f"cannot download {url}: {reason}",
+                       "check the host, the network and the certificate (SSL_CERT_FILE)") from None
+    return data
+
+
+def _opener(allow_insecure: bool) -> Any:
+    """An URL opener whose redirects may not leave https unless insecure sources are allowed."""
+    import urllib.request
+
+    class NoDowngrade(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
+                             newurl: str) -> Any:
+            if urlsplit(newurl).scheme != "https" and not allow_insecure:
+                raise _err(f"refused redirect to {newurl}", "use an https URL")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return urllib.request.build_opener(NoDowngrade())
+
+
+def _copy_limited(src: Any, dest: Path) -> None:
+    read = src.read
+    total = 0
+    with dest.open("wb") as out:
+        while chunk := read(1 << 20):
+            total += len(chunk)
+            if total > MAX_BYTES:
+                out.close()
+                dest.unlink(missing_ok=True)
+                raise _err(f"archive is larger than the limit of {MAX_BYTES} bytes",
+                           "raise TORCHJOB_ARCHIVE_MAX_BYTES if it is expected")
+            out.write(chunk)
+
+
+def _note(log: Path | None, line: str) -> None:
+    if log is not None:
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+
+def extract(archive: Path, dest: Path) -> None:
+    """Unpack into dest (which must not exist yet), refusing anything unsafe."""
+    dest.mkdir(parents=True)
+    name = archive.name.lower()
+    try:
+        if zipfile.is_zipfile(archive):
+            _extract_zip(archive, dest)
+        elif tarfile.is_tarfile(archive):
+            _extract_tar(archive, dest)
+        else:
+            raise _err(f"{archive.name}: not a zip or tar archive (or it is corrupt)",
+                       "give a .zip, .tar.gz, .tgz or .tar file")
+    except SetupError:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise _err(f"corrupt archive {name}: {exc}", "download or build the archive again"
+                   ) from None
+
+
+def _check_name(name: str) -> None:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+        raise _err(f"refused archive entry {name!r}: it points outside the target folder",
+                   "rebuild the archive with relative paths only")
+
+
+def _limits(count: int, total: int) -> None:
+    if count > MAX_ENTRIES or total > MAX_BYTES:
+        raise _err(f"archive too large: {count} entries, {total} bytes unpacked "
+                   f"(limit {MAX_ENTRIES} entries, {MAX_BYTES} bytes)",
+                   "raise TORCHJOB_ARCHIVE_MAX_BYTES if it is expected")
+
+
+def _extract_zip(archive: Path, dest: Path) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        _limits(len(infos), sum(i.file_size for i in infos))
+        for info in infos:
+            _check_name(info.filename)
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise _err(f"refused archive entry {info.filename!r}: zip symlinks are not "
+                           "extracted", "use a tar archive for links, or replace the link")
+            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise _err(f"refused archive entry {info.filename!r}: not a file or folder",
+                           "remove special files from the archive")
+        bad = zf.testzip()
+        if bad is not None:
+            raise _err(f"corrupt archive {archive.name}: bad CRC in {bad}", "rebuild it")
+        zf.extractall(dest)  # noqa: S202 - every name checked above
+
+
+def _extract_tar(archive: Path, dest: Path) -> None:
+    with tarfile.open(archive) as tf:
+        members = tf.getmembers()
+        _limits(len(members), sum(m.size for m in members))
+        for member in members:
+            _check_name(member.name)
+            if member.isdev() or member.isfifo():
+                raise _err(f"refused archive entry {member.name!r}: a device or pipe",
+                           "remove special files from the archive")
+        try:
+            tf.extractall(dest, filter="data")
+        except tarfile.FilterError as exc:
+            raise _err(f"refused archive entry: {exc}",
+                       "rebuild the archive without links that point outside it") from None

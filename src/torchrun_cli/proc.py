@@ -1,0 +1,98 @@
+"""The one helper that runs a setup tool (git, pip, ...): argv only, own process group, a hard
+time limit, no prompt, output appended to setup.log with secrets masked."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from torchrun_cli.errors import TorchjobError
+
+MASK = "****"
+
+
+class ToolFailed(TorchjobError):
+    """A tool exited non-zero, timed out, or could not start; carries its masked output."""
+
+    def __init__(self, argv: Sequence[str], returncode: int | None, output: str,
+                 *, timed_out: bool = False, missing: bool = False) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.output = output
+        self.timed_out = timed_out
+        self.missing = missing
+        what = ("not found" if missing else "timed out" if timed_out
+                else f"exited with status {returncode}")
+        super().__init__(f"`{shlex.join(self.argv[:3])} ...` {what}")
+
+    def tail(self, lines: int = 20) -> str:
+        """The last lines of the tool's output, for the error summary."""
+        return "\n".join(self.output.rstrip().splitlines()[-lines:])
+
+
+def mask(text: str, secrets: Sequence[str]) -> str:
+    """Replace every secret value (long enough to be one) with ****."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def run_tool(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float,
+    log: Path | None,
+    secrets: Sequence[str] = (),
+) -> str:
+    """Run argv to the end and return its output (stdout and stderr merged, masked)."""
+    started = time.monotonic()
+    shown = mask(shlex.join(argv), secrets)
+    try:
+        proc = subprocess.Popen(
+            list(argv), env=dict(env) if env is not None else None, cwd=cwd,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        _log(log, shown, f"{exc}\n", None, 0.0)
+        raise ToolFailed(argv, None, str(exc), missing=True) from exc
+    timed_out = False
+    try:
+        raw, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+        raw, _ = proc.communicate()
+    except BaseException:  # Ctrl-C: the tool's whole group goes, then we re-raise
+        _kill_group(proc)
+        proc.wait()
+        raise
+    output = mask(raw.decode("utf-8", errors="replace"), secrets)
+    _log(log, shown, output, proc.returncode, time.monotonic() - started)
+    if timed_out or proc.returncode != 0:
+        raise ToolFailed(argv, proc.returncode, output, timed_out=timed_out)
+    return output
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _log(log: Path | None, shown: str, output: str, code: int | None, seconds: float) -> None:
+    if log is None:
+        return
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"$ {shown}\n{output}")
+        if output and not output.endswith("\n"):
+            fh.write("\n")
+        fh.write(f"[exit {code} after {seconds:.2f}s]\n")
