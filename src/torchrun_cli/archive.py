@@ -158,7 +158,7 @@ def _extract_zip(archive: Path, dest: Path) -> None:
             if stat.S_ISLNK(mode):
                 raise _err(f"refused archive entry {info.filename!r}: zip symlinks are not "
                            "extracted", "use a tar archive for links, or replace the link")
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise _err(f"refused archive entry {info.filename!r}: not a file or folder",
                            "remove special files from the archive")
         bad = zf.testzip()
