@@ -189,7 +189,8 @@ def git_env(url: GitUrl, token: str | None) -> tuple[dict[str, str], list[str]]:
     if token:
         user = "x-access-token"
         header = "Authorization: Basic " + base64.b64encode(f"{user}:{token}".encode()).decode()
-        scope = f"{url.scheme}://{url.host}/"
+        parts = urlsplit(url.url)
+        scope = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/"  # port included
         env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"http.{scope}.extraHeader",
                     "GIT_CONFIG_VALUE_0": header})
         secrets += [token, header.split()[-1]]

@@ -1,0 +1,270 @@
+"""Git projects against real repositories and servers: forms, refs, the mirror cache, offline
+reruns, concurrency, kill -9, hostile repositories, errors and credentials."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import TORCHJOB, Env, torchjob, write
+from tests.servers import make_bare_repo
+
+MAIN = "import os, sys\nprint('v', open('version.txt').read().strip(), sys.argv[1:])\n"
+
+
+def repo_with_history(path: Path) -> list[str]:
+    """Three commits on main, tag v1 on the first; the script lives in mnist/."""
+    commits: list[dict[str, str | bytes]] = [
+        {"mnist/main.py": MAIN, "mnist/version.txt": str(i), "README": f"r{i}"} for i in range(3)]
+    return make_bare_repo(path, commits, tags={"v1": 0})
+
+
+def run_git(url: str, *extra: str, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    return torchjob("run", "-s", "main.py", "-p", url, "--allow-insecure-source", *extra,
+                    env=env, cwd=cwd)
+
+
+def records(iso: Env) -> list[dict[str, Any]]:
+    return [json.loads((d / "run.json").read_text()) for d in iso.run_dirs()]
+
+
+def newest(iso: Env) -> dict[str, Any]:
+    return max(records(iso), key=lambda r: (r["started_at"], r["id"]))
+
+
+def test_file_url_refs_and_subdirectory(tmp_path: Path, iso: Env) -> None:
+    shas = repo_with_history(tmp_path / "r.git")
+    url = f"file://{tmp_path / 'r.git'}#mnist"
+    cases = [([], "2", "main"), (["-r", "main"], "2", "main"), (["-r", "v1"], "0", "v1"),
+             (["-r", shas[1]], "1", shas[1]), (["-r", shas[1][:7]], "1", shas[1][:7])]
+    for extra, version, ref in cases:
+        res = run_git(url, *extra)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.decode().split()[:2] == ["v", version]
+        rec = newest(iso)
+        src = rec["source"]
+        assert (src["kind"], src["ref"], src["subdirectory"]) == ("git", ref, "mnist")
+        assert src["commit"] == shas[int(version)]
+        assert src["url"] == f"file://{tmp_path / 'r.git'}"
+        assert rec["cwd"].endswith("/src/mnist")
+    # Without a subdirectory the script path is relative to the repository root.
+    res = torchjob("run", "-s", "mnist/main.py", "-p", f"file://{tmp_path / 'r.git'}",
+                   "--allow-insecure-source")
+    assert res.returncode == 1 and b"version.txt" in res.stderr  # cwd is the root: no such file
+    rec = newest(iso)
+    assert rec["source"]["subdirectory"] is None and rec["cwd"].endswith("/src")
+
+
+def test_pinned_commit_runs_offline_and_a_moved_branch_is_fetched(
+        tmp_path: Path, iso: Env, git_daemon: Any) -> None:
+    shas = repo_with_history(git_daemon.root / "r.git")
+    url = git_daemon.url("r.git") + "#mnist"
+    assert run_git(url, "-r", "main").returncode == 0
+    assert newest(iso)["source"]["commit"] == shas[2]
+    # The branch moves on the server: the next run fetches and uses the new commit.
+    more = make_bare_repo(tmp_path / "next.git", [
+        {"mnist/main.py": MAIN, "mnist/version.txt": str(i), "README": f"r{i}"} for i in range(4)])
+    subprocess.run(["git", "--git-dir", str(tmp_path / "next.git"), "push", "--force", "--quiet",
+                    str(git_daemon.root / "r.git"), "main:main"], check=True)
+    assert run_git(url, "-r", "main").returncode == 0
+    assert newest(iso)["source"]["commit"] == more[3]
+    git_daemon.stop()
+    res = run_git(url, "-r", more[3])
+    assert res.returncode == 0, res.stderr
+    rec = newest(iso)
+    assert rec["source"]["cached"] is True and rec["source"]["commit"] == more[3]
+    setup = (iso.runs / rec["id"] / "setup.log").read_text()
+    assert "fetch" not in setup and "clone" not in setup
+    res = run_git(url, "-r", "main")  # a branch needs the server, which is gone
+    assert res.returncode == 125 and b"cannot reach" in res.stderr
+
+
+def test_eight_concurrent_first_runs_make_one_clone(tmp_path: Path, iso: Env) -> None:
+    repo_with_history(tmp_path / "r.git")
+    argv = [*TORCHJOB, "run", "-q", "-s", "main.py", "--allow-insecure-source",
+            "-p", f"file://{tmp_path / 'r.git'}#mnist"]
+    procs = [subprocess.Popen(argv) for _ in range(8)]
+    assert [p.wait(timeout=300) for p in procs] == [0] * 8
+    logs = [(d / "setup.log").read_text() for d in iso.run_dirs()]
+    assert sum(" clone " in log for log in logs) == 1
+    assert sum(" fetch " in log for log in logs) <= 7
+    assert len({r["source"]["commit"] for r in records(iso)}) == 1
+
+
+def test_kill_9_during_clone_then_a_clean_rerun(tmp_path: Path, iso: Env, git_daemon: Any) -> None:
+    blobs: dict[str, str | bytes] = {f"data/{i}.bin": os.urandom(1 << 20) for i in range(60)}
+    shas = make_bare_repo(git_daemon.root / "big.git",
+                          [{**blobs, "mnist/main.py": MAIN, "mnist/version.txt": "big"}])
+    url = git_daemon.url("big.git") + "#mnist"
+    proc = subprocess.Popen([*TORCHJOB, "run", "-s", "main.py", "-p", url,
+                             "--allow-insecure-source"], stderr=subprocess.DEVNULL)
+    repos = iso.home / "cache" / "repos"
+    deadline = time.monotonic() + 60
+    while not list(repos.glob("*/mirror.git.tmp-*")):  # the clone has started
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list(repos.glob("*/.ready"))  # nothing looks complete
+    res = run_git(url)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split()[:2] == [b"v", b"big"]
+    assert newest(iso)["source"]["commit"] == shas[0]
+
+
+def test_hostile_repository_runs_nothing(tmp_path: Path, iso: Env) -> None:
+    """Hooks from the user's config, a submodule with an ext:: URL, and a symlink that points
+    out of the checkout: no hook runs, no submodule is fetched, the symlinked subdir is refused."""
+    sentinel = tmp_path / "pwned"
+    hooks = tmp_path / "hooks"
+    for name in ("post-checkout", "post-merge", "reference-transaction", "pre-auto-gc"):
+        write(hooks / name, f"#!/bin/sh\ntouch {sentinel}\n").chmod(0o755)
+    shas = make_bare_repo(tmp_path / "evil.git", [{
+        "mnist/main.py": MAIN, "mnist/version.txt": "1",
+        ".gitmodules": f'[submodule "sub"]\n\tpath = sub\n\turl = ext::sh -c touch% {sentinel}\n',
+    }])
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "evil.git"), str(work)], check=True,
+                   env={**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null"})
+    os.symlink("/etc", work / "outside")
+    git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "update-index", "--add", "--cacheinfo", f"160000,{shas[0]},sub"],
+                   check=True)
+    subprocess.run([*git, "add", "outside"], check=True)
+    subprocess.run([*git, "commit", "-qm", "evil"], check=True)
+    subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], check=True)
+    config = write(tmp_path / "gitconfig", f"[core]\n\thooksPath = {hooks}\n"
+                                           "[submodule]\n\trecurse = true\n")
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": str(config)}
+    res = run_git(f"file://{tmp_path / 'evil.git'}#mnist", env=env)
+    assert res.returncode == 0, res.stderr
+    res = run_git(f"file://{tmp_path / 'evil.git'}#outside", env=env)
+    assert res.returncode == 125 and b"outside the checkout" in res.stderr
+    assert not sentinel.exists()
+
+
+def test_errors_users_meet(tmp_path: Path, iso: Env) -> None:
+    repo_with_history(tmp_path / "r.git")
+    url = f"file://{tmp_path / 'r.git'}"
+    checks = [
+        (run_git(url + "#mnist", "-r", "nope"), "unknown ref"),
+        (run_git(url + "#missing"), "no subdirectory"),
+        (torchjob("run", "-s", "nope.py", "-p", url + "#mnist", "--allow-insecure-source"),
+         "is not in the checkout"),
+        (run_git(f"file://{tmp_path / 'absent.git'}"), "no git repository"),
+        (torchjob("run", "-s", "main.py", "-p", "https://127.0.0.1:9/x.git"), "cannot reach"),
+    ]
+    for res, needle in checks:
+        err = res.stderr.decode()
+        assert res.returncode == 125, err
+        assert needle in err and "Traceback" not in err, err
+    statuses = {r["status"] for r in records(iso)}
+    assert statuses == {"setup_error"}
+
+
+def test_ssh_url_form_with_key_and_a_refused_key(tmp_path: Path, iso: Env, sshd: Any) -> None:
+    shas = repo_with_history(tmp_path / "r.git")
+    url = sshd.add_repo(tmp_path / "r.git", "r.git")
+    assert url.startswith("git@127.0.0.1:")
+    env = {**os.environ, **sshd.env(good=True)}
+    res = torchjob("run", "-s", "main.py", "-p", url + "#mnist", "-r", "v1", env=env)
+    assert res.returncode == 0, res.stderr
+    assert newest(iso)["source"]["commit"] == shas[0]
+    t0 = time.monotonic()
+    res = torchjob("run", "-s", "main.py", "-p", url.replace("r.git", "r2.git") + "#mnist",
+                   env={**os.environ, **sshd.env(good=False)})
+    assert res.returncode == 125 and b"authentication refused" in res.stderr, res.stderr
+    assert time.monotonic() - t0 < 30  # no prompt, no hang
+
+
+def test_https_token_stays_out_of_urls_logs_records_and_argv(
+        tmp_path: Path, iso: Env, https_server: Any) -> None:
+    token = "tjtoken-" + os.urandom(8).hex()
+    shas = repo_with_history(https_server.git_root / "r.git")
+    https_server.require_token = token
+    env = {**os.environ, "GIT_SSL_CAINFO": str(https_server.ca_file), "MY_TOKEN": token}
+    spec = write(tmp_path / "job.yaml", (
+        f"project: {https_server.url('/git/r.git')}#mnist\nscript: main.py\n"
+        "git_token_env: MY_TOKEN\n"))
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:  # every git process's argv while the run goes on
+        while not done.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                with contextlib.suppress(OSError):
+                    seen.add(cmdline.read_bytes().decode(errors="replace"))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        res = torchjob("run", str(spec), env=env)
+    finally:
+        done.set()
+        watcher.join()
+    assert res.returncode == 0, res.stderr
+    assert newest(iso)["source"]["commit"] == shas[2]
+    assert any(token not in a and a for a in https_server.auth_seen)  # sent, as a header
+    assert any("git" in c for c in seen)
+    assert not [c for c in seen if token in c]
+    run_dir = iso.runs / newest(iso)["id"]
+    for path in [*run_dir.glob("*"), *(iso.home / "cache").rglob("*")]:
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+    assert token.encode() not in res.stdout + res.stderr
+    https_server.require_token = "another"
+    res = torchjob("run", str(spec), env=env)
+    assert res.returncode == 125 and b"authentication refused" in res.stderr
+
+
+def test_https_archive_download_is_cached(tmp_path: Path, iso: Env, https_server: Any) -> None:
+    import io
+    import tarfile
+
+    data = MAIN.encode()
+    with tarfile.open(https_server.files / "code.tgz", "w:gz") as tf:
+        for name, payload in (("mnist/main.py", data), ("mnist/version.txt", b"tgz")):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+    env = {**os.environ, "SSL_CERT_FILE": str(https_server.ca_file)}
+    url = https_server.url("/files/code.tgz") + "#mnist"
+    for _ in range(2):
+        res = torchjob("run", "-s", "main.py", "-p", url, env=env)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split()[:2] == [b"v", b"tgz"]
+    setup = (iso.runs / newest(iso)["id"] / "setup.log").read_text()
+    assert "unchanged (304)" in setup
+    res = torchjob("run", "-s", "main.py", "-p", url)  # the CA is not trusted: refused
+    assert res.returncode == 125 and b"cannot download" in res.stderr
+
+
+def test_local_git_work_tree_commit_and_dirty(tmp_path: Path, iso: Env) -> None:
+    shas = repo_with_history(tmp_path / "r.git")
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "r.git"), str(work)], check=True)
+    assert torchjob("run", "-q", "-s", "main.py", "-p", str(work / "mnist")).returncode == 0
+    assert (newest(iso)["source"]["commit"], newest(iso)["source"]["dirty"]) == (shas[2], False)
+    (work / "mnist" / "version.txt").write_text("changed")
+    assert torchjob("run", "-q", "-s", "main.py", "-p", str(work / "mnist")).returncode == 0
+    assert newest(iso)["source"]["dirty"] is True
+
+
+def test_cache_list_and_prune(tmp_path: Path, iso: Env) -> None:
+    repo_with_history(tmp_path / "r.git")
+    assert run_git(f"file://{tmp_path / 'r.git'}#mnist").returncode == 0
+    listed = json.loads(torchjob("cache", "list", "--json").stdout)
+    assert len(listed) == 1 and listed[0]["url"] == f"file://{tmp_path / 'r.git'}"
+    assert listed[0]["size_bytes"] > 0
+    assert torchjob("cache", "prune").stdout == b""  # used just now: kept
+    out = torchjob("cache", "prune", "--unused-for", "0").stdout.decode()
+    assert "removed" in out
+    assert json.loads(torchjob("cache", "list", "--json").stdout) == []
