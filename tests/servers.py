@@ -510,6 +510,8 @@ class HttpsServer:
     # When `hold_packs` is set to an Event, each POST .../git-upload-pack sets `pack_requested`
     # and waits for `hold_packs` before git runs: a test can kill a client mid-clone, no timing.
     hold_packs: threading.Event | None = None
+    # The next `fail_next` git requests get 503 Service Unavailable (a flaky server).
+    fail_next: int = 0
     pack_requested: threading.Event = field(default_factory=threading.Event)
     _httpd: _TlsHttpServer | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -605,6 +607,9 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         if path.startswith("/files/") and self.command in ("GET", "HEAD"):
             self._file(unquote(path[len("/files/"):]))
+        elif path.startswith("/git/") and state.fail_next > 0:  # a transient server error
+            state.fail_next -= 1
+            self._simple(503, b"try again later\n")
         elif path.startswith("/git/"):
             user = self._user(state.require_token)
             if user is None:

@@ -16,7 +16,9 @@ from typing import Any
 from tests.conftest import TORCHJOB, Env, torchjob, write
 from tests.servers import make_bare_repo
 
-MAIN = "import os, sys\nprint('v', open('version.txt').read().strip(), sys.argv[1:])\n"
+MAIN = ("import os, sys\n"
+        "here = os.path.dirname(os.path.abspath(__file__))\n"
+        "print('v', open(os.path.join(here, 'version.txt')).read().strip(), sys.argv[1:])\n")
 
 
 def repo_with_history(path: Path) -> list[str]:
@@ -58,7 +60,7 @@ def test_file_url_refs_and_subdirectory(tmp_path: Path, iso: Env) -> None:
     # Without a subdirectory the script path is relative to the repository root.
     res = torchjob("run", "-s", "mnist/main.py", "-p", f"file://{tmp_path / 'r.git'}",
                    "--allow-insecure-source")
-    assert res.returncode == 1 and b"version.txt" in res.stderr  # cwd is the root: no such file
+    assert res.returncode == 0 and res.stdout.split()[:2] == [b"v", b"2"]
     rec = newest(iso)
     assert rec["source"]["subdirectory"] is None and rec["cwd"].endswith("/src")
 
@@ -178,6 +180,9 @@ def test_ssh_url_form_with_key_and_a_refused_key(tmp_path: Path, iso: Env, sshd:
     res = torchjob("run", "-s", "main.py", "-p", url + "#mnist", "-r", "v1", env=env)
     assert res.returncode == 0, res.stderr
     assert newest(iso)["source"]["commit"] == shas[0]
+    res = torchjob("run", "-s", "mnist/main.py", "-p", sshd.ssh_url("r.git"), env=env)
+    assert res.returncode == 0, res.stderr  # the ssh:// form, without a subdirectory
+    assert newest(iso)["source"]["commit"] == shas[2]
     t0 = time.monotonic()
     res = torchjob("run", "-s", "main.py", "-p", url.replace("r.git", "r2.git") + "#mnist",
                    env={**os.environ, **sshd.env(good=False)})
@@ -225,6 +230,23 @@ def test_https_token_stays_out_of_urls_logs_records_and_argv(
     assert res.returncode == 125 and b"authentication refused" in res.stderr
 
 
+def test_transient_server_errors_are_retried(tmp_path: Path, iso: Env,
+                                            https_server: Any) -> None:
+    shas = repo_with_history(https_server.git_root / "r.git")
+    env = {**os.environ, **https_server.client_env()}
+    url = https_server.url("/git/r.git") + "#mnist"
+    https_server.fail_next = 2  # the first clone and its first retry meet a 503
+    res = torchjob("run", "-s", "main.py", "-p", url, env=env)
+    assert res.returncode == 0, res.stderr
+    assert newest(iso)["source"]["commit"] == shas[2]
+    setup = (iso.runs / newest(iso)["id"] / "setup.log").read_text()
+    assert setup.count(" clone ") == 3 and "503" in setup
+    https_server.fail_next = 3  # more than two retries: a clear failure
+    res = torchjob("run", "-s", "main.py", "-p", url, env=env)
+    assert res.returncode == 125, res.stderr
+    assert b"git failed" in res.stderr and b"503" in res.stderr
+
+
 def test_https_archive_download_is_cached(tmp_path: Path, iso: Env, https_server: Any) -> None:
     import io
     import tarfile
@@ -256,6 +278,30 @@ def test_local_git_work_tree_commit_and_dirty(tmp_path: Path, iso: Env) -> None:
     (work / "mnist" / "version.txt").write_text("changed")
     assert torchjob("run", "-q", "-s", "main.py", "-p", str(work / "mnist")).returncode == 0
     assert newest(iso)["source"]["dirty"] is True
+
+
+def test_submodules_only_when_asked(tmp_path: Path, iso: Env) -> None:
+    lib = make_bare_repo(tmp_path / "lib.git", [{"helper.py": "VALUE = 'from submodule'\n"}])
+    make_bare_repo(tmp_path / "app.git", [{"main.py": "print('app')\n"}])
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", str(tmp_path / "app.git"), str(work)], check=True)
+    git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t"]
+    write(work / ".gitmodules", '[submodule "lib"]\n\tpath = vendor/lib\n\turl = ../lib.git\n')
+    subprocess.run([*git, "update-index", "--add", "--cacheinfo", f"160000,{lib[0]},vendor/lib"],
+                   check=True)
+    write(work / "main.py", "import sys\nsys.path.insert(0, 'vendor/lib')\n"
+                            "import helper\nprint(helper.VALUE)\n")
+    subprocess.run([*git, "add", ".gitmodules", "main.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "sub"], check=True)
+    subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], check=True)
+    spec = write(tmp_path / "job.yaml", f"project: file://{tmp_path / 'app.git'}\n"
+                 "script: main.py\nallow_insecure_source: true\n")
+    res = torchjob("run", str(spec))
+    assert res.returncode == 1 and b"ModuleNotFoundError" in res.stderr  # off by default
+    spec.write_text(spec.read_text() + "submodules: true\n")
+    res = torchjob("run", str(spec))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == b"from submodule\n"
 
 
 def test_cache_list_and_prune(tmp_path: Path, iso: Env) -> None:

@@ -75,9 +75,6 @@ def _git(spec: JobSpec, run_dir: Path, tree: Path, log: Path) -> Source:
         gitsource.check_ref(spec.ref)
     if subdir is not None:
         gitsource.check_subdir(subdir)
-    if spec.submodules:
-        raise SetupError("submodules: true is not supported yet", "vendor the submodule's files",
-                         phase="source")
     token = None
     if spec.git_token_env:
         token = os.environ.get(spec.git_token_env) or None
@@ -87,6 +84,9 @@ def _git(spec: JobSpec, run_dir: Path, tree: Path, log: Path) -> Source:
     token = token or url.token
     mirror = gitsource.Mirror(url, spec.allow_insecure_source, log, token)
     done = gitsource.materialize(mirror, spec.ref, tree, run_dir / ".git-index")
+    if spec.submodules:
+        gitsource.checkout_submodules(mirror, done.commit, tree, run_dir / ".git-index",
+                                      spec.allow_insecure_source)
     root = _subdir(tree, subdir, url.shown)
     return Source("git", root, url.shown, done.ref, done.commit, subdir, None, done.cached,
                   done.seconds)
