@@ -63,3 +63,14 @@ def test_param_rules_true_false_numbers_and_flag_override(project: Path) -> None
                        "-P", "lr=false", "--", "--tail")
     assert got == ["--epochs", "1", "two words", "--dry-run", "--batch-size", "64",
                    "--tag", "over=ride", "--new", "1", "--tail"]
+
+
+def test_unquoted_yaml_numbers_reach_the_script_as_written(project: Path) -> None:
+    """YAML 1.1 would turn 010 into 8, 0x1F into 31, 3.10 into 3.1 and 1_000 into 1000."""
+    write(project / "dump.py", DUMP_ARGV)
+    spec = write(project / "job.yaml", (
+        "script: dump.py\nargs: [010, 3.10]\n"
+        "params: {seed: 010, hex: 0x1F, ver: 3.10, big: 1_000, e: 1.0e+3, n: 5, f: 0.5}\n"))
+    got = run_and_read(project, "run", str(spec))
+    assert got == ["010", "3.10", "--seed", "010", "--hex", "0x1F", "--ver", "3.10",
+                   "--big", "1_000", "--e", "1.0e+3", "--n", "5", "--f", "0.5"]

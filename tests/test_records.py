@@ -160,13 +160,25 @@ def test_module_entry_point_and_version() -> None:
     assert res.returncode == 0 and res.stdout.startswith(b"torchjob ")
 
 
-def test_internal_errors_have_no_traceback_unless_debug(project: Path, iso: Env) -> None:
-    """A runs folder that is a file makes creating a run fail inside the core."""
+def test_unusable_runs_dir_is_a_clear_error(project: Path, iso: Env) -> None:
     write(project / "a.py", "print(1)\n")
     blocker = write(iso.tmp / "blocker", "")
     res = torchjob("run", "-s", "a.py", "-p", str(project), "--runs-dir", str(blocker / "x"))
-    assert res.returncode == 1
-    assert b"Traceback" not in res.stderr and b"--debug" in res.stderr
-    res = torchjob("--debug", "run", "-s", "a.py", "-p", str(project),
-                   "--runs-dir", str(blocker / "x"))
-    assert b"Traceback" in res.stderr
+    assert res.returncode == 2
+    assert b"cannot use" in res.stderr and b"Traceback" not in res.stderr
+
+
+def test_internal_errors_have_no_traceback_unless_debug(project: Path) -> None:
+    """A bug is injected (make_plan raises ZeroDivisionError): nothing real fails this way on
+    purpose, and the point is what the CLI does with an unexpected exception."""
+    write(project / "a.py", "print(1)\n")
+    code = ("import sys, torchrun_cli.jobs as j; j.make_plan = lambda *a: 1 / 0; "
+            "from torchrun_cli.cli import main; sys.argv[0] = 'torchjob'; main()")
+    for debug in ([], ["--debug"]):
+        res = subprocess.run([sys.executable, "-c", code, *debug, "run", "-s", "a.py",
+                              "-p", str(project)], capture_output=True, check=False)
+        assert res.returncode == 1
+        if debug:
+            assert b"Traceback" in res.stderr and b"ZeroDivisionError" in res.stderr
+        else:
+            assert b"Traceback" not in res.stderr and b"--debug" in res.stderr

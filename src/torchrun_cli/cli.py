@@ -171,9 +171,10 @@ def show(
     """One run's record."""
     run_dir = record.find_run(store.runs_dir(runs_dir), run_ref)
     if as_json:
+        record.load_record(run_dir)
         sys.stdout.write((run_dir / record.RECORD).read_text(encoding="utf-8"))
         return
-    console.show_record(record.read_record(run_dir), run_dir)
+    console.show_record(record.load_record(run_dir), run_dir)
 
 
 @app.command()
@@ -197,7 +198,7 @@ def logs(
                     out.write(chunk)
                     continue
                 out.flush()
-                if not follow or not record.read_record(run_dir).is_live():
+                if not follow or not record.load_record(run_dir).is_live():
                     if follow:  # the run may have written its last bytes just now
                         out.write(fh.read())
                     break
@@ -242,8 +243,23 @@ def cache_prune(
         sys.stdout.write(f"removed {repo.key} {repo.url} ({repo.size_bytes} bytes)\n")
 
 
+def _standard_fds() -> None:
+    """Started with stdin, stdout or stderr closed, the first file we open would take its
+    number (and a log would receive the console copy): park /dev/null there first."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # takes the lowest free number: this one
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - lives as long as the process
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+
+
 def main() -> None:
     """Entry point: split off `-- ARGS`, run the app, turn errors into messages and statuses."""
+    _standard_fds()
     argv = sys.argv[1:]
     trailing: list[str] = []
     if "--" in argv:

@@ -30,16 +30,23 @@ def _fancy(stream: TextIO) -> bool:
 
 
 def _emit(text: str, *, err: bool = True, style: str | None = None) -> None:
-    """One line (or block) to stderr or stdout; styled only on a terminal."""
-    stream = sys.stderr if err else sys.stdout
-    if style and _fancy(stream):
-        from rich.console import Console
-        from rich.text import Text
+    """One line (or block) to stderr or stdout; styled only on a terminal.
 
-        Console(file=stream, highlight=False, soft_wrap=True).print(Text(text, style=style))
-    else:
-        stream.write(text + "\n")
-        stream.flush()
+    Never raises: a console that went away (closed pipe, hung-up terminal) must not change
+    what the run does or its exit status; the record and the logs still say everything.
+    """
+    stream = sys.stderr if err else sys.stdout
+    try:
+        if style and _fancy(stream):
+            from rich.console import Console
+            from rich.text import Text
+
+            Console(file=stream, highlight=False, soft_wrap=True).print(Text(text, style=style))
+        else:
+            stream.write(text + "\n")
+            stream.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def error(lines: Sequence[str]) -> None:
@@ -119,9 +126,11 @@ def tail(path: Path, lines: int = 50, max_bytes: int = 1 << 20) -> None:
         return
     chunk = b"".join(data.splitlines(keepends=True)[-lines:])
     _emit(f"torchjob: last {lines} lines of {path}:")
-    sys.stderr.flush()
-    sys.stderr.buffer.write(chunk if chunk.endswith(b"\n") else chunk + b"\n")
-    sys.stderr.buffer.flush()
+    try:
+        sys.stderr.buffer.write(chunk if chunk.endswith(b"\n") else chunk + b"\n")
+        sys.stderr.buffer.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def plan(p: Plan, problem: LaunchError | None, cache: str) -> None:

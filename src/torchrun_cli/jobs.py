@@ -26,7 +26,6 @@ class Launch:
     argv: list[str]
     cwd: Path
     env_overlay: Mapping[str, str]
-    params: Mapping[str, str | bool]
 
     def child_env(self, run_id: str, run_dir: Path) -> dict[str, str]:
         """The inherited environment, torchjob's and the spec's variables on top, and where the
@@ -36,7 +35,7 @@ class Launch:
 
     def shown_argv(self) -> list[str]:
         """argv with secret parameter values masked."""
-        return mask_argv(self.argv, self.params)
+        return mask_argv(self.argv)
 
     def shown_env(self) -> dict[str, str]:
         """The variables torchjob sets, secret values masked."""
@@ -50,7 +49,7 @@ def make_launch(spec: JobSpec, env: envs.Environment, src: source.Source) -> Lau
     inherited = overlay.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     overlay["PYTHONPATH"] = os.pathsep.join(p for p in (str(src.path), inherited) if p)
     argv = [env.interpreter, str(script_path), *spec.script_argv()]
-    return Launch(script_path, argv, src.path, overlay, spec.params)
+    return Launch(script_path, argv, src.path, overlay)
 
 
 @dataclass(frozen=True)
@@ -145,8 +144,10 @@ def execute(
         spec=spec.masked(),
         pid_start=record.process_start_ticks(os.getpid()),
     )
-    record.write_record(run_dir, rec)
     stdout_log, stderr_log = run_dir / record.STDOUT_LOG, run_dir / record.STDERR_LOG
+    stdout_log.touch()  # `torchjob logs -f` works from the first moment
+    stderr_log.touch()
+    record.write_record(run_dir, rec)
     on_start(rec, run_dir)
     end: dict[str, object]
     try:
@@ -158,8 +159,6 @@ def execute(
         rec = rec.finish(argv=launch.shown_argv(), cwd=str(launch.cwd))
         problem = launch_problem(launch, plan.environment.interpreter)
         if problem is not None:
-            stdout_log.touch()
-            stderr_log.touch()
             end = {"status": "failed", "exit_code": problem.exit_code, "phase": "launch",
                    "error": problem.message}
         else:

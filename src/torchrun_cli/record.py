@@ -88,7 +88,11 @@ def slug(name: str) -> str:
 
 def create_run_dir(runs_dir: Path, name: str) -> tuple[str, Path]:
     """Make a new run folder; mkdir is atomic, so concurrent runs never share one."""
-    runs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise UsageError(f"cannot use {runs_dir} as the runs folder: {exc.strerror}",
+                         "give --runs-dir a folder you can write") from None
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     for _ in range(1000):
         run_id = f"{stamp}-{slug(name)}-{os.urandom(2).hex()}"
@@ -97,13 +101,17 @@ def create_run_dir(runs_dir: Path, name: str) -> tuple[str, Path]:
             path.mkdir()
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise UsageError(f"cannot create a run folder in {runs_dir}: {exc.strerror}",
+                             "give --runs-dir a folder you can write") from None
         return run_id, path
     raise OSError(f"could not create a unique run folder in {runs_dir}")
 
 
 def write_record(run_dir: Path, record: RunRecord) -> None:
     """Atomic write: readers see the old or the new record, whole."""
-    data = json.dumps(asdict(record), indent=2, ensure_ascii=False).encode() + b"\n"
+    # ASCII with escapes: paths that are not valid UTF-8 still make valid JSON.
+    data = json.dumps(asdict(record), indent=2, ensure_ascii=True).encode() + b"\n"
     write_atomic(run_dir / RECORD, data)
 
 
@@ -114,6 +122,15 @@ def read_record(run_dir: Path) -> RunRecord:
         raise ValueError("run.json is not an object")
     known = {f for f in RunRecord.__dataclass_fields__}
     return RunRecord(**{k: v for k, v in raw.items() if k in known})
+
+
+def load_record(run_dir: Path) -> RunRecord:
+    """read_record for commands: a missing or broken record is a clear error (exit 2)."""
+    try:
+        return read_record(run_dir)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"run {run_dir.name} has no readable run.json ({exc})",
+                         "it may be from a torchjob that was killed while starting") from None
 
 
 def iter_records(runs_dir: Path) -> Iterator[RunRecord]:

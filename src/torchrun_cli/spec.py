@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from torchrun_cli.errors import Problem, SpecError
-from torchrun_cli.masking import mask_mapping
-from torchrun_cli.yamlfile import Located, read_yaml, type_name
+from torchrun_cli.masking import mask_argv, mask_mapping
+from torchrun_cli.yamlfile import Located, read_yaml, source_text, type_name
 
 TOP_KEYS = ("name", "project", "ref", "script", "args", "params", "python", "env", "timeout",
             "grace", "files", "allow_insecure_source", "git_token_env", "submodules")
 PYTHON_KEYS = ("interpreter", "manager")
 MANAGERS = ("none",)
 DEFAULT_GRACE_S = 10.0
+MAX_DURATION_S = 365 * 86400.0
 
 _PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -56,8 +57,10 @@ def parse_duration(text: str | int | float) -> float:
             seconds = sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(s))
         else:
             raise ValueError("not a duration")
-    if not seconds > 0 or seconds == float("inf"):
+    if not seconds > 0:
         raise ValueError("must be more than zero")
+    if seconds > MAX_DURATION_S:
+        raise ValueError("must be at most 365 days")
     return seconds
 
 
@@ -121,9 +124,9 @@ class JobSpec:
             "project": self.project,
             "ref": self.ref,
             "script": self.script,
-            "args": list(self.args),
+            "args": mask_argv(self.args),
             "params": mask_mapping(self.params),
-            "extra_args": list(self.extra_args),
+            "extra_args": mask_argv(self.extra_args),
             "python": {"interpreter": self.interpreter, "manager": self.manager},
             "env": mask_mapping(self.env),
             "timeout": self.timeout,
@@ -161,7 +164,7 @@ class _Checker:
     def string(self, data: dict[Any, Any], key: str, path: str, src: Located) -> str | None:
         value = data[key]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
+            value = source_text(value)
         if not isinstance(value, str) or not value:
             got = "an empty string" if value == "" else type_name(value)
             self.add(src.where(data, key), path, f"expected a non-empty string, got {got}",
@@ -199,7 +202,7 @@ class _Checker:
         if isinstance(value, str):
             return self._no_nul(value, where, path)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
+            return source_text(value)
         self.add(where, path, f"expected a string or a number, got {type_name(value)}",
                  'quote the value, e.g. "yes"')
         return None
@@ -275,7 +278,8 @@ class _Checker:
         for item in raw:
             key, sep, value = item.partition("=")
             if not sep or not key:
-                self.add("command line", flag, f"{item!r} is not KEY=VALUE",
+                self.add("command line", flag, "a value is not KEY=VALUE (not shown: it may be "
+                         "a secret)",
                          f"write {flag} KEY=VALUE, e.g. {flag.split('/')[0]} {example}")
                 continue
             yield key, value
@@ -344,8 +348,16 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
     interpreter_base = base
 
     # Flags override the file.
+    for flag, value in (("--name", flags.name), ("--project", flags.project),
+                        ("--script", flags.script), ("--python", flags.python),
+                        ("--ref", flags.ref)):
+        if value is not None and not value.strip():
+            check.add("command line", flag, "is empty", f"give a value to {flag}, or leave it out")
     if flags.name is not None:
         name, origins["name"] = flags.name, "flag --name"
+    if name is not None and any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        check.add(origins["name"] if not origins["name"].startswith("flag") else "command line",
+                  "name", "holds control characters (a newline, say)", "use a one-line name")
     if flags.project is not None:
         project, origins["project"] = flags.project, "flag --project"
         base = cwd
@@ -389,7 +401,7 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
         check.add(origins["ref"] if not origins["ref"].startswith("flag") else "command line",
                   "ref", "a ref applies to git projects only",
                   "remove it, or give a git URL as the project")
-    if not script and "script" not in origins and "script" not in check.guessed:
+    if not script and not problems and "script" not in check.guessed:
         where = f"{spec_file}:1" if spec_file else "command line"
         check.add(where, "script", "no script to run",
                   "add `script: train.py` to the spec or pass --script train.py")

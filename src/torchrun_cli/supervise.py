@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 CHUNK = 1 << 20
 _F_SETPIPE_SZ = 1031
-_PUMP_DRAIN_S = 5.0
+_IDLE_S = 0.5  # an idle pump looks at whether the job has ended this often
+_QUIET_S = 0.2  # once it has: stop when the pipe stays quiet this long
+_DRAIN_S = 2.0  # and stop reading what escaped processes write after this long
+_MAX_WAIT_MS = 3_600_000  # poll() takes an int of milliseconds
 
 # argv: TRAMPOLINE PARENT_PID PROGRAM ARGS... ; PR_SET_PDEATHSIG is 1, SIGKILL is 9.
 _TRAMPOLINE = """\
@@ -63,25 +66,43 @@ def _killpg(pgid: int, sig: int) -> None:
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write everything; a non-blocking fd (a console someone set O_NONBLOCK on) is waited on."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            select.select([], [fd], [])
 
 
 class _Pump(threading.Thread):
-    """Drains one pipe in large chunks into log files and, optionally, a console fd."""
+    """Drains one pipe in large chunks into log files and, optionally, a console fd.
 
-    def __init__(self, src: int, logs: list[int], echo: int | None) -> None:
+    Logs are written before the console, and the pipe is read until EOF; once the job has
+    ended (`ended` is set) it stops when the pipe stays quiet, so a process that escaped the
+    process group and kept the pipe open cannot hold torchjob forever.
+    """
+
+    def __init__(self, src: int, logs: list[int], echo: int | None,
+                 ended: threading.Event) -> None:
         super().__init__(daemon=True)
-        self.src, self.logs, self.echo = src, logs, echo
+        self.src, self.logs, self.echo, self.ended = src, logs, echo, ended
         self.error: str | None = None
 
     def run(self) -> None:
+        poller = select.poll()
+        poller.register(self.src, select.POLLIN)
+        stop_at: float | None = None
         while True:
-            try:
-                chunk = os.read(self.src, CHUNK)
-            except InterruptedError:
+            if stop_at is None and self.ended.is_set():
+                stop_at = time.monotonic() + _DRAIN_S
+            if stop_at is not None:
+                left = stop_at - time.monotonic()
+                if left <= 0 or not poller.poll(min(left, _QUIET_S) * 1000):
+                    return
+            elif not poller.poll(_IDLE_S * 1000):
                 continue
+            chunk = os.read(self.src, CHUNK)
             if not chunk:
                 return
             for fd in self.logs:
@@ -100,8 +121,10 @@ class _Pump(threading.Thread):
 def _signals_to_pipe() -> Iterator[int]:
     """Route SIGINT/SIGTERM/SIGHUP into a pipe the main loop polls; restore on exit."""
     read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)  # none lost while switching
     old = {s: signal.signal(s, _noop) for s in FORWARDED}
     old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     try:
         yield read_fd
     finally:
@@ -205,12 +228,18 @@ def _run(
     pgid = proc.pid
     watchdog_pid, watchdog_fd = _start_watchdog(pgid)
     pumps = []
+    ended = threading.Event()
     for pipe, logs, console in (
         (proc.stdout, [out_fd], 1),
         (proc.stderr, [out_fd, err_fd], 2),
     ):
         _big_pipe(pipe.fileno())
-        pumps.append(_Pump(pipe.fileno(), logs, console if echo else None))
+        pumps.append(_Pump(pipe.fileno(), logs, console if echo else None, ended))
+
+    def stopping(signum: int | None) -> None:
+        with contextlib.suppress(Exception):  # a failing display must not stop supervision
+            on_stop(signum)
+
     done_r, done_w = os.pipe2(os.O_CLOEXEC)
 
     def wait_child() -> None:
@@ -229,17 +258,16 @@ def _run(
     timed_out = escalated = False
     while True:
         pending = [t for t in (deadline, kill_at) if t is not None]
-        wait_ms = max(0.0, min(pending) - time.monotonic()) * 1000 if pending else None
+        wait_ms = (min(_MAX_WAIT_MS, max(0.0, min(pending) - time.monotonic()) * 1000)
+                   if pending else None)
         ready = {fd for fd, _ in poller.poll(wait_ms)}
-        if done_r in ready:
-            break
         now = time.monotonic()
         if wake_fd in ready:
             for signum in os.read(wake_fd, 64):
                 if interrupted_by is None and not timed_out:
                     interrupted_by, deadline, kill_at = signum, None, now + grace
                     _killpg(pgid, signum)
-                    on_stop(signum)
+                    stopping(signum)
                 elif signum == signal.SIGINT:  # a second Ctrl-C: stop waiting
                     _killpg(pgid, signal.SIGKILL)
                     escalated, kill_at = True, None
@@ -248,25 +276,26 @@ def _run(
         if deadline is not None and now >= deadline:
             timed_out, deadline, kill_at = True, None, now + grace
             _killpg(pgid, signal.SIGTERM)
-            on_stop(None)
+            stopping(None)
         if kill_at is not None and now >= kill_at:
             _killpg(pgid, signal.SIGKILL)
             escalated, kill_at = True, None
+        if done_r in ready:  # after the signals, so one that came with the exit still counts
+            break
 
     returncode = proc.wait()
+    ended.set()
     _killpg(pgid, signal.SIGKILL)  # the job is the script: nothing it started outlives it
     os.write(watchdog_fd, b"x")
     os.close(watchdog_fd)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(watchdog_pid, 0)
-    drain_until = time.monotonic() + _PUMP_DRAIN_S
-    for pump in pumps:
-        pump.join(max(0.0, drain_until - time.monotonic()))
+    for pump in pumps:  # they end at EOF, or soon after the pipe goes quiet
+        pump.join()
     for fd in (done_r, done_w):
         os.close(fd)
-    if not any(p.is_alive() for p in pumps):
-        proc.stdout.close()
-        proc.stderr.close()
+    proc.stdout.close()
+    proc.stderr.close()
     log_error = next((p.error for p in pumps if p.error), None)
     return Outcome(returncode, proc.pid, interrupted_by, timed_out, escalated, log_error)
 

@@ -38,8 +38,37 @@ def _loader_class() -> type[Any]:
                 lines[key] = line
             self.key_lines[id(data)] = lines
 
+    def construct_int(self: Any, node: Any) -> int:
+        value = SourceInt(base.construct_yaml_int(self, node))
+        value.text = node.value
+        return value
+
+    def construct_float(self: Any, node: Any) -> float:
+        value = SourceFloat(base.construct_yaml_float(self, node))
+        value.text = node.value
+        return value
+
     Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_tracked_map)
+    Loader.add_constructor("tag:yaml.org,2002:int", construct_int)
+    Loader.add_constructor("tag:yaml.org,2002:float", construct_float)
     return Loader
+
+
+class SourceInt(int):
+    """An int that remembers how it was written (`010`, `0x1F`, `1_000`)."""
+
+    text = ""
+
+
+class SourceFloat(float):
+    """A float that remembers how it was written (`3.10`, `1.0e+3`)."""
+
+    text = ""
+
+
+def source_text(value: int | float) -> str:
+    """A YAML number as the user wrote it; arguments must reach the script unchanged."""
+    return getattr(value, "text", "") or str(value)
 
 
 @dataclass
@@ -103,6 +132,10 @@ def read_yaml(path: Path, problems: list[Problem]) -> tuple[dict[str, Any], Loca
         return {}, src
     except yaml.YAMLError as exc:
         problems.append(Problem(f"{path}:1", "(yaml)", f"invalid YAML: {exc}", "fix the YAML"))
+        return {}, src
+    except (ValueError, OverflowError, RecursionError) as exc:  # e.g. a 5,000-digit number
+        problems.append(Problem(f"{path}:1", "(yaml)", f"a value cannot be read: {exc}",
+                                "shorten or quote the value"))
         return {}, src
     finally:
         loader.dispose()

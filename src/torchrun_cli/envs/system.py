@@ -13,8 +13,8 @@ def resolve_interpreter(given: str | None, base: Path) -> tuple[str, str, str | 
     """(absolute path or the bare name when not on PATH, where it came from, version if cheap)."""
     if given:
         origin = "spec"
-    elif os.environ.get("PYTHON_LAUNCHER"):
-        given, origin = os.environ["PYTHON_LAUNCHER"], "$PYTHON_LAUNCHER"
+    elif os.environ.get("PYTHON_LAUNCHER"):  # an environment variable: relative to cwd
+        given, origin, base = os.environ["PYTHON_LAUNCHER"], "$PYTHON_LAUNCHER", Path.cwd()
     else:
         return sys.executable, "torchjob's own interpreter", platform.python_version()
     if os.sep in given:

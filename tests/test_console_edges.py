@@ -1,0 +1,114 @@
+"""What happens around the job when its surroundings misbehave: processes that escape the
+group, consoles that close, block or are non-blocking, records that are broken."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+from tests.conftest import TORCHJOB, Env, torchjob, write
+
+
+def test_escaped_process_holding_the_pipe_does_not_hang_or_corrupt(project: Path,
+                                                                   iso: Env) -> None:
+    """A grandchild leaves the process group (setsid) and keeps writing to the job's stdout."""
+    write(project / "escape.py", (
+        "import subprocess, sys\n"
+        "code = 'import os\\nwhile True: os.write(1, b\"ESCAPED\\\\n\" * 50)'\n"
+        "p = subprocess.Popen([sys.executable, '-c', code], start_new_session=True)\n"
+        "open('escaped.pid', 'w').write(str(p.pid))\n"
+        "print('main done', flush=True)\n"
+    ))
+    try:
+        res = torchjob("run", "-q", "-s", "escape.py", "-p", str(project), timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert b"Traceback" not in res.stderr
+        run_dir, rec = iso.only_run()
+        assert rec["status"] == "succeeded"
+        assert b"main done\n" in (run_dir / "stdout.log").read_bytes()
+    finally:  # it usually died of SIGPIPE when torchjob stopped reading
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int((project / "escaped.pid").read_text()), 9)
+
+
+def test_console_gone_during_a_stop_keeps_the_exit_status(project: Path, iso: Env) -> None:
+    write(project / "sleep.py", "import time\nprint('up', flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([*TORCHJOB, "run", "-s", "sleep.py", "-p", str(project),
+                             "--timeout", "1", "--grace", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"up\n"
+    proc.stderr.close()  # like `2>&1 | head -1`: every later console write fails
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 124
+    _, rec = iso.only_run()
+    assert (rec["status"], rec["exit_code"]) == ("timeout", 124)
+
+
+def test_closed_stdout_does_not_leak_into_the_log(project: Path, iso: Env) -> None:
+    write(project / "hi.py", "print('hi')\n")
+    res = subprocess.run([*TORCHJOB, "run", "-s", "hi.py", "-p", str(project)],
+                         preexec_fn=lambda: os.close(1), capture_output=False,
+                         stderr=subprocess.DEVNULL, check=False)
+    assert res.returncode == 0
+    run_dir, _ = iso.only_run()
+    assert (run_dir / "stdout.log").read_bytes() == b"hi\n"
+
+
+def test_non_blocking_console_still_gets_everything(project: Path) -> None:
+    write(project / "many.py", "import sys\nfor i in range(200000):\n    print(i)\n")
+    read_end, write_end = os.pipe()
+    flags = fcntl.fcntl(write_end, fcntl.F_GETFL)
+    fcntl.fcntl(write_end, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    got = bytearray()
+
+    def reader() -> None:
+        while chunk := os.read(read_end, 4096):
+            got.extend(chunk)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    proc = subprocess.Popen([*TORCHJOB, "run", "-s", "many.py", "-p", str(project)],
+                            stdout=write_end, stderr=subprocess.DEVNULL)
+    os.close(write_end)
+    assert proc.wait(timeout=120) == 0
+    thread.join()
+    os.close(read_end)
+    assert bytes(got) == "".join(f"{i}\n" for i in range(200000)).encode()
+
+
+def test_broken_records_give_clear_errors(iso: Env) -> None:
+    (iso.runs / "20990101-000000-x-0000").mkdir(parents=True)
+    res = torchjob("show", "2099")
+    assert res.returncode == 2 and b"no readable run.json" in res.stderr
+    (iso.runs / "20990101-000000-x-0000" / "run.json").write_text("[]")
+    res = torchjob("logs", "2099", "-f")
+    assert res.returncode == 2 and b"Traceback" not in res.stderr
+
+
+def test_secrets_stay_out_of_messages_and_records(project: Path, iso: Env) -> None:
+    write(project / "a.py", "print('ok')\n")
+    res = torchjob("run", "-s", "a.py", "-p", str(project), "-E", "HF_TOKEN:hf_realsecret")
+    assert res.returncode == 2 and b"hf_realsecret" not in res.stderr
+    res = torchjob("run", "-q", "-s", "a.py", "-p", str(project),
+                   "-E", "DATABASE_URL=postgres://u:dbpass123@h/db", "-E", "MY_PASS=pw12345",
+                   "--", "--password", "hunter22", "--token=tok98765")
+    assert res.returncode == 0
+    text = (iso.run_dirs()[0] / "run.json").read_text()
+    for secret in ("dbpass123", "pw12345", "hunter22", "tok98765"):
+        assert secret not in text
+    rec = json.loads(text)
+    assert rec["argv"][-3:] == ["--password", "****", "--token=****"]
+    assert rec["spec"]["env"]["DATABASE_URL"] == "postgres://u:****@h/db"
+
+
+def test_durations_beyond_a_year_are_refused(project: Path) -> None:
+    write(project / "a.py", "print('ok')\n")
+    for flag in ("--timeout", "--grace"):
+        res = torchjob("run", "-s", "a.py", "-p", str(project), flag, "400d")
+        assert res.returncode == 2 and b"365 days" in res.stderr
