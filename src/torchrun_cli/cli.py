@@ -72,6 +72,17 @@ def run(
         "--allow-insecure-source", help="Allow http://, git:// and file:// sources.")] = False,
     python: Annotated[str | None, typer.Option(
         "--python", help="Interpreter [default: $PYTHON_LAUNCHER, else torchjob's own].")] = None,
+    env_manager: Annotated[str | None, typer.Option(
+        "--env-manager", help="none (the interpreter as is), virtualenv, uv or conda.")] = None,
+    python_version: Annotated[str | None, typer.Option(
+        "--python-version", help="Python version for the environment (conda, uv).")] = None,
+    requirements: Annotated[str | None, typer.Option(
+        "--requirements", help="Requirements file, relative to the project "
+        "[default: requirements.txt when present].")] = None,
+    pip: Annotated[list[str] | None, typer.Option(
+        "--pip", help="A package to install into the environment (repeatable).")] = None,
+    rebuild: Annotated[bool, typer.Option(
+        "--rebuild", help="Build the environment afresh even when it is cached.")] = False,
     param: Annotated[list[str] | None, typer.Option(
         "-P", "--param", help="KEY=VALUE, passed as --KEY VALUE (true: bare flag).")] = None,
     env: Annotated[list[str] | None, typer.Option(
@@ -94,14 +105,18 @@ def run(
     flags = spec.Overrides(
         script=script, project=project, python=python, name=name, timeout=timeout, grace=grace,
         params=tuple(param or ()), env=tuple(env or ()), args=tuple(ctx.obj.get("trailing", ())),
-        ref=ref, files=tuple(file or ()), allow_insecure_source=allow_insecure_source)
+        ref=ref, files=tuple(file or ()), allow_insecure_source=allow_insecure_source,
+        env_manager=env_manager, python_version=python_version, requirements=requirements,
+        pip=tuple(pip or ()))
     job = spec.load(Path(spec_file) if spec_file else None, flags, Path.cwd())
     plan = jobs.make_plan(job, store.runs_dir(runs_dir))
     if dry_run:
-        from torchrun_cli import source
+        from torchrun_cli import envs, source
 
         problem = jobs.launch_problem(plan.launch, plan.environment.interpreter)
-        console.plan(plan, problem, source.cache_state(job))
+        env_state = (envs.explain(job, plan.environment, plan.source.path, jobs.project_id(job))
+                     if plan.source.kind == "local" else "computed after the checkout")
+        console.plan(plan, problem, source.cache_state(job), env_state)
         return
 
     def started(rec: record.RunRecord, run_dir: Path) -> None:
@@ -112,7 +127,10 @@ def run(
         console.stopping(signum, job.grace, job.timeout)
 
     final, run_dir = jobs.execute(plan, echo=not quiet, on_start=started, on_stop=stopping,
-                                  on_source=lambda src: None if quiet else console.source_line(src))
+                                  on_source=lambda src: None if quiet else console.source_line(src),
+                                  on_progress=console.progress, rebuild=rebuild)
+    if not quiet and final.environment.get("key") and final.status != "setup_error":
+        console.environment_line(final.environment)
     ok = final.status == "succeeded"
     if quiet and not ok:
         console.tail(run_dir / record.STDOUT_LOG)
@@ -206,6 +224,69 @@ def logs(
     except FileNotFoundError as exc:
         raise UsageError(f"no log at {path}", "the run may have failed before it started") from exc
     out.flush()
+
+
+env_app = typer.Typer(help="The environment cache.", no_args_is_help=True)
+app.add_typer(env_app, name="env")
+
+
+@env_app.command("list")
+def env_list(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for machines.")] = False,
+) -> None:
+    """Cached environments: key, manager, python, size, created, last used, projects."""
+    from torchrun_cli.envs import cache as env_cache
+
+    found = env_cache.list_envs()
+    if as_json:
+        sys.stdout.write(json.dumps([asdict(e) for e in found], indent=2) + "\n")
+    else:
+        console.env_table(found)
+
+
+@env_app.command("prune")
+def env_prune(
+    unused_for: Annotated[str | None, typer.Option(
+        "--unused-for", help="Remove environments not used for this long (30d, 12h).")] = None,
+    keep: Annotated[int | None, typer.Option(
+        "--keep", min=0, help="Keep only the N most recently used.")] = None,
+) -> None:
+    """Remove old environments; one in use by a running job is never removed."""
+    from torchrun_cli import spec
+    from torchrun_cli.envs import cache as env_cache
+
+    if unused_for is None and keep is None:
+        raise UsageError("say what to prune", "pass --unused-for 30d and/or --keep N")
+    try:
+        seconds = spec.parse_duration(unused_for) if unused_for else None
+    except ValueError as exc:
+        raise UsageError(f"--unused-for {unused_for!r}: {exc}", "write e.g. 30d") from None
+    found = sorted(env_cache.list_envs(), key=lambda e: e.last_used, reverse=True)
+    now = time.time()
+    for i, env in enumerate(found):
+        old = seconds is not None and now - env.last_used >= seconds
+        extra = keep is not None and i >= keep
+        if not env.ready or old or extra:
+            removed = env_cache.remove(env)
+            word = "removed" if removed else "kept (in use)"
+            sys.stdout.write(f"{word} {env.key[:16]} {env.manager} ({env.size_bytes} bytes)\n")
+
+
+@env_app.command("rm")
+def env_rm(
+    key: Annotated[str, typer.Argument(help="An environment key, or a unique prefix of one.")],
+) -> None:
+    """Remove one environment (not while a job uses it)."""
+    from torchrun_cli.envs import cache as env_cache
+
+    matches = [e for e in env_cache.list_envs() if e.key.startswith(key)]
+    if len(matches) != 1:
+        raise UsageError(f"{key!r} matches {len(matches)} environments",
+                         "give a longer key prefix (see `torchjob env list`)")
+    if not env_cache.remove(matches[0]):
+        raise UsageError(f"environment {key} is in use by a running job",
+                         "try again when the job has ended")
+    sys.stdout.write(f"removed {matches[0].key[:16]}\n")
 
 
 cache_app = typer.Typer(help="The cache of git mirrors.", no_args_is_help=True)

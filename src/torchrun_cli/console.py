@@ -6,6 +6,7 @@ rich is imported only when stderr/stdout is a terminal, so cron, CI and the hot 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from torchrun_cli.envs.cache import CachedEnv
     from torchrun_cli.errors import LaunchError
     from torchrun_cli.gitsource import CachedRepo
     from torchrun_cli.jobs import Plan
@@ -133,7 +135,7 @@ def tail(path: Path, lines: int = 50, max_bytes: int = 1 << 20) -> None:
         pass
 
 
-def plan(p: Plan, problem: LaunchError | None, cache: str) -> None:
+def plan(p: Plan, problem: LaunchError | None, cache: str, env_state: str) -> None:
     """The resolved plan of --dry-run, on stdout; nothing has been started."""
     origins = p.spec.origins
 
@@ -153,7 +155,7 @@ def plan(p: Plan, problem: LaunchError | None, cache: str) -> None:
     row("script", str(launch.script_path), "script")
     version = f" (Python {env.python_version})" if env.python_version else ""
     sys.stdout.write(f"{'interpreter:':<13} {env.interpreter}{version}  [{env.origin}]\n")
-    row("environment", f"manager {env.manager}")
+    row("environment", f"manager {env.manager}: {env_state}", "python.manager")
     row("argv", shlex.join(launch.shown_argv()))
     row("cwd", str(launch.cwd))
     for i, (k, v) in enumerate(sorted(launch.shown_env().items())):
@@ -169,6 +171,43 @@ def plan(p: Plan, problem: LaunchError | None, cache: str) -> None:
         row("launch", "ok" if problem is None else f"would exit {problem.exit_code}: "
             f"{problem.message}")
     sys.stdout.flush()
+
+
+def progress(line: str) -> None:
+    """While an environment builds: the step or the tool's current line, on a terminal only."""
+    if _fancy(sys.stderr) and line.strip():
+        try:
+            width = os.get_terminal_size(sys.stderr.fileno()).columns - 1
+            sys.stderr.write("\r\x1b[K" + f"torchjob: building: {line.strip()}"[:width])
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def environment_line(env: dict[str, object]) -> None:
+    """Which environment the job ran in, and whether it was built for this run."""
+    how = "reused" if env.get("reused") else f"built in {env.get('build_seconds')}s"
+    if _fancy(sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write("\r\x1b[K")
+    _emit(f"torchjob:   environment {env.get('manager')} {str(env.get('key'))[:16]} ({how})",
+          style="dim")
+
+
+def env_table(envs: Sequence[CachedEnv]) -> None:
+    """`torchjob env list` on stdout."""
+    import time
+
+    heads = ("KEY", "MANAGER", "PYTHON", "SIZE", "CREATED", "LAST USED", "PROJECTS")
+    rows = [(e.key[:16] if e.ready else e.key[:16] + " (incomplete)", e.manager,
+             e.python_version, f"{e.size_bytes / 1e6:.1f} MB",
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created)) if e.created else "",
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)),
+             ", ".join(e.projects)) for e in envs]
+    widths = [max(len(x) for x in col) for col in zip(heads, *rows, strict=False)]
+    for row in (heads, *rows):
+        line = "  ".join(x.ljust(w) for x, w in zip(row, widths, strict=False))
+        sys.stdout.write(line.rstrip() + "\n")
 
 
 def source_line(src: Source) -> None:

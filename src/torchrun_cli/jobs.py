@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchrun_cli import envs, record, source, supervise
-from torchrun_cli.errors import LaunchError, SetupError
+from torchrun_cli.errors import LaunchError, SetupError, UsageError
 from torchrun_cli.gitsource import inside
 from torchrun_cli.masking import mask_argv, mask_mapping
 from torchrun_cli.spec import JobSpec
@@ -68,7 +68,18 @@ def make_plan(spec: JobSpec, runs_dir: Path) -> Plan:
     """Check the source (refusals happen here, before any git process) and the interpreter."""
     described = source.describe(spec, runs_dir / "<run-id>" / source.TREE)
     env = envs.prepare(spec)
+    if described.kind == "local":
+        for key, name in (("python.requirements", spec.requirements),
+                          ("python.conda_file", spec.conda_file)):
+            if name is not None and not (described.path / name).is_file():
+                raise UsageError(f"{key}: {described.path / name} does not exist",
+                                 f"check `{key}` (it is relative to the project)")
     return Plan(spec, described, env, make_launch(spec, env, described), runs_dir)
+
+
+def project_id(spec: JobSpec) -> str:
+    """How environments remember which projects used them."""
+    return spec.project if spec.project_kind != "local" else str(Path(spec.project))
 
 
 def launch_problem(launch: Launch, interpreter: str) -> LaunchError | None:
@@ -124,6 +135,8 @@ def execute(
     on_start: Callable[[record.RunRecord, Path], None],
     on_stop: Callable[[int | None], None],
     on_source: Callable[[source.Source], None] = lambda src: None,
+    on_progress: Callable[[str], None] = lambda line: None,
+    rebuild: bool = False,
 ) -> tuple[record.RunRecord, Path]:
     """Create the run folder and record, prepare the source, run the job, write the end."""
     spec = plan.spec
@@ -150,14 +163,18 @@ def execute(
     record.write_record(run_dir, rec)
     on_start(rec, run_dir)
     end: dict[str, object]
+    lease = None
     try:
         src = source.materialize(spec, run_dir, run_dir / SETUP_LOG)
         rec = rec.finish(source=src.record())
         on_source(src)
         _check_checkout(spec, src)
-        launch = make_launch(spec, plan.environment, src)
+        env, lease = envs.materialize(spec, plan.environment, src.path, project_id(spec),
+                                      run_dir / SETUP_LOG, rebuild, on_progress)
+        rec = rec.finish(environment=env.record(), interpreter=env.interpreter)
+        launch = make_launch(spec, env, src)
         rec = rec.finish(argv=launch.shown_argv(), cwd=str(launch.cwd))
-        problem = launch_problem(launch, plan.environment.interpreter)
+        problem = launch_problem(launch, env.interpreter)
         if problem is not None:
             end = {"status": "failed", "exit_code": problem.exit_code, "phase": "launch",
                    "error": problem.message}
@@ -177,6 +194,9 @@ def execute(
                "phase": "launch", "error": f"cannot start the job: {exc}"}
     except KeyboardInterrupt:  # Ctrl-C before the supervisor took over signals
         end = {"status": "cancelled", "exit_code": 130, "error": "interrupted before launch"}
+    finally:
+        if lease is not None:
+            lease.close()
     final = rec.finish(
         ended_at=record.now_iso(), duration_s=round(time.monotonic() - started, 3), **end)
     record.write_record(run_dir, final)

@@ -8,8 +8,9 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from torchrun_cli.errors import TorchjobError
@@ -52,8 +53,12 @@ def run_tool(
     timeout: float,
     log: Path | None,
     secrets: Sequence[str] = (),
+    on_line: Callable[[str], None] | None = None,
 ) -> str:
-    """Run argv to the end and return its output (stdout and stderr merged, masked)."""
+    """Run argv to the end and return its output (stdout and stderr merged, masked).
+
+    on_line, when given, sees each output line as it arrives (for progress on a terminal).
+    """
     started = time.monotonic()
     shown = mask(shlex.join(argv), secrets)
     try:
@@ -62,21 +67,34 @@ def run_tool(
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, PermissionError) as exc:
         _log(log, shown, f"{exc}\n", None, 0.0)
         raise ToolFailed(argv, None, str(exc), missing=True) from exc
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            chunks.append(raw)
+            if on_line is not None:
+                with contextlib.suppress(Exception):
+                    on_line(mask(raw.decode("utf-8", errors="replace").rstrip(), secrets))
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     timed_out = False
     try:
-        raw, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
         _kill_group(proc)
-        raw, _ = proc.communicate()
+        proc.wait()
     except BaseException:  # Ctrl-C: the tool's whole group goes, then we re-raise
         _kill_group(proc)
         proc.wait()
         raise
-    output = mask(raw.decode("utf-8", errors="replace"), secrets)
+    reader.join(10)  # a tool's escaped grandchild may hold the pipe: do not wait for it
+    output = mask(b"".join(chunks).decode("utf-8", errors="replace"), secrets)
     _log(log, shown, output, proc.returncode, time.monotonic() - started)
     if timed_out or proc.returncode != 0:
         raise ToolFailed(argv, proc.returncode, output, timed_out=timed_out)

@@ -21,8 +21,9 @@ from torchrun_cli.yamlfile import Located, read_yaml, source_text, type_name
 
 TOP_KEYS = ("name", "project", "ref", "script", "args", "params", "python", "env", "timeout",
             "grace", "files", "allow_insecure_source", "git_token_env", "submodules")
-PYTHON_KEYS = ("interpreter", "manager")
-MANAGERS = ("none",)
+PYTHON_KEYS = ("interpreter", "manager", "version", "requirements", "packages", "conda_file",
+               "system_site_packages")
+MANAGERS = ("none", "virtualenv", "uv", "conda")
 DEFAULT_GRACE_S = 10.0
 MAX_DURATION_S = 365 * 86400.0
 
@@ -80,6 +81,10 @@ class Overrides:
     ref: str | None = None
     files: tuple[str, ...] = ()
     allow_insecure_source: bool = False
+    env_manager: str | None = None
+    python_version: str | None = None
+    requirements: str | None = None
+    pip: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,11 @@ class JobSpec:
     allow_insecure_source: bool = False
     git_token_env: str | None = None
     submodules: bool = False
+    python_version: str | None = None
+    requirements: str | None = None
+    packages: tuple[str, ...] = ()
+    conda_file: str | None = None
+    system_site_packages: bool = False
 
     def script_argv(self) -> list[str]:
         """Arguments for the script: spec args, then params as `--key value`, then `-- ARGS`."""
@@ -127,7 +137,10 @@ class JobSpec:
             "args": mask_argv(self.args),
             "params": mask_mapping(self.params),
             "extra_args": mask_argv(self.extra_args),
-            "python": {"interpreter": self.interpreter, "manager": self.manager},
+            "python": {"interpreter": self.interpreter, "manager": self.manager,
+                       "version": self.python_version, "requirements": self.requirements,
+                       "packages": list(self.packages), "conda_file": self.conda_file,
+                       "system_site_packages": self.system_site_packages},
             "env": mask_mapping(self.env),
             "timeout": self.timeout,
             "grace": self.grace,
@@ -331,20 +344,8 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
         check.param_entries(entries, src, params)
     if "env" in data and (entries := check.mapping(data, "env", src)) is not None:
         check.env_entries(entries, src, env)
-    interpreter: str | None = None
-    manager = "none"
-    if "python" in data and (py := check.mapping(data, "python", src)) is not None:
-        check.unknown_keys(py, PYTHON_KEYS, "python.", src)
-        if "interpreter" in py:
-            origins["python.interpreter"] = src.where(py, "interpreter")
-            interpreter = check.string(py, "interpreter", "python.interpreter", src)
-        if "manager" in py:
-            value = check.string(py, "manager", "python.manager", src)
-            if value is not None and value not in MANAGERS:
-                check.add(src.where(py, "manager"), "python.manager",
-                          f"{value!r} is not supported by this version",
-                          "use `manager: none` (the interpreter as it is)")
-            manager = value or manager
+    py_values = _python_section(data, src, check, origins)
+    interpreter = py_values.get("interpreter")
     interpreter_base = base
 
     # Flags override the file.
@@ -377,6 +378,21 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
     if flags.python is not None:
         interpreter, origins["python.interpreter"] = flags.python, "flag --python"
         interpreter_base = cwd
+    for key, value, flag in (("manager", flags.env_manager, "--env-manager"),
+                             ("version", flags.python_version, "--python-version"),
+                             ("requirements", flags.requirements, "--requirements")):
+        if value is not None:
+            py_values[key], origins[f"python.{key}"] = value, f"flag {flag}"
+    if flags.pip:
+        py_values["packages"], origins["python.packages"] = list(flags.pip), "flag --pip"
+    manager = py_values.get("manager") or "none"
+    if manager not in MANAGERS:
+        check.add(_where(origins, "python.manager"), "python.manager",
+                  f"unknown manager {manager!r}", f"use one of {', '.join(MANAGERS)}")
+    if manager == "conda" and not py_values.get("version"):
+        check.add(_where(origins, "python.manager"), "python.version",
+                  "conda needs a python version", 'add `version: "3.11"` under python, or '
+                  "pass --python-version 3.11")
     if flags.timeout is not None:
         timeout, origins["timeout"] = check.duration(flags.timeout, "command line",
                                                      "--timeout"), "flag --timeout"
@@ -419,6 +435,11 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
         interpreter=interpreter,
         interpreter_base=interpreter_base,
         manager=manager,
+        python_version=py_values.get("version"),
+        requirements=py_values.get("requirements"),
+        packages=tuple(py_values.get("packages") or ()),
+        conda_file=py_values.get("conda_file"),
+        system_site_packages=bool(py_values.get("system_site_packages")),
         env=env,
         timeout=timeout,
         grace=grace if grace is not None else DEFAULT_GRACE_S,
@@ -430,6 +451,30 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
         git_token_env=token_env,
         submodules=bool(submodules),
     )
+
+
+def _where(origins: dict[str, str], key: str) -> str:
+    where = origins.get(key, "command line")
+    return "command line" if where.startswith("flag") else where
+
+
+def _python_section(data: dict[str, Any], src: Located, check: _Checker,
+                    origins: dict[str, str]) -> dict[str, Any]:
+    """The `python:` mapping: interpreter, manager and what goes into the environment."""
+    out: dict[str, Any] = {}
+    if "python" not in data or (py := check.mapping(data, "python", src)) is None:
+        return out
+    check.unknown_keys(py, PYTHON_KEYS, "python.", src)
+    for key in ("interpreter", "manager", "version", "requirements", "conda_file"):
+        if key in py:
+            origins[f"python.{key}"] = src.where(py, key)
+            out[key] = check.string(py, key, f"python.{key}", src)
+    if "packages" in py:
+        origins["python.packages"] = src.where(py, "packages")
+        out["packages"] = check.string_list(py, "packages", src)
+    if "system_site_packages" in py:
+        out["system_site_packages"] = check.boolean(py, "system_site_packages", src)
+    return out
 
 
 def _line_of(problem: Problem) -> int:

@@ -1,0 +1,166 @@
+"""The managers that build environments: virtualenv + pip, uv, conda (+ pip). Each runs its tools
+through proc.run_tool (argv lists, own process group, output in setup.log)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from torchrun_cli.envs.inputs import tool_identity
+from torchrun_cli.errors import SetupError
+from torchrun_cli.proc import ToolFailed, run_tool
+
+BUILD_TIMEOUT_S = float(os.environ.get("TORCHJOB_BUILD_TIMEOUT", "3600"))
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything a builder needs; the same values the key was computed from."""
+
+    interpreter: str
+    python_version: str | None
+    requirements: Path | None
+    packages: tuple[str, ...]
+    conda_file: Path | None
+    system_site_packages: bool
+
+
+class Builder(Protocol):
+    """One environment manager."""
+
+    name: str
+
+    def version(self) -> str:
+        """Cheap identity of the tool, part of the key."""
+
+    def build(self, env: Path, req: BuildRequest, log: Path, progress: Progress) -> None:
+        """Create the environment at env and install into it."""
+
+    def check(self, env: Path, log: Path) -> None:
+        """Fail when installed packages have broken dependencies."""
+
+
+def python_of(env: Path) -> Path:
+    return env / "bin" / "python"
+
+
+def step(name: str, argv: list[str], log: Path, progress: Progress,
+         env: dict[str, str] | None = None) -> str:
+    """Run one build step; a failure becomes a SetupError naming the step and the command."""
+    progress(name)
+    try:
+        return run_tool(argv, env=env, timeout=BUILD_TIMEOUT_S, log=log, on_line=progress)
+    except ToolFailed as exc:
+        what = "not found" if exc.missing else (
+            "timed out" if exc.timed_out else f"failed (exit {exc.returncode})")
+        raise SetupError(
+            f"{name} {what}: {' '.join(argv[:6])}{' ...' if len(argv) > 6 else ''}\n"
+            + (exc.tail(20) if exc.output.strip() else "(no output)"),
+            f"read {log}", phase="environment") from None
+
+
+def _pip_args(req: BuildRequest) -> list[str]:
+    args = ["-r", str(req.requirements)] if req.requirements else []
+    return args + list(req.packages)
+
+
+class Virtualenv:
+    """`virtualenv -p INTERPRETER`, then pip (which compiles bytecode as it installs)."""
+
+    name = "virtualenv"
+
+    def version(self) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("virtualenv")
+        except PackageNotFoundError:
+            raise SetupError("virtualenv is not installed", "pip install virtualenv",
+                             phase="environment") from None
+
+    def build(self, env: Path, req: BuildRequest, log: Path, progress: Progress) -> None:
+        argv = [sys.executable, "-m", "virtualenv", "--no-periodic-update", "-p", req.interpreter]
+        if req.system_site_packages:
+            argv.append("--system-site-packages")
+        step("create the virtualenv", [*argv, str(env)], log, progress)
+        if req.requirements or req.packages:
+            step("pip install", [str(python_of(env)), "-m", "pip", "install",
+                                 "--disable-pip-version-check", *_pip_args(req)], log, progress)
+
+    def check(self, env: Path, log: Path) -> None:
+        step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, lambda _: None)
+
+
+class Uv:
+    """`uv venv` + `uv pip install --compile-bytecode`, sharing uv's own cache."""
+
+    name = "uv"
+
+    def exe(self) -> str:
+        found = shutil.which("uv")
+        if found:
+            return found
+        try:
+            from uv import find_uv_bin  # type: ignore[import-not-found, unused-ignore]
+        except ImportError:
+            raise SetupError("uv is not installed",
+                             "pip install 'torchjob[uv]' (or put uv on PATH), or use "
+                             "--env-manager virtualenv", phase="environment") from None
+        return str(find_uv_bin())
+
+    def version(self) -> str:
+        return tool_identity(self.exe())
+
+    def build(self, env: Path, req: BuildRequest, log: Path, progress: Progress) -> None:
+        uv = self.exe()
+        argv = [uv, "venv", "--no-project", "--python", req.interpreter]
+        if req.system_site_packages:
+            argv.append("--system-site-packages")
+        step("uv venv", [*argv, str(env)], log, progress)
+        if req.requirements or req.packages:
+            step("uv pip install", [uv, "pip", "install", "--python", str(python_of(env)),
+                                    "--compile-bytecode", *_pip_args(req)], log, progress)
+
+    def check(self, env: Path, log: Path) -> None:
+        step("uv pip check", [self.exe(), "pip", "check", "--python", str(python_of(env))], log,
+             lambda _: None)
+
+
+class Conda:
+    """`conda create -p ENV python=V`, `conda env update -f FILE`, then pip for requirements."""
+
+    name = "conda"
+
+    def exe(self) -> str:
+        for candidate in (os.environ.get("TORCHJOB_CONDA"), "conda", "mamba", "micromamba"):
+            if candidate and (found := shutil.which(candidate)):
+                return found
+        raise SetupError("no conda found (TORCHJOB_CONDA, conda, mamba or micromamba)",
+                         "install one, set TORCHJOB_CONDA, or use --env-manager uv",
+                         phase="environment")
+
+    def version(self) -> str:
+        return tool_identity(self.exe())
+
+    def build(self, env: Path, req: BuildRequest, log: Path, progress: Progress) -> None:
+        conda = self.exe()
+        step("conda create", [conda, "create", "--yes", "--quiet", "--prefix", str(env),
+                              f"python={req.python_version}"], log, progress)
+        if req.conda_file:
+            step("conda env update", [conda, "env", "update", "--prefix", str(env),
+                                      "--file", str(req.conda_file)], log, progress)
+        if req.requirements or req.packages:
+            step("pip install", [str(python_of(env)), "-m", "pip", "install",
+                                 "--disable-pip-version-check", *_pip_args(req)], log, progress)
+
+    def check(self, env: Path, log: Path) -> None:
+        step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, lambda _: None)
+
+
+BUILDERS: dict[str, Callable[[], Builder]] = {"virtualenv": Virtualenv, "uv": Uv, "conda": Conda}

@@ -1,0 +1,153 @@
+"""The environment cache: one folder per key, one builder per key, a marker written last, and
+a shared lock held by every job that uses an environment so it is never removed under it."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torchrun_cli import store
+
+ENV = "env"
+
+
+def root() -> Path:
+    return store.cache_dir("envs")
+
+
+def folder_of(key: str) -> Path:
+    return root() / key[:24]
+
+
+class Lease:
+    """A shared lock on an environment, held while a job runs in it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass(frozen=True)
+class Obtained:
+    path: Path
+    reused: bool
+    seconds: float
+    lease: Lease
+
+
+def _lock_fd(folder: Path) -> int:
+    return os.open(folder.parent / f"{folder.name}.lock",
+                   os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def _note_use(folder: Path, project: str) -> None:
+    """Last-used time (an mtime) and the projects that used it (one line each)."""
+    store.touch(folder / "used")
+    projects = folder / "projects"
+    try:
+        known = projects.read_text().splitlines()
+    except FileNotFoundError:
+        known = []
+    if project not in known:
+        with projects.open("a") as fh:
+            fh.write(project + "\n")
+
+
+def obtain(key: str, meta: dict[str, Any], project: str, rebuild: bool,
+           build: Callable[[Path], None]) -> Obtained:
+    """A ready environment for key: reused, or built once while other runs wait."""
+    folder = folder_of(key)
+    fd = _lock_fd(folder)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        if not rebuild and store.is_ready(folder):
+            _note_use(folder, project)
+            return Obtained(folder / ENV, True, 0.0, Lease(fd))
+        started = time.monotonic()
+        waited_from = time.time()
+        fcntl.flock(fd, fcntl.LOCK_EX)  # one builder per key
+        ready = store.is_ready(folder)
+        if ready and (not rebuild or (folder / store.READY).stat().st_mtime >= waited_from):
+            fcntl.flock(fd, fcntl.LOCK_SH)  # another run built it while we waited
+            _note_use(folder, project)
+            return Obtained(folder / ENV, True, 0.0, Lease(fd))
+        shutil.rmtree(folder, ignore_errors=True)  # half-built or to rebuild: never used
+        folder.mkdir(parents=True)
+        try:
+            build(folder / ENV)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        seconds = round(time.monotonic() - started, 3)
+        store.mark_ready(folder, json.dumps({**meta, "created": time.time(),
+                                             "build_seconds": seconds}))
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        _note_use(folder, project)
+        return Obtained(folder / ENV, False, seconds, Lease(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@dataclass(frozen=True)
+class CachedEnv:
+    """One environment, for `torchjob env list`."""
+
+    key: str
+    manager: str
+    python_version: str
+    size_bytes: int
+    created: float
+    last_used: float
+    projects: list[str]
+    ready: bool
+    inputs: dict[str, Any]
+
+
+def list_envs() -> list[CachedEnv]:
+    base = store.cache_home() / "envs"
+    out = []
+    for folder in sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []:
+        ready = store.is_ready(folder)
+        meta: dict[str, Any] = {}
+        if ready:
+            try:
+                meta = json.loads((folder / store.READY).read_text())
+            except ValueError:
+                meta = {}
+        used = folder / "used"
+        projects = folder / "projects"
+        out.append(CachedEnv(
+            key=meta.get("key", folder.name), manager=meta.get("manager", "?"),
+            python_version=meta.get("python_version", "?"),
+            size_bytes=store.tree_size(folder), created=meta.get("created", 0.0),
+            last_used=used.stat().st_mtime if used.exists() else folder.stat().st_mtime,
+            projects=projects.read_text().splitlines() if projects.exists() else [],
+            ready=ready, inputs=meta.get("inputs", {})))
+    return out
+
+
+def remove(env: CachedEnv) -> bool:
+    """Remove one environment unless a job holds it; True when removed."""
+    folder = folder_of(env.key)
+    fd = _lock_fd(folder)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # in use by a running job (or being built)
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
