@@ -15,7 +15,7 @@ from typing import Any
 import platformdirs
 import pytest
 
-pytest_plugins = ["tests.servers"]  # git daemon, sshd and https fixtures
+pytest_plugins = ["tests.servers", "tests.wheelhouse"]  # servers; an offline wheelhouse
 
 _BIN = Path(sys.executable).with_name("torchjob")
 TORCHJOB = [str(_BIN)] if _BIN.exists() else [sys.executable, "-m", "torchrun_cli"]

@@ -1,0 +1,284 @@
+"""Environments with real virtualenv, uv and pip, installing offline from a test wheelhouse."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TORCHJOB, Env, torchjob, write
+
+MANAGERS = ["virtualenv", "uv"]
+SHOW = "import sys, tinya\nprint(tinya.VALUE)\n"
+
+
+def newest(iso: Env) -> dict[str, Any]:
+    recs = [json.loads((d / "run.json").read_text()) for d in iso.run_dirs()]
+    return max(recs, key=lambda r: (r["started_at"], r["id"]))
+
+
+def setup_log(iso: Env, rec: dict[str, Any]) -> str:
+    path = iso.runs / rec["id"] / "setup.log"
+    return path.read_text() if path.exists() else ""
+
+
+def ready_envs(iso: Env) -> list[Path]:
+    return sorted((iso.home / "cache" / "envs").glob("*/.ready"))
+
+
+@pytest.mark.parametrize("manager", MANAGERS)
+def test_build_once_then_reuse_without_any_tool(project: Path, iso: Env, offline: Any,
+                                                manager: str) -> None:
+    write(project / "main.py", SHOW)
+    write(project / "requirements.txt", "tinyb==1.0\n")  # pulls tinya 2.0 through its dependency
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == b"tinya 2.0\n"
+    first = newest(iso)
+    env = first["environment"]
+    assert (env["manager"], env["reused"]) == (manager, False)
+    assert env["build_seconds"] > 0 and env["python_version"] == ".".join(
+        map(str, sys.version_info[:3]))
+    assert first["interpreter"] == str(Path(env["path"]) / "bin" / "python")
+    assert "install" in setup_log(iso, first)
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager)
+    assert res.returncode == 0 and res.stdout == b"tinya 2.0\n"
+    second = newest(iso)
+    assert second["environment"]["reused"] is True
+    assert second["environment"]["key"] == env["key"]
+    assert setup_log(iso, second) == ""  # no pip, no uv, no virtualenv ran: nothing logged
+
+
+@pytest.mark.parametrize("manager", MANAGERS)
+def test_inputs_change_the_key(project: Path, iso: Env, offline: Any, manager: str) -> None:
+    write(project / "main.py", SHOW)
+    write(project / "requirements.txt", "-r base.txt\n")
+    write(project / "base.txt", "tinya==1.0\n")
+    keys = []
+
+    def run(*extra: str) -> bytes:
+        res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager,
+                       *extra)
+        assert res.returncode == 0, res.stderr
+        keys.append(newest(iso)["environment"]["key"])
+        return res.stdout
+
+    assert run() == b"tinya 1.0\n"
+    write(project / "base.txt", "tinya==2.0\n")  # a change in an -r include
+    assert run() == b"tinya 2.0\n"
+    write(project / "requirements.txt", "-r base.txt\n# a comment\n")
+    run()
+    run("--pip", "tinyb")
+    assert len(set(keys)) == 4
+    out = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager,
+                   "--dry-run").stdout.decode()
+    assert "hit" in out
+    write(project / "base.txt", "tinya==1.0\n")
+    out = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager,
+                   "--dry-run").stdout.decode()
+    assert "miss (" in out and "requirements" in out  # which input differs, and from what
+
+
+def test_another_interpreter_is_another_environment(project: Path, iso: Env,
+                                                    offline: Any) -> None:
+    other = shutil.which("python3.11", path="/usr/bin")
+    if other is None or os.path.realpath(other) == os.path.realpath(sys.executable):
+        pytest.skip("no second interpreter on this machine")
+    write(project / "main.py", "import sys\nprint(sys.base_prefix)\n")
+    keys = set()
+    for python in (sys.executable, other):
+        res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv",
+                       "--python", python)
+        assert res.returncode == 0, res.stderr
+        keys.add(newest(iso)["environment"]["key"])
+    assert len(keys) == 2
+
+
+def test_rebuild_and_system_site_packages(project: Path, iso: Env, offline: Any) -> None:
+    write(project / "main.py", "import yaml\nprint('yaml', yaml.__version__)\n")
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv")
+    assert res.returncode == 1 and b"No module named 'yaml'" in res.stderr  # isolated
+    spec = write(project / "job.yaml", "script: main.py\npython:\n  manager: uv\n"
+                 "  system_site_packages: true\n")
+    base_has_yaml = subprocess.run([sys.executable, "-c", "import yaml"],
+                                   check=False).returncode == 0
+    res = torchjob("run", str(spec))
+    assert (res.returncode == 0) == base_has_yaml, res.stderr
+    key = newest(iso)["environment"]["key"]
+    res = torchjob("run", str(spec), "--rebuild")
+    rec = newest(iso)
+    assert rec["environment"]["key"] == key and rec["environment"]["reused"] is False
+
+
+def test_eight_concurrent_runs_build_once(project: Path, iso: Env, offline: Any) -> None:
+    write(project / "main.py", SHOW)
+    write(project / "requirements.txt", "tinya==1.0\n")
+    argv = [*TORCHJOB, "run", "-s", "main.py", "-p", str(project), "--env-manager",
+            "virtualenv"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+             for _ in range(8)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8
+    assert outs == [b"tinya 1.0\n"] * 8
+    recs = [json.loads((d / "run.json").read_text()) for d in iso.run_dirs()]
+    assert sum(not r["environment"]["reused"] for r in recs) == 1
+    assert len(ready_envs(iso)) == 1
+
+
+def test_kill_9_during_builds_then_clean_reruns(project: Path, iso: Env, offline: Any) -> None:
+    write(project / "main.py", SHOW)
+    write(project / "requirements.txt", "tinya==1.0\n")
+    argv = [*TORCHJOB, "run", "-q", "-s", "main.py", "-p", str(project),
+            "--env-manager", "virtualenv"]
+    rng = random.Random(7)
+    for _ in range(3):
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=rng.uniform(0.2, 1.5))  # a random point of the build
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        for marker in ready_envs(iso):  # whatever is marked ready is really complete
+            assert (marker.parent / "env" / "bin" / "python").exists()
+        res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager",
+                       "virtualenv")
+        assert res.returncode == 0, res.stderr
+        assert res.stdout == b"tinya 1.0\n"
+        shutil.rmtree(iso.home / "cache" / "envs")
+
+
+@pytest.mark.parametrize(("requirements", "needle"), [
+    ("nosuchpackage==1.0\n", "No matching distribution"),
+    ("tinya==1.0\ntinyb==1.0\n", "conflict"),
+    ("tinybroken==1.0\n", "fails on purpose"),
+    ("this is not a requirement !!\n", "Invalid requirement"),
+    ("-r missing.txt\n", "cannot read requirements file"),
+])
+def test_failed_builds_exit_125_and_leave_nothing(project: Path, iso: Env, offline: Any,
+                                                  requirements: str, needle: str) -> None:
+    write(project / "main.py", SHOW)
+    write(project / "requirements.txt", requirements)
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "virtualenv")
+    err = res.stderr.decode()
+    assert res.returncode == 125, err
+    assert needle.lower() in err.lower(), err
+    assert "Traceback" not in err
+    rec = newest(iso)
+    assert (rec["status"], rec["phase"]) == ("setup_error", "environment")
+    assert ready_envs(iso) == []
+    assert not [p for p in (iso.home / "cache" / "envs").glob("*") if p.is_dir()]
+
+
+def test_prune_never_removes_an_environment_in_use(project: Path, iso: Env,
+                                                   offline: Any) -> None:
+    write(project / "main.py", "import sys\nprint('up', flush=True)\nsys.stdin.read()\n")
+    job = subprocess.Popen([*TORCHJOB, "run", "-s", "main.py", "-p", str(project),
+                            "--env-manager", "uv"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert job.stdin is not None and job.stdout is not None
+    assert job.stdout.readline() == b"up\n"
+    out = torchjob("env", "prune", "--keep", "0").stdout.decode()
+    assert "kept (in use)" in out
+    assert len(ready_envs(iso)) == 1
+    key = json.loads(torchjob("env", "list", "--json").stdout)[0]["key"]
+    assert torchjob("env", "rm", key[:10]).returncode == 2
+    job.stdin.close()
+    assert job.wait(timeout=60) == 0
+    out = torchjob("env", "prune", "--keep", "0").stdout.decode()
+    assert out.startswith("removed")
+    assert ready_envs(iso) == []
+
+
+def test_missing_conda_is_a_clear_setup_error(project: Path, iso: Env) -> None:
+    write(project / "main.py", SHOW)
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    env.pop("TORCHJOB_CONDA", None)
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "conda",
+                   "--python-version", "3.11", env=env)
+    assert res.returncode == 125 and b"no conda found" in res.stderr
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "conda")
+    assert res.returncode == 2 and b"conda needs a python version" in res.stderr
+
+
+CONDA_STANDIN = r'''#!{python}
+"""A stand-in for conda: no conda channel is reachable here. It records its arguments and
+makes a virtualenv where `conda create -p ENV` would make a conda environment."""
+import json, subprocess, sys
+with open({log!r}, "a") as fh:
+    fh.write(json.dumps(sys.argv[1:]) + "\n")
+args = sys.argv[1:]
+if args[0] == "create":
+    prefix = args[args.index("--prefix") + 1]
+    subprocess.run([sys.executable, "-m", "virtualenv", "--quiet", prefix], check=True)
+'''
+
+
+def test_conda_commands_with_a_stand_in(project: Path, iso: Env, offline: Any) -> None:
+    """conda itself cannot run here (no channel is reachable): a stand-in `conda` on PATH
+    records the exact commands torchjob issues, and makes a virtualenv for the rest."""
+    log = iso.tmp / "conda-calls.jsonl"
+    conda = write(iso.tmp / "bin" / "conda", CONDA_STANDIN.format(python=sys.executable,
+                                                                   log=str(log)))
+    conda.chmod(0o755)
+    write(project / "main.py", SHOW)
+    write(project / "requirements.txt", "tinya==1.0\n")
+    write(project / "environment.yml", "dependencies:\n  - numpy\n")
+    spec = write(project / "job.yaml", "script: main.py\npython:\n  manager: conda\n"
+                 '  version: "3.11"\n  conda_file: environment.yml\n')
+    env = {**os.environ, "TORCHJOB_CONDA": str(conda)}
+    res = torchjob("run", str(spec), env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == b"tinya 1.0\n"
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    prefix = newest(iso)["environment"]["path"]
+    assert calls == [
+        ["create", "--yes", "--quiet", "--prefix", prefix, "python=3.11"],
+        ["env", "update", "--prefix", prefix, "--file", str(project / "environment.yml")],
+    ]
+    assert "pip install" in setup_log(iso, newest(iso))
+    assert torchjob("run", str(spec), env=env).returncode == 0
+    assert len(log.read_text().splitlines()) == 2  # reused: conda not called again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("manager", MANAGERS)
+def test_torch_cpu_wheel_installs_and_imports(project: Path, iso: Env, manager: str) -> None:
+    """The real torch 2.13.0 CPU wheel from this machine's local wheel folder."""
+    wheels = Path("/opt/wheels")
+    if not list(wheels.glob("torch-2.13.0*.whl")):
+        pytest.skip("no local torch 2.13.0 wheel")
+    write(project / "main.py",
+          "import torch\nprint(torch.__version__, torch.ones(2).sum().item())\n")
+    write(project / "requirements.txt", "torch==2.13.0\n")
+    env = {**os.environ, "UV_FIND_LINKS": str(wheels), "PIP_FIND_LINKS": str(wheels)}
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager,
+                   env=env, timeout=1200)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.decode().startswith("2.13.0") and res.stdout.strip().endswith(b"2.0")
+
+
+def test_ctrl_c_during_a_build_stops_the_tools_and_leaves_no_marker(
+        project: Path, iso: Env, offline: Any) -> None:
+    write(project / "main.py", SHOW)
+    write(project / "requirements.txt", "tinya==1.0\n")
+    proc = subprocess.Popen([*TORCHJOB, "run", "-s", "main.py", "-p", str(project),
+                             "--env-manager", "virtualenv"], stderr=subprocess.DEVNULL)
+    envs = iso.home / "cache" / "envs"
+    deadline = time.monotonic() + 60
+    while not list(envs.glob("*/env")):  # the build has started
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    assert ready_envs(iso) == []
+    assert not [p for p in envs.glob("*") if p.is_dir()]
+    assert newest(iso)["status"] == "cancelled"
