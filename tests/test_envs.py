@@ -148,7 +148,8 @@ def test_kill_9_during_builds_then_clean_reruns(project: Path, iso: Env, offline
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         for marker in ready_envs(iso):  # whatever is marked ready is really complete
-            assert (marker.parent / "env" / "bin" / "python").exists()
+            env = json.loads(marker.read_text())["env"]
+            assert (marker.parent / env / "bin" / "python").exists()
         res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager",
                        "virtualenv")
         assert res.returncode == 0, res.stderr
@@ -274,7 +275,7 @@ def test_ctrl_c_during_a_build_stops_the_tools_and_leaves_no_marker(
                              "--env-manager", "virtualenv"], stderr=subprocess.DEVNULL)
     envs = iso.home / "cache" / "envs"
     deadline = time.monotonic() + 60
-    while not list(envs.glob("*/env")):  # the build has started
+    while not list(envs.glob("*/env-*")):  # the build has started
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)

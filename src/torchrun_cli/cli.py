@@ -252,13 +252,13 @@ def env_prune(
         "--keep", min=0, help="Keep only the N most recently used.")] = None,
 ) -> None:
     """Remove old environments; one in use by a running job is never removed."""
-    from torchrun_cli import spec
     from torchrun_cli.envs import cache as env_cache
+    from torchrun_cli.speccheck import parse_duration
 
     if unused_for is None and keep is None:
         raise UsageError("say what to prune", "pass --unused-for 30d and/or --keep N")
     try:
-        seconds = spec.parse_duration(unused_for) if unused_for else None
+        seconds = parse_duration(unused_for) if unused_for else None
     except ValueError as exc:
         raise UsageError(f"--unused-for {unused_for!r}: {exc}", "write e.g. 30d") from None
     found = sorted(env_cache.list_envs(), key=lambda e: e.last_used, reverse=True)
@@ -314,10 +314,11 @@ def cache_prune(
     = "30d",
 ) -> None:
     """Remove mirrors not used recently, and any left incomplete by a killed clone."""
-    from torchrun_cli import gitsource, spec
+    from torchrun_cli import gitsource
+    from torchrun_cli.speccheck import parse_duration
 
     try:
-        seconds = 0.0 if unused_for.strip() == "0" else spec.parse_duration(unused_for)
+        seconds = 0.0 if unused_for.strip() == "0" else parse_duration(unused_for)
     except ValueError as exc:
         raise UsageError(f"--unused-for {unused_for!r}: {exc}", "write e.g. 30d or 12h") from None
     for repo in gitsource.prune(seconds):

@@ -247,7 +247,8 @@ class Mirror:
             time.sleep(delay)
             try:
                 return run_tool(argv, env={**self.env, **(env or {})}, timeout=GIT_TIMEOUT_S,
-                                log=None if probe else self.log, secrets=self.secrets)
+                                log=None if probe else self.log, secrets=self.secrets,
+                                die_with_parent=network)
             except ToolFailed as exc:
                 last = i == len(attempts) - 1
                 if last or exc.timed_out or not any(t in exc.output for t in _TRANSIENT):
@@ -292,7 +293,7 @@ class Mirror:
             time.sleep(delay)
             try:
                 run_tool(argv, env=self.env, timeout=GIT_TIMEOUT_S, log=self.log,
-                         secrets=self.secrets)
+                         secrets=self.secrets, die_with_parent=True)
                 break
             except ToolFailed as exc:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +18,25 @@ from pathlib import Path
 from torchrun_cli.errors import TorchjobError
 
 MASK = "****"
+
+# argv: TRAMPOLINE PARENT_PID PROGRAM ARGS... ; PR_SET_PDEATHSIG is 1, SIGKILL is 9.
+_TRAMPOLINE = """\
+import ctypes, os, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
+if os.getppid() != int(sys.argv[1]):
+    os._exit(137)
+try:
+    os.execv(sys.argv[2], sys.argv[2:])
+except OSError as e:
+    sys.stderr.write("torchjob: cannot start %s: %s\\n" % (sys.argv[2], e.strerror))
+    os._exit(126 if e.errno in (13, 8) else 127)
+"""
+
+
+def trampoline(argv: Sequence[str]) -> list[str]:
+    """argv started through a tiny exec trampoline that sets PR_SET_PDEATHSIG (SIGKILL), so
+    the process dies with torchjob even after kill -9; no preexec_fn (unsafe with threads)."""
+    return [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(os.getpid()), *argv]
 
 
 class ToolFailed(TorchjobError):
@@ -54,16 +75,25 @@ def run_tool(
     log: Path | None,
     secrets: Sequence[str] = (),
     on_line: Callable[[str], None] | None = None,
+    die_with_parent: bool = False,
 ) -> str:
     """Run argv to the end and return its output (stdout and stderr merged, masked).
 
     on_line, when given, sees each output line as it arrives (for progress on a terminal).
+    die_with_parent: for long tools (builds, clones), which must not outlive a killed torchjob.
     """
     started = time.monotonic()
     shown = mask(shlex.join(argv), secrets)
+    command = list(argv)
+    if die_with_parent:
+        exe = shutil.which(command[0])
+        if exe is None:
+            _log(log, shown, f"{command[0]}: not found\n", None, 0.0)
+            raise ToolFailed(argv, None, f"{command[0]}: not found", missing=True)
+        command = trampoline([exe, *command[1:]])
     try:
         proc = subprocess.Popen(
-            list(argv), env=dict(env) if env is not None else None, cwd=cwd,
+            command, env=dict(env) if env is not None else None, cwd=cwd,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True,
         )

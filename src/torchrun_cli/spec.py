@@ -6,18 +6,17 @@ the key path and a fix, so a user corrects a spec in one pass instead of one err
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import shlex
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torchrun_cli.errors import Problem, SpecError
 from torchrun_cli.masking import mask_argv, mask_mapping
-from torchrun_cli.yamlfile import Located, read_yaml, source_text, type_name
+from torchrun_cli.speccheck import ENV_NAME, PARAM_KEY, Checker
+from torchrun_cli.yamlfile import Located, read_yaml
 
 TOP_KEYS = ("name", "project", "ref", "script", "args", "params", "python", "env", "timeout",
             "grace", "files", "allow_insecure_source", "git_token_env", "submodules")
@@ -25,12 +24,7 @@ PYTHON_KEYS = ("interpreter", "manager", "version", "requirements", "packages", 
                "system_site_packages")
 MANAGERS = ("none", "virtualenv", "uv", "conda")
 DEFAULT_GRACE_S = 10.0
-MAX_DURATION_S = 365 * 86400.0
 
-_PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*(://|::)|^[^/\s]+@[^/\s]+:|^-", re.IGNORECASE)
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
 
@@ -42,27 +36,6 @@ def project_kind(project: str) -> str:
     if _REMOTE.search(project):
         return "archive" if is_archive and "://" in location else "git"
     return "archive" if is_archive else "local"
-
-
-def parse_duration(text: str | int | float) -> float:
-    """`90s`, `15m`, `2h`, `1h30m`, `1d` or plain seconds; raises ValueError otherwise."""
-    if isinstance(text, bool):
-        raise ValueError("not a duration")
-    if isinstance(text, (int, float)):
-        seconds = float(text)
-    else:
-        s = text.strip().lower()
-        if re.fullmatch(r"\d+(?:\.\d+)?", s):
-            seconds = float(s)
-        elif s and _DURATION_PART.sub("", s) == "":
-            seconds = sum(float(n) * _UNIT_S[u] for n, u in _DURATION_PART.findall(s))
-        else:
-            raise ValueError("not a duration")
-    if not seconds > 0:
-        raise ValueError("must be more than zero")
-    if seconds > MAX_DURATION_S:
-        raise ValueError("must be at most 365 days")
-    return seconds
 
 
 @dataclass(frozen=True)
@@ -152,156 +125,10 @@ class JobSpec:
         }
 
 
-class _Checker:
-    """Collects problems; each check returns the cleaned value or None."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        self.guessed: set[str] = set()  # keys a misspelling probably meant
-
-    def add(self, where: str, key: str, message: str, fix: str) -> None:
-        self.problems.append(Problem(where, key, message, fix))
-
-    def unknown_keys(
-        self, data: dict[Any, Any], known: tuple[str, ...], prefix: str, src: Located
-    ) -> None:
-        for key in data:
-            if key in known:
-                continue
-            guess = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-            self.guessed.update(prefix + g for g in guess)
-            fix = (f"did you mean `{prefix}{guess[0]}`?" if guess
-                   else f"use one of {', '.join(known)}")
-            self.add(src.where(data, key), f"{prefix}{key}", "unknown key", fix)
-
-    def string(self, data: dict[Any, Any], key: str, path: str, src: Located) -> str | None:
-        value = data[key]
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = source_text(value)
-        if not isinstance(value, str) or not value:
-            got = "an empty string" if value == "" else type_name(value)
-            self.add(src.where(data, key), path, f"expected a non-empty string, got {got}",
-                     f'write `{path.rsplit(".", 1)[-1]}: "..."`')
-            return None
-        return self._no_nul(value, src.where(data, key), path)
-
-    def boolean(self, data: dict[Any, Any], key: str, src: Located) -> bool | None:
-        value = data[key]
-        if not isinstance(value, bool):
-            self.add(src.where(data, key), key, f"expected true or false, got {type_name(value)}",
-                     f"write `{key}: true` or `{key}: false`")
-            return None
-        return value
-
-    def string_list(self, data: dict[Any, Any], key: str, src: Located) -> list[str] | None:
-        value = data[key]
-        value = [value] if isinstance(value, str) else value
-        where = src.where(data, key)
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            self.add(where, key, "expected a list of paths", f'write {key}: ["config.yaml"]')
-            return None
-        out = [self._no_nul(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
-        return None if None in out else [v for v in out if v is not None]
-
-    def _no_nul(self, value: str, where: str, path: str) -> str | None:
-        if "\0" in value:
-            self.add(where, path, "contains a NUL byte, which no process argument can carry",
-                     "remove the NUL character")
-            return None
-        return value
-
-    def scalar_text(self, value: object, where: str, path: str) -> str | None:
-        """A string, or a number written as Python prints it; booleans and nulls refused."""
-        if isinstance(value, str):
-            return self._no_nul(value, where, path)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return source_text(value)
-        self.add(where, path, f"expected a string or a number, got {type_name(value)}",
-                 'quote the value, e.g. "yes"')
-        return None
-
-    def duration(self, value: object, where: str, path: str) -> float | None:
-        try:
-            return parse_duration(value)  # type: ignore[arg-type]
-        except (ValueError, TypeError) as exc:
-            self.add(where, path, f"bad duration {value!r} ({exc})",
-                     "write seconds or a number with a unit: 90s, 15m, 2h, 1h30m")
-            return None
-
-    def args(self, data: dict[Any, Any], src: Located) -> tuple[str, ...] | None:
-        value = data["args"]
-        where = src.where(data, "args")
-        if isinstance(value, str):
-            try:
-                return tuple(shlex.split(value))
-            except ValueError as exc:
-                self.add(where, "args", f"cannot split the string: {exc}",
-                         "balance the quotes, or write args as a YAML list")
-                return None
-        if not isinstance(value, list):
-            self.add(where, "args", f"expected a list or a string, got {type_name(value)}",
-                     'write args: ["--epochs", "1"]')
-            return None
-        out = [self.scalar_text(item, where, f"args[{i}]") for i, item in enumerate(value)]
-        return None if None in out else tuple(x for x in out if x is not None)
-
-    def mapping(self, data: dict[Any, Any], key: str, src: Located) -> dict[Any, Any] | None:
-        value = data[key]
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.add(src.where(data, key), key, f"expected a mapping, got {type_name(value)}",
-                     f"write `{key}:` followed by indented `name: value` lines")
-            return None
-        return value
-
-    def param_entries(
-        self, entries: dict[Any, Any], src: Located, out: dict[str, str | bool]
-    ) -> None:
-        for key, value in entries.items():
-            where = src.where(entries, key)
-            path = f"params.{key}"
-            if not isinstance(key, str) or not _PARAM_KEY.fullmatch(key):
-                self.add(where, path, "a parameter name must be letters, digits, '_', '-', '.'",
-                         "rename the parameter, e.g. `lr` or `batch-size`")
-                continue
-            if isinstance(value, bool):
-                out[key] = value
-                continue
-            text = self.scalar_text(value, where, path)
-            if text is not None:
-                out[key] = text
-
-    def env_entries(self, entries: dict[Any, Any], src: Located, out: dict[str, str]) -> None:
-        for key, value in entries.items():
-            where = src.where(entries, key)
-            self._env_one(key, value, where, f"env.{key}", out)
-
-    def _env_one(self, key: object, value: object, where: str, path: str,
-                 out: dict[str, str]) -> None:
-        if not isinstance(key, str) or not _ENV_NAME.fullmatch(key):
-            self.add(where, path, "an environment variable name must be letters, digits and '_', "
-                     "not starting with a digit", "rename it, e.g. OMP_NUM_THREADS")
-            return
-        text = self.scalar_text(value, where, path)
-        if text is not None:
-            out[key] = text
-
-    def pairs(self, raw: tuple[str, ...], flag: str, example: str) -> Iterator[tuple[str, str]]:
-        for item in raw:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                self.add("command line", flag, "a value is not KEY=VALUE (not shown: it may be "
-                         "a secret)",
-                         f"write {flag} KEY=VALUE, e.g. {flag.split('/')[0]} {example}")
-                continue
-            yield key, value
-
-
 def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
     """Read, merge and validate; raises SpecError with every problem found."""
     problems: list[Problem] = []
-    check = _Checker(problems)
+    check = Checker(problems)
     data: dict[str, Any] = {}
     src = Located(None)
     if spec_file is not None:
@@ -333,7 +160,7 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
     submodules = from_file("submodules", lambda: check.boolean(data, "submodules", src))
     token_env = from_file("git_token_env",
                           lambda: check.string(data, "git_token_env", "git_token_env", src))
-    if token_env is not None and not _ENV_NAME.fullmatch(token_env):
+    if token_env is not None and not ENV_NAME.fullmatch(token_env):
         check.add(src.where(data, "git_token_env"), "git_token_env",
                   "must name an environment variable", "write e.g. `git_token_env: GH_TOKEN`")
     files = [(base / os.path.expanduser(f), origins["files"]) for f in
@@ -400,7 +227,7 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
         grace, origins["grace"] = check.duration(flags.grace, "command line",
                                                  "--grace"), "flag --grace"
     for key, value in check.pairs(flags.params, "-P/--param", "lr=0.01"):
-        if not _PARAM_KEY.fullmatch(key):
+        if not PARAM_KEY.fullmatch(key):
             check.add("command line", f"-P {key}", "a parameter name must be letters, digits, "
                       "'_', '-', '.'", "rename the parameter, e.g. -P lr=0.01")
             continue
@@ -458,7 +285,7 @@ def _where(origins: dict[str, str], key: str) -> str:
     return "command line" if where.startswith("flag") else where
 
 
-def _python_section(data: dict[str, Any], src: Located, check: _Checker,
+def _python_section(data: dict[str, Any], src: Located, check: Checker,
                     origins: dict[str, str]) -> dict[str, Any]:
     """The `python:` mapping: interpreter, manager and what goes into the environment."""
     out: dict[str, Any] = {}
@@ -471,7 +298,7 @@ def _python_section(data: dict[str, Any], src: Located, check: _Checker,
             out[key] = check.string(py, key, f"python.{key}", src)
     if "packages" in py:
         origins["python.packages"] = src.where(py, "packages")
-        out["packages"] = check.string_list(py, "packages", src)
+        out["packages"] = check.string_list(py, "packages", src, "python.packages")
     if "system_site_packages" in py:
         out["system_site_packages"] = check.boolean(py, "system_site_packages", src)
     return out
@@ -488,7 +315,7 @@ def _project_location(
     kind: str,
     base: Path,
     origins: dict[str, str],
-    check: _Checker,
+    check: Checker,
 ) -> str | None:
     """An absolute path for a local folder or archive (which must exist), else the URL as is.
 

@@ -14,13 +14,14 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from torchrun_cli.proc import trampoline
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 CHUNK = 1 << 20
@@ -30,18 +31,6 @@ _QUIET_S = 0.2  # once it has: stop when the pipe stays quiet this long
 _DRAIN_S = 2.0  # and stop reading what escaped processes write after this long
 _MAX_WAIT_MS = 3_600_000  # poll() takes an int of milliseconds
 
-# argv: TRAMPOLINE PARENT_PID PROGRAM ARGS... ; PR_SET_PDEATHSIG is 1, SIGKILL is 9.
-_TRAMPOLINE = """\
-import ctypes, os, sys
-ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
-if os.getppid() != int(sys.argv[1]):
-    os._exit(137)
-try:
-    os.execv(sys.argv[2], sys.argv[2:])
-except OSError as e:
-    sys.stderr.write("torchjob: cannot start %s: %s\\n" % (sys.argv[2], e.strerror))
-    os._exit(126 if e.errno in (13, 8) else 127)
-"""
 
 
 @dataclass(frozen=True)
@@ -216,7 +205,7 @@ def _run(
 ) -> Outcome:
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(os.getpid()), *argv],
+        trampoline(argv),
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,

@@ -3,7 +3,6 @@ uv or conda, cached by a key over everything that goes into it."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -125,11 +124,7 @@ def materialize(spec: JobSpec, base: Environment, project_dir: Path, project: st
 
 
 def _recorded_version(folder: Path) -> str | None:
-    try:
-        meta = json.loads((folder / store.READY).read_text())
-    except (OSError, ValueError):
-        return None
-    version = meta.get("python_version")
+    version = cache.marker(folder).get("python_version")
     return version if isinstance(version, str) and version != "?" else None
 
 

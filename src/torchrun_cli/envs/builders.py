@@ -55,7 +55,8 @@ def step(name: str, argv: list[str], log: Path, progress: Progress,
     """Run one build step; a failure becomes a SetupError naming the step and the command."""
     progress(name)
     try:
-        return run_tool(argv, env=env, timeout=BUILD_TIMEOUT_S, log=log, on_line=progress)
+        return run_tool(argv, env=env, timeout=BUILD_TIMEOUT_S, log=log, on_line=progress,
+                        die_with_parent=True)
     except ToolFailed as exc:
         what = "not found" if exc.missing else (
             "timed out" if exc.timed_out else f"failed (exit {exc.returncode})")

@@ -26,6 +26,20 @@ def folder_of(key: str) -> Path:
     return root() / key[:24]
 
 
+def marker(folder: Path) -> dict[str, Any]:
+    """What the ready marker says (an empty dict when there is none or it is unreadable)."""
+    try:
+        meta = json.loads((folder / store.READY).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def env_path(folder: Path) -> Path:
+    """The environment inside a ready folder, as its marker names it."""
+    return folder / str(marker(folder).get("env", ENV))
+
+
 class Lease:
     """A shared lock on an environment, held while a job runs in it."""
 
@@ -73,7 +87,7 @@ def obtain(key: str, meta: dict[str, Any], project: str, rebuild: bool,
         fcntl.flock(fd, fcntl.LOCK_SH)
         if not rebuild and store.is_ready(folder):
             _note_use(folder, project)
-            return Obtained(folder / ENV, True, 0.0, Lease(fd))
+            return Obtained(env_path(folder), True, 0.0, Lease(fd))
         started = time.monotonic()
         waited_from = time.time()
         fcntl.flock(fd, fcntl.LOCK_EX)  # one builder per key
@@ -81,20 +95,23 @@ def obtain(key: str, meta: dict[str, Any], project: str, rebuild: bool,
         if ready and (not rebuild or (folder / store.READY).stat().st_mtime >= waited_from):
             fcntl.flock(fd, fcntl.LOCK_SH)  # another run built it while we waited
             _note_use(folder, project)
-            return Obtained(folder / ENV, True, 0.0, Lease(fd))
+            return Obtained(env_path(folder), True, 0.0, Lease(fd))
         shutil.rmtree(folder, ignore_errors=True)  # half-built or to rebuild: never used
         folder.mkdir(parents=True)
+        # A fresh name per build: a tool left over from a killed build can only ever write
+        # into its own folder, never into the one this build marks ready.
+        name = f"{ENV}-{os.getpid()}-{os.urandom(3).hex()}"
         try:
-            build(folder / ENV)
+            build(folder / name)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         seconds = round(time.monotonic() - started, 3)
-        store.mark_ready(folder, json.dumps({**meta, "created": time.time(),
+        store.mark_ready(folder, json.dumps({**meta, "env": name, "created": time.time(),
                                              "build_seconds": seconds}))
         fcntl.flock(fd, fcntl.LOCK_SH)
         _note_use(folder, project)
-        return Obtained(folder / ENV, False, seconds, Lease(fd))
+        return Obtained(folder / name, False, seconds, Lease(fd))
     except BaseException:
         os.close(fd)
         raise
@@ -120,12 +137,7 @@ def list_envs() -> list[CachedEnv]:
     out = []
     for folder in sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []:
         ready = store.is_ready(folder)
-        meta: dict[str, Any] = {}
-        if ready:
-            try:
-                meta = json.loads((folder / store.READY).read_text())
-            except ValueError:
-                meta = {}
+        meta = marker(folder) if ready else {}
         used = folder / "used"
         projects = folder / "projects"
         out.append(CachedEnv(
