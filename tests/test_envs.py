@@ -283,3 +283,22 @@ def test_ctrl_c_during_a_build_stops_the_tools_and_leaves_no_marker(
     assert ready_envs(iso) == []
     assert not [p for p in envs.glob("*") if p.is_dir()]
     assert newest(iso)["status"] == "cancelled"
+
+
+def test_missing_uv_and_a_broken_interpreter_are_clear_setup_errors(project: Path,
+                                                                     iso: Env) -> None:
+    """uv is installed here, so its absence is staged: PATH without it, and the `uv` module
+    made unimportable inside the torchjob process. The broken interpreter is a real script."""
+    write(project / "main.py", SHOW)
+    code = ("import sys; sys.modules['uv'] = None; sys.argv[0] = 'torchjob'; "
+            "from torchrun_cli.cli import main; main()")
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    res = subprocess.run([sys.executable, "-c", code, "run", "-s", "main.py", "-p",
+                          str(project), "--env-manager", "uv"], capture_output=True, env=env,
+                         check=False)
+    assert res.returncode == 125 and b"uv is not installed" in res.stderr, res.stderr
+    broken = write(iso.tmp / "bin" / "python-broken", "#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "virtualenv",
+                   "--python", str(broken))
+    assert res.returncode == 125 and b"cannot start the interpreter" in res.stderr
