@@ -92,6 +92,15 @@ def run(
     grace: Annotated[str | None, typer.Option(
         "--grace", help="Time between the stop signal and SIGKILL [default: 10s].")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name.")] = None,
+    input_: Annotated[list[str] | None, typer.Option(
+        "--input", help="NAME=PATH input channel, as $TORCHJOB_CHANNEL_NAME (repeatable).")]
+    = None,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", help="Checkpoint to resume from ($TORCHJOB_RESUME_FROM), or `last`.")]
+    = None,
+    compat: Annotated[str | None, typer.Option(
+        "--compat", help="Also export SageMaker (sagemaker) or Tencent TI (ti) variables.")]
+    = None,
     runs_dir: RunsDir = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the resolved plan; run nothing.")] = False,
@@ -107,7 +116,7 @@ def run(
         params=tuple(param or ()), env=tuple(env or ()), args=tuple(ctx.obj.get("trailing", ())),
         ref=ref, files=tuple(file or ()), allow_insecure_source=allow_insecure_source,
         env_manager=env_manager, python_version=python_version, requirements=requirements,
-        pip=tuple(pip or ()))
+        pip=tuple(pip or ()), inputs=tuple(input_ or ()), resume_from=resume, compat=compat)
     job = spec.load(Path(spec_file) if spec_file else None, flags, Path.cwd())
     plan = jobs.make_plan(job, store.runs_dir(runs_dir))
     if dry_run:
@@ -165,6 +174,8 @@ def runs(
         "--status", help="Only runs with this status (succeeded, failed, running, ...).")] = None,
     limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many (0: all).")]
     = 20,
+    columns: Annotated[str | None, typer.Option(
+        "--columns", help="Output parameters to show as columns, e.g. accuracy,loss.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON for machines.")] = False,
     runs_dir: RunsDir = None,
 ) -> None:
@@ -177,7 +188,7 @@ def runs(
         rows = [{**asdict(r), "status": r.shown_status()} for r in found]
         sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
     else:
-        console.runs_table(found)
+        console.runs_table(found, [c for c in (columns or "").split(",") if c])
 
 
 @app.command()

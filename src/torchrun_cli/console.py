@@ -90,6 +90,9 @@ def _outcome(rec: RunRecord) -> str:
 def summary(rec: RunRecord, run_dir: Path) -> None:
     """Status, duration, exit status and the log folder: the line cron mails end with."""
     took = f"{rec.duration_s:.2f}s" if rec.duration_s is not None else "?"
+    if rec.outputs:
+        _emit("torchjob:   outputs     " + " ".join(
+            f"{k}={_cell(v)}" for k, v in rec.outputs.items()), style="dim")
     _emit(f"torchjob: {_outcome(rec)} in {took} (exit {rec.exit_code}); logs: {run_dir}",
           style=f"bold {_STYLE.get(rec.shown_status(), '')}")
 
@@ -220,12 +223,14 @@ def source_line(src: Source) -> None:
         _emit(f"torchjob:   extracted   {src.url}", style="dim")
 
 
-def runs_table(records: Sequence[RunRecord]) -> None:
-    """The `torchjob runs` table on stdout."""
+def runs_table(records: Sequence[RunRecord], columns: Sequence[str] = ()) -> None:
+    """The `torchjob runs` table on stdout; `columns` are output parameters to add."""
     rows = [(r.id, r.name, r.shown_status(), "" if r.exit_code is None else str(r.exit_code),
              r.started_at[:19].replace("T", " "),
-             "" if r.duration_s is None else f"{r.duration_s:.1f}s") for r in records]
-    heads = ("ID", "NAME", "STATUS", "EXIT", "STARTED (UTC)", "DURATION")
+             "" if r.duration_s is None else f"{r.duration_s:.1f}s",
+             *(_cell(r.outputs.get(c)) for c in columns)) for r in records]
+    heads = ("ID", "NAME", "STATUS", "EXIT", "STARTED (UTC)", "DURATION",
+             *(c.upper() for c in columns))
     if _fancy(sys.stdout):
         from rich.console import Console
         from rich.table import Table
@@ -239,6 +244,12 @@ def runs_table(records: Sequence[RunRecord]) -> None:
     for row in (heads, *rows):
         line = "  ".join(x.ljust(w) for x, w in zip(row, widths, strict=False))
         sys.stdout.write(line.rstrip() + "\n")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def show_record(rec: RunRecord, run_dir: Path) -> None:

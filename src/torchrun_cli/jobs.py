@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchrun_cli import envs, record, source, supervise
+from torchrun_cli import conventions, envs, record, source, supervise
 from torchrun_cli.errors import LaunchError, SetupError, UsageError
 from torchrun_cli.gitsource import inside
 from torchrun_cli.masking import mask_argv, mask_mapping
@@ -27,11 +27,12 @@ class Launch:
     cwd: Path
     env_overlay: Mapping[str, str]
 
-    def child_env(self, run_id: str, run_dir: Path) -> dict[str, str]:
-        """The inherited environment, torchjob's and the spec's variables on top, and where the
-        run's folder is (TORCHJOB_RUN_ID, TORCHJOB_RUN_DIR) so a script can write next to logs."""
-        return {**os.environ, **self.env_overlay, "TORCHJOB_RUN_ID": run_id,
-                "TORCHJOB_RUN_DIR": str(run_dir)}
+    def child_env(self, run_id: str, run_dir: Path,
+                  conventions: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The inherited environment, the conventions' variables, the spec's on top, and where
+        the run's folder is (TORCHJOB_RUN_ID, TORCHJOB_RUN_DIR)."""
+        return {**os.environ, **(conventions or {}), **self.env_overlay,
+                "TORCHJOB_RUN_ID": run_id, "TORCHJOB_RUN_DIR": str(run_dir)}
 
     def shown_argv(self) -> list[str]:
         """argv with secret parameter values masked."""
@@ -62,6 +63,7 @@ class Plan:
     environment: envs.Environment
     launch: Launch
     runs_dir: Path
+    resume: str | None = None
 
 
 def make_plan(spec: JobSpec, runs_dir: Path) -> Plan:
@@ -74,7 +76,8 @@ def make_plan(spec: JobSpec, runs_dir: Path) -> Plan:
             if name is not None and not (described.path / name).is_file():
                 raise UsageError(f"{key}: {described.path / name} does not exist",
                                  f"check `{key}` (it is relative to the project)")
-    return Plan(spec, described, env, make_launch(spec, env, described), runs_dir)
+    resume = conventions.resume_checkpoint(spec, runs_dir)
+    return Plan(spec, described, env, make_launch(spec, env, described), runs_dir, resume)
 
 
 def project_id(spec: JobSpec) -> str:
@@ -157,6 +160,9 @@ def execute(
         spec=spec.masked(),
         pid_start=record.process_start_ticks(os.getpid()),
     )
+    model_dir, output_dir = conventions.folders(spec, run_dir)
+    rec = rec.finish(model_dir=str(model_dir), output_dir=str(output_dir),
+                     resume_from=plan.resume)
     stdout_log, stderr_log = run_dir / record.STDOUT_LOG, run_dir / record.STDERR_LOG
     stdout_log.touch()  # `torchjob logs -f` works from the first moment
     stderr_log.touch()
@@ -179,11 +185,16 @@ def execute(
             end = {"status": "failed", "exit_code": problem.exit_code, "phase": "launch",
                    "error": problem.message}
         else:
+            model_dir.mkdir(parents=True, exist_ok=True)
+            output_dir.mkdir(parents=True, exist_ok=True)
+            extra = conventions.job_env(spec, model_dir, output_dir, plan.resume,
+                                        conventions.gpu_count())
             outcome = supervise.supervise(
-                launch.argv, cwd=launch.cwd, env=launch.child_env(run_id, run_dir),
+                launch.argv, cwd=launch.cwd, env=launch.child_env(run_id, run_dir, extra),
                 stdout_log=stdout_log, stderr_log=stderr_log, echo=echo, timeout=spec.timeout,
                 grace=spec.grace, on_stop=on_stop)
             end = _conclude(outcome, spec)
+            end["outputs"] = conventions.read_outputs(output_dir)
             if outcome.log_error:
                 end["error"] = outcome.log_error
     except SetupError as exc:

@@ -63,6 +63,10 @@ class RunRecord:
     host: str = field(default_factory=lambda: os.uname().nodename)
     pid: int = field(default_factory=os.getpid)
     pid_start: int | None = None
+    model_dir: str | None = None
+    output_dir: str | None = None
+    resume_from: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
 
     def finish(self, **changes: Any) -> RunRecord:
         """A copy with the end fields set."""

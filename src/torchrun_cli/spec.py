@@ -19,7 +19,11 @@ from torchrun_cli.speccheck import ENV_NAME, PARAM_KEY, Checker
 from torchrun_cli.yamlfile import Located, read_yaml
 
 TOP_KEYS = ("name", "project", "ref", "script", "args", "params", "python", "env", "timeout",
-            "grace", "files", "allow_insecure_source", "git_token_env", "submodules")
+            "grace", "files", "allow_insecure_source", "git_token_env", "submodules", "inputs",
+            "outputs", "resume_from", "compat")
+OUTPUT_KEYS = ("model_dir", "output_dir")
+COMPAT = ("sagemaker", "ti")
+_CHANNEL = re.compile(r"[A-Za-z0-9_]+")
 PYTHON_KEYS = ("interpreter", "manager", "version", "requirements", "packages", "conda_file",
                "system_site_packages")
 MANAGERS = ("none", "virtualenv", "uv", "conda")
@@ -54,6 +58,9 @@ class Overrides:
     ref: str | None = None
     files: tuple[str, ...] = ()
     allow_insecure_source: bool = False
+    inputs: tuple[str, ...] = ()
+    resume_from: str | None = None
+    compat: str | None = None
     env_manager: str | None = None
     python_version: str | None = None
     requirements: str | None = None
@@ -81,6 +88,10 @@ class JobSpec:
     origins: Mapping[str, str] = field(default_factory=dict)
     ref: str | None = None
     files: tuple[Path, ...] = ()
+    inputs: Mapping[str, Path] = field(default_factory=dict)
+    outputs: Mapping[str, Path] = field(default_factory=dict)
+    resume_from: str | None = None
+    compat: str | None = None
     allow_insecure_source: bool = False
     git_token_env: str | None = None
     submodules: bool = False
@@ -119,6 +130,10 @@ class JobSpec:
             "grace": self.grace,
             "spec_file": str(self.spec_file) if self.spec_file else None,
             "files": [str(f) for f in self.files],
+            "inputs": {k: str(v) for k, v in self.inputs.items()},
+            "outputs": {k: str(v) for k, v in self.outputs.items()},
+            "resume_from": self.resume_from,
+            "compat": self.compat,
             "allow_insecure_source": self.allow_insecure_source,
             "git_token_env": self.git_token_env,
             "submodules": self.submodules,
@@ -196,6 +211,32 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
     if flags.files:
         files = [(cwd / os.path.expanduser(f), "command line") for f in flags.files]
         origins["files"] = "flag --file"
+    inputs, outputs = _channels_and_outputs(data, src, check, base, origins)
+    for key, value in check.pairs(flags.inputs, "--input", "train=./data"):
+        inputs[key] = (cwd / os.path.expanduser(value), "command line")
+    for name, (path, where) in inputs.items():
+        if not _CHANNEL.fullmatch(name):
+            check.add(where, f"inputs.{name}", "a channel name is letters, digits and '_'",
+                      "rename it, e.g. train")
+        elif not path.exists():
+            check.add(where, f"inputs.{name}", f"{path} does not exist",
+                      "give an existing file or folder")
+    resume = from_file("resume_from",
+                       lambda: check.string(data, "resume_from", "resume_from", src))
+    compat = from_file("compat", lambda: check.string(data, "compat", "compat", src))
+    if flags.resume_from is not None:
+        resume, origins["resume_from"] = flags.resume_from, "flag --resume"
+    if flags.compat is not None:
+        compat, origins["compat"] = flags.compat, "flag --compat"
+    if compat is not None and compat not in COMPAT:
+        check.add(_where(origins, "compat"), "compat", f"unknown compat {compat!r}",
+                  f"use one of {', '.join(COMPAT)}")
+    if resume is not None and resume != "last":
+        base_dir = cwd if origins["resume_from"].startswith("flag") else base
+        resume = str((base_dir / os.path.expanduser(resume)).absolute())
+        if not Path(resume).exists():
+            check.add(_where(origins, "resume_from"), "resume_from",
+                      f"checkpoint {resume} does not exist", "give a checkpoint path, or last")
     for path, where in files:
         if not path.exists():
             check.add(where, "--file" if where == "command line" else "files",
@@ -274,6 +315,10 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
         origins=origins,
         ref=ref,
         files=tuple(path.absolute() for path, _ in files),
+        inputs={k: p.absolute() for k, (p, _) in inputs.items()},
+        outputs=outputs,
+        resume_from=resume,
+        compat=compat,
         allow_insecure_source=bool(insecure),
         git_token_env=token_env,
         submodules=bool(submodules),
@@ -283,6 +328,28 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
 def _where(origins: dict[str, str], key: str) -> str:
     where = origins.get(key, "command line")
     return "command line" if where.startswith("flag") else where
+
+
+def _channels_and_outputs(
+    data: dict[str, Any], src: Located, check: Checker, base: Path, origins: dict[str, str]
+) -> tuple[dict[str, tuple[Path, str]], dict[str, Path]]:
+    """`inputs:` (channel name -> path) and `outputs:` (model_dir, output_dir), from the file."""
+    inputs: dict[str, tuple[Path, str]] = {}
+    outputs: dict[str, Path] = {}
+    if "inputs" in data and (entries := check.mapping(data, "inputs", src)) is not None:
+        origins["inputs"] = src.where(data, "inputs")
+        for name, value in entries.items():
+            text = check.scalar_text(value, src.where(entries, name), f"inputs.{name}")
+            if text is not None:
+                inputs[str(name)] = (base / os.path.expanduser(text), src.where(entries, name))
+    if "outputs" in data and (entries := check.mapping(data, "outputs", src)) is not None:
+        check.unknown_keys(entries, OUTPUT_KEYS, "outputs.", src)
+        for key in OUTPUT_KEYS:
+            if key in entries:
+                text = check.string(entries, key, f"outputs.{key}", src)
+                if text is not None:
+                    outputs[key] = (base / os.path.expanduser(text)).absolute()
+    return inputs, outputs
 
 
 def _python_section(data: dict[str, Any], src: Located, check: Checker,

@@ -1,0 +1,112 @@
+"""What an ML script sees besides its argv: hyperparameters as JSON, input channels, model and
+output folders, the GPU count, a checkpoint to resume from, and the SageMaker or Tencent TI
+names for the same things, so scripts written for those platforms run unchanged. After the run,
+output parameters are read back for run.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from torchrun_cli import record
+from torchrun_cli.errors import UsageError
+from torchrun_cli.spec import JobSpec
+
+MODEL, OUTPUT = "model", "output"
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+
+
+def folders(spec: JobSpec, run_dir: Path) -> tuple[Path, Path]:
+    """(model folder, output folder): inside the run folder unless the spec places them."""
+    return (spec.outputs.get("model_dir", run_dir / MODEL),
+            spec.outputs.get("output_dir", run_dir / OUTPUT))
+
+
+def gpu_count() -> int:
+    """GPUs visible to the job, without importing torch: CUDA_VISIBLE_DEVICES, else nvidia-smi."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [x for x in visible.split(",") if x.strip()]
+        return 0 if not ids or ids[0].strip() == "-1" else len(ids)
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10,
+                             check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def resume_checkpoint(spec: JobSpec, runs_dir: Path, current: str | None = None) -> str | None:
+    """TORCHJOB_RESUME_FROM: the path given, or for `last` the newest checkpoint in the model
+    folder of the most recent run with the same name (an error when there is none)."""
+    if spec.resume_from != "last":
+        return spec.resume_from
+    for rec in record.list_records(runs_dir):
+        if rec.name != spec.name or rec.id == current or not rec.model_dir:
+            continue
+        found = [p for p in Path(rec.model_dir).glob("**/*")
+                 if p.is_file() and p.suffix in _CHECKPOINT_SUFFIXES]
+        if found:
+            return str(max(found, key=lambda p: p.stat().st_mtime))
+    raise UsageError(f"resume_from: last: no earlier run named {spec.name!r} left a checkpoint "
+                     f"in its model folder (under {runs_dir})",
+                     "run once with the model saved, or give a checkpoint path")
+
+
+def job_env(spec: JobSpec, model_dir: Path, output_dir: Path, resume: str | None,
+            gpus: int) -> dict[str, str]:
+    """The variables torchjob adds for the conventions (and the compat names when asked)."""
+    params = {k: v for k, v in spec.params.items() if v is not False}
+    env = {"TORCHJOB_PARAMS": json.dumps(params, ensure_ascii=False),
+           "TORCHJOB_MODEL_DIR": str(model_dir), "TORCHJOB_OUTPUT_DIR": str(output_dir),
+           "TORCHJOB_NUM_GPUS": str(gpus)}
+    for name, path in spec.inputs.items():
+        env[f"TORCHJOB_CHANNEL_{name.upper()}"] = str(path)
+    if resume:
+        env["TORCHJOB_RESUME_FROM"] = resume
+    if spec.compat == "sagemaker":
+        env.update({"SM_MODEL_DIR": str(model_dir), "SM_OUTPUT_DATA_DIR": str(output_dir),
+                    "SM_CHANNELS": json.dumps(sorted(spec.inputs)),
+                    "SM_HPS": json.dumps(params, ensure_ascii=False),
+                    "SM_NUM_GPUS": str(gpus)})
+        env.update({f"SM_CHANNEL_{n.upper()}": str(p) for n, p in spec.inputs.items()})
+        env.update({f"SM_HP_{k.upper().replace('-', '_')}": str(v)
+                    for k, v in params.items()})
+    elif spec.compat == "ti":
+        env.update({"TM_MODEL_DIR": str(model_dir), "TM_OUTPUT_DATA_DIR": str(output_dir),
+                    "TM_NUM_GPUS": str(gpus)})
+        env.update({f"TM_CHANNEL_{n.upper()}": str(p) for n, p in spec.inputs.items()})
+    return env
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def read_outputs(output_dir: Path) -> dict[str, Any]:
+    """Output parameters: `output_parameters/NAME` files and `metrics.json`, as PAI has them."""
+    out: dict[str, Any] = {}
+    metrics = output_dir / "metrics.json"
+    try:
+        data = json.loads(metrics.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            out.update({str(k): v for k, v in data.items()
+                        if isinstance(v, (str, int, float, bool)) or v is None})
+    except (OSError, ValueError):
+        pass
+    params = output_dir / "output_parameters"
+    if params.is_dir():
+        for path in sorted(params.iterdir()):
+            if path.is_file() and path.stat().st_size <= 65536:
+                out[path.name] = _value(path.read_text(encoding="utf-8", errors="replace").strip())
+    return out
