@@ -16,7 +16,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     assert block is not None
     install_and_run, test_command = block.group(1).strip().splitlines()[:2]
-    assert "torchjob run examples/hello/job.yaml" in install_and_run
+    assert "torchjob run examples/mnist/job.yaml" in install_and_run
     assert "pytest" in test_command
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_command in ci_lines

@@ -98,6 +98,15 @@ def run(
     resume: Annotated[str | None, typer.Option(
         "--resume", help="Checkpoint to resume from ($TORCHJOB_RESUME_FROM), or `last`.")]
     = None,
+    nproc_per_node: Annotated[str | None, typer.Option(
+        "--nproc-per-node", help="Start a torchrun gang: processes per node (N or auto).")]
+    = None,
+    nnodes: Annotated[str | None, typer.Option(
+        "--nnodes", help="torchrun nodes: N or MIN:MAX.")] = None,
+    rdzv_endpoint: Annotated[str | None, typer.Option(
+        "--rdzv-endpoint", help="torchrun rendezvous host:port (multi-node).")] = None,
+    gpus: Annotated[str | None, typer.Option(
+        "--gpus", help="GPU ids for the job, e.g. 0,1 (CUDA_VISIBLE_DEVICES).")] = None,
     compat: Annotated[str | None, typer.Option(
         "--compat", help="Also export SageMaker (sagemaker) or Tencent TI (ti) variables.")]
     = None,
@@ -116,7 +125,8 @@ def run(
         params=tuple(param or ()), env=tuple(env or ()), args=tuple(ctx.obj.get("trailing", ())),
         ref=ref, files=tuple(file or ()), allow_insecure_source=allow_insecure_source,
         env_manager=env_manager, python_version=python_version, requirements=requirements,
-        pip=tuple(pip or ()), inputs=tuple(input_ or ()), resume_from=resume, compat=compat)
+        pip=tuple(pip or ()), inputs=tuple(input_ or ()), resume_from=resume, compat=compat,
+        nproc_per_node=nproc_per_node, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, gpus=gpus)
     job = spec.load(Path(spec_file) if spec_file else None, flags, Path.cwd())
     plan = jobs.make_plan(job, store.runs_dir(runs_dir))
     if dry_run:

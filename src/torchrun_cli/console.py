@@ -82,7 +82,8 @@ def _outcome(rec: RunRecord) -> str:
     status = rec.shown_status()
     if status == "failed" and rec.signal:
         return f"failed: killed by {rec.signal}"
-    if status in ("cancelled", "timeout", "setup_error") or (status == "failed" and rec.phase):
+    if status in ("cancelled", "timeout", "setup_error") or ((
+            status == "failed" and (rec.phase or rec.distributed)) and rec.error):
         return f"{status}: {rec.error}"
     return status
 

@@ -26,9 +26,10 @@ def folders(spec: JobSpec, run_dir: Path) -> tuple[Path, Path]:
             spec.outputs.get("output_dir", run_dir / OUTPUT))
 
 
-def gpu_count() -> int:
-    """GPUs visible to the job, without importing torch: CUDA_VISIBLE_DEVICES, else nvidia-smi."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+def gpu_count(gpus: str | None = None) -> int:
+    """GPUs visible to the job, without importing torch: the spec's `gpus`, else
+    CUDA_VISIBLE_DEVICES, else nvidia-smi."""
+    visible = gpus if gpus is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         ids = [x for x in visible.split(",") if x.strip()]
         return 0 if not ids or ids[0].strip() == "-1" else len(ids)

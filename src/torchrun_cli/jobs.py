@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchrun_cli import conventions, envs, record, source, supervise
+from torchrun_cli import conventions, distributed, envs, record, source, supervise
 from torchrun_cli.errors import LaunchError, SetupError, UsageError
 from torchrun_cli.gitsource import inside
 from torchrun_cli.masking import mask_argv, mask_mapping
@@ -43,13 +43,23 @@ class Launch:
         return {k: str(v) for k, v in mask_mapping(self.env_overlay).items()}
 
 
-def make_launch(spec: JobSpec, env: envs.Environment, src: source.Source) -> Launch:
-    """argv and environment for the job, once the source folder is known."""
+def make_launch(spec: JobSpec, env: envs.Environment, src: source.Source,
+                run_dir: Path) -> Launch:
+    """argv and environment for the job, once the source folder is known: the script itself,
+    or torchrun starting a gang of it."""
     script_path = src.path / spec.script
     overlay = {"PYTHONUNBUFFERED": "1", **spec.env}
     inherited = overlay.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     overlay["PYTHONPATH"] = os.pathsep.join(p for p in (str(src.path), inherited) if p)
-    argv = [env.interpreter, str(script_path), *spec.script_argv()]
+    launcher: list[str] = []
+    if spec.distributed is not None:
+        ranks = run_dir / distributed.RANKS
+        launcher = distributed.torchrun_args(spec.distributed,
+                                             conventions.gpu_count(spec.gpus), ranks)
+        overlay["TORCHELASTIC_ERROR_FILE"] = str(ranks / "error.json")
+    if spec.gpus is not None:
+        overlay["CUDA_VISIBLE_DEVICES"] = spec.gpus
+    argv = [env.interpreter, *launcher, str(script_path), *spec.script_argv()]
     return Launch(script_path, argv, src.path, overlay)
 
 
@@ -77,7 +87,8 @@ def make_plan(spec: JobSpec, runs_dir: Path) -> Plan:
                 raise UsageError(f"{key}: {described.path / name} does not exist",
                                  f"check `{key}` (it is relative to the project)")
     resume = conventions.resume_checkpoint(spec, runs_dir)
-    return Plan(spec, described, env, make_launch(spec, env, described), runs_dir, resume)
+    launch = make_launch(spec, env, described, runs_dir / "<run-id>")
+    return Plan(spec, described, env, launch, runs_dir, resume)
 
 
 def project_id(spec: JobSpec) -> str:
@@ -178,23 +189,31 @@ def execute(
         env, lease = envs.materialize(spec, plan.environment, src.path, project_id(spec),
                                       run_dir / SETUP_LOG, rebuild, on_progress)
         rec = rec.finish(environment=env.record(), interpreter=env.interpreter)
-        launch = make_launch(spec, env, src)
+        launch = make_launch(spec, env, src, run_dir)
         rec = rec.finish(argv=launch.shown_argv(), cwd=str(launch.cwd))
         problem = launch_problem(launch, env.interpreter)
         if problem is not None:
             end = {"status": "failed", "exit_code": problem.exit_code, "phase": "launch",
                    "error": problem.message}
         else:
+            if spec.distributed is not None:
+                distributed.check_torch(env.interpreter, run_dir / SETUP_LOG)
             model_dir.mkdir(parents=True, exist_ok=True)
             output_dir.mkdir(parents=True, exist_ok=True)
-            extra = conventions.job_env(spec, model_dir, output_dir, plan.resume,
-                                        conventions.gpu_count())
+            gpus = conventions.gpu_count(spec.gpus)
+            extra = conventions.job_env(spec, model_dir, output_dir, plan.resume, gpus)
             outcome = supervise.supervise(
                 launch.argv, cwd=launch.cwd, env=launch.child_env(run_id, run_dir, extra),
                 stdout_log=stdout_log, stderr_log=stderr_log, echo=echo, timeout=spec.timeout,
                 grace=spec.grace, on_stop=on_stop)
             end = _conclude(outcome, spec)
             end["outputs"] = conventions.read_outputs(output_dir)
+            if spec.distributed is not None:
+                gang = distributed.summarize(run_dir / distributed.RANKS, stderr_log,
+                                             spec.distributed, gpus)
+                end["distributed"] = gang
+                if gang["root_cause"] and end["status"] == "failed":
+                    end["error"] = gang["root_cause"]
             if outcome.log_error:
                 end["error"] = outcome.log_error
     except SetupError as exc:

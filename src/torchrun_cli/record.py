@@ -67,6 +67,7 @@ class RunRecord:
     output_dir: str | None = None
     resume_from: str | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
+    distributed: dict[str, Any] | None = None
 
     def finish(self, **changes: Any) -> RunRecord:
         """A copy with the end fields set."""

@@ -20,14 +20,17 @@ from torchrun_cli.yamlfile import Located, read_yaml
 
 TOP_KEYS = ("name", "project", "ref", "script", "args", "params", "python", "env", "timeout",
             "grace", "files", "allow_insecure_source", "git_token_env", "submodules", "inputs",
-            "outputs", "resume_from", "compat")
+            "outputs", "resume_from", "compat", "distributed", "gpus")
 OUTPUT_KEYS = ("model_dir", "output_dir")
+DIST_KEYS = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "rdzv_id",
+             "max_restarts", "monitor_interval")
 COMPAT = ("sagemaker", "ti")
 _CHANNEL = re.compile(r"[A-Za-z0-9_]+")
 PYTHON_KEYS = ("interpreter", "manager", "version", "requirements", "packages", "conda_file",
                "system_site_packages")
 MANAGERS = ("none", "virtualenv", "uv", "conda")
 DEFAULT_GRACE_S = 10.0
+DISTRIBUTED_GRACE_S = 45.0  # torchrun gives its workers 30 s after SIGTERM
 
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*(://|::)|^[^/\s]+@[^/\s]+:|^-", re.IGNORECASE)
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
@@ -61,6 +64,10 @@ class Overrides:
     inputs: tuple[str, ...] = ()
     resume_from: str | None = None
     compat: str | None = None
+    nproc_per_node: str | None = None
+    nnodes: str | None = None
+    rdzv_endpoint: str | None = None
+    gpus: str | None = None
     env_manager: str | None = None
     python_version: str | None = None
     requirements: str | None = None
@@ -92,6 +99,8 @@ class JobSpec:
     outputs: Mapping[str, Path] = field(default_factory=dict)
     resume_from: str | None = None
     compat: str | None = None
+    distributed: Mapping[str, Any] | None = None
+    gpus: str | None = None
     allow_insecure_source: bool = False
     git_token_env: str | None = None
     submodules: bool = False
@@ -134,6 +143,8 @@ class JobSpec:
             "outputs": {k: str(v) for k, v in self.outputs.items()},
             "resume_from": self.resume_from,
             "compat": self.compat,
+            "distributed": dict(self.distributed) if self.distributed is not None else None,
+            "gpus": self.gpus,
             "allow_insecure_source": self.allow_insecure_source,
             "git_token_env": self.git_token_env,
             "submodules": self.submodules,
@@ -237,6 +248,7 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
         if not Path(resume).exists():
             check.add(_where(origins, "resume_from"), "resume_from",
                       f"checkpoint {resume} does not exist", "give a checkpoint path, or last")
+    dist, gpus = _distributed_section(data, src, check, origins, flags)
     for path, where in files:
         if not path.exists():
             check.add(where, "--file" if where == "command line" else "files",
@@ -310,7 +322,7 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
         system_site_packages=bool(py_values.get("system_site_packages")),
         env=env,
         timeout=timeout,
-        grace=grace if grace is not None else DEFAULT_GRACE_S,
+        grace=grace if grace is not None else (DISTRIBUTED_GRACE_S if dist else DEFAULT_GRACE_S),
         spec_file=spec_file,
         origins=origins,
         ref=ref,
@@ -319,6 +331,8 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
         outputs=outputs,
         resume_from=resume,
         compat=compat,
+        distributed=dist,
+        gpus=gpus,
         allow_insecure_source=bool(insecure),
         git_token_env=token_env,
         submodules=bool(submodules),
@@ -350,6 +364,44 @@ def _channels_and_outputs(
                 if text is not None:
                     outputs[key] = (base / os.path.expanduser(text)).absolute()
     return inputs, outputs
+
+
+def _distributed_section(data: dict[str, Any], src: Located, check: Checker,
+                         origins: dict[str, str], flags: Overrides
+                         ) -> tuple[dict[str, Any] | None, str | None]:
+    """`distributed:` (torchrun's settings) and `gpus:`, with their flags on top."""
+    dist: dict[str, Any] | None = None
+    if "distributed" in data and (entries := check.mapping(data, "distributed", src)) is not None:
+        check.unknown_keys(entries, DIST_KEYS, "distributed.", src)
+        dist = {}
+        for key in DIST_KEYS:
+            if key in entries:
+                text = check.scalar_text(entries[key], src.where(entries, key),
+                                         f"distributed.{key}")
+                if text is not None:
+                    dist[key] = text
+    for key, value in (("nproc_per_node", flags.nproc_per_node), ("nnodes", flags.nnodes),
+                       ("rdzv_endpoint", flags.rdzv_endpoint)):
+        if value is not None:
+            dist = {**(dist or {}), key: value}
+            origins[f"distributed.{key}"] = f"flag --{key.replace('_', '-')}"
+    for key, pattern in (("nproc_per_node", r"auto|[1-9]\d*"), ("nnodes", r"\d+(:\d+)?"),
+                         ("node_rank", r"\d+"), ("max_restarts", r"\d+"),
+                         ("monitor_interval", r"\d+(\.\d+)?")):
+        if dist and key in dist and not re.fullmatch(pattern, str(dist[key])):
+            check.add(_where(origins, f"distributed.{key}") if f"distributed.{key}" in origins
+                      else (src.where(data, "distributed") if "distributed" in data
+                            else "command line"), f"distributed.{key}",
+                      f"bad value {dist[key]!r}", "see `torchjob run --help` for the forms")
+    gpus = data.get("gpus") if isinstance(data.get("gpus"), str) else None
+    if "gpus" in data and gpus is None:
+        gpus = check.scalar_text(data["gpus"], src.where(data, "gpus"), "gpus")
+    if flags.gpus is not None:
+        gpus = flags.gpus
+    if gpus is not None and not re.fullmatch(r"\d+(,\d+)*", gpus):
+        check.add(src.where(data, "gpus") if flags.gpus is None else "command line", "gpus",
+                  f"bad GPU list {gpus!r}", 'write GPU ids like "0,1"')
+    return dist, gpus
 
 
 def _python_section(data: dict[str, Any], src: Located, check: Checker,

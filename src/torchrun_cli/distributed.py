@@ -1,0 +1,94 @@
+"""Gangs of processes through torchrun (torch.distributed.run), not a launcher of our own:
+the argv for it, a check that torch is there, and the record of how the gang ended, read from
+torchrun's per-rank logs and its failure report."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torchrun_cli.errors import SetupError
+from torchrun_cli.proc import ToolFailed, run_tool
+
+GRACE_S = 45.0  # torchrun gives its workers 30 s after SIGTERM; we wait longer before SIGKILL
+RANKS = "ranks"
+_ROOT_RANK = re.compile(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
+_EXCEPTION = re.compile(
+    r"^(?:\[\w+\]:\s*)?([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*)$", re.M)
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+def nproc(value: Any, gpus: int) -> int:
+    """`auto`: one process per visible GPU, or 1 without one."""
+    return max(gpus, 1) if value in (None, "auto") else int(value)
+
+
+def torchrun_args(dist: Mapping[str, Any], gpus: int, log_dir: Path) -> list[str]:
+    """torchrun's own options: --standalone for one node, c10d rendezvous for more."""
+    args = ["-m", "torch.distributed.run", "--nproc-per-node",
+            str(nproc(dist.get("nproc_per_node"), gpus))]
+    nnodes = str(dist.get("nnodes", 1))
+    if nnodes == "1" and not dist.get("rdzv_endpoint"):
+        args += ["--standalone", "--nnodes", "1"]
+    else:
+        args += ["--nnodes", nnodes, "--rdzv-backend", "c10d",
+                 "--rdzv-endpoint", str(dist.get("rdzv_endpoint", "127.0.0.1:29400")),
+                 "--rdzv-id", str(dist.get("rdzv_id", "torchjob"))]
+        if "node_rank" in dist:
+            args += ["--node-rank", str(dist["node_rank"])]
+    for key in ("max_restarts", "monitor_interval"):
+        if key in dist:
+            args += [f"--{key.replace('_', '-')}", str(dist[key])]
+    return [*args, "--log-dir", str(log_dir), "--redirects", "3", "--tee", "3"]
+
+
+def check_torch(interpreter: str, log: Path) -> None:
+    """Before launch: torch must import in the job's environment (exit 125 otherwise)."""
+    try:
+        run_tool([interpreter, "-I", "-c", "import importlib.util, sys; "
+                  "sys.exit(importlib.util.find_spec('torch') is None)"], timeout=60, log=log)
+    except ToolFailed:
+        raise SetupError(f"torch is not importable by {interpreter}, so torchrun cannot start",
+                         "add torch to the environment: `--pip torch==2.13.0` or requirements.txt"
+                         " (pin a version)", phase="launch") from None
+
+
+def summarize(log_dir: Path, stderr_log: Path, dist: Mapping[str, Any],
+              gpus: int) -> dict[str, Any]:
+    """World size, nodes, per-rank exit codes, restarts and the root cause of a failure."""
+    per_node = nproc(dist.get("nproc_per_node"), gpus)
+    nnodes = str(dist.get("nnodes", 1))
+    attempts = sorted(log_dir.glob("*/attempt_*"))
+    out: dict[str, Any] = {
+        "world_size": per_node * int(nnodes.split(":")[-1]), "nnodes": nnodes,
+        "nproc_per_node": per_node, "restarts": max(len(attempts) - 1, 0), "ranks": {},
+        "root_cause": None}
+    report = stderr_log.read_text(encoding="utf-8", errors="replace")[-200_000:]
+    if "Root Cause" in report:
+        cause = report.split("Root Cause", 1)[1]
+        if m := _ROOT_RANK.search(cause):
+            rank = int(m.group(1))
+            out["ranks"][str(rank)] = int(m.group(2))
+            out["root_cause"] = f"rank {rank} failed" + _exception(attempts, rank)
+        for m in _ROOT_RANK.finditer(report.split("Root Cause", 1)[0].split("Failures:")[-1]):
+            out["ranks"].setdefault(m.group(1), int(m.group(2)))
+    return out
+
+
+def _exception(attempts: list[Path], rank: int) -> str:
+    """`: ZeroDivisionError at train.py:42` from the rank's own stderr log, when it has one."""
+    if not attempts:
+        return ""
+    log = attempts[-1] / str(rank) / "stderr.log"
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")[-100_000:]
+    except OSError:
+        return ""
+    errors = _EXCEPTION.findall(text)
+    frames = _FRAME.findall(text)
+    if not errors:
+        return ""
+    where = f" at {Path(frames[-1][0]).name}:{frames[-1][1]}" if frames else ""
+    return f": {errors[-1].split(':', 1)[0]}{where}"

@@ -1,0 +1,107 @@
+"""torchrun gangs through torchjob: real torch.distributed.run, 2 processes, gloo on CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TORCHJOB, Env, torchjob, write
+from tests.test_signals import alive, gone_within
+
+DDP = '''
+import os, sys, time, torch, torch.distributed as dist
+dist.init_process_group("gloo")
+t = torch.ones(1) * (dist.get_rank() + 1)
+dist.all_reduce(t)
+print(f"rank {dist.get_rank()} world {dist.get_world_size()} sum {t.item()} pid {os.getpid()}",
+      flush=True)
+if "fail" in sys.argv and dist.get_rank() == 1:
+    1 / 0
+if "wait" in sys.argv:
+    time.sleep(600)
+dist.destroy_process_group()
+'''
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                reason="torch is not installed in the test environment")
+
+
+def test_two_process_gang_all_reduces(project: Path, iso: Env) -> None:
+    write(project / "ddp.py", DDP)
+    res = torchjob("run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    run_dir, rec = iso.only_run()
+    log = (run_dir / "stdout.log").read_text()
+    assert "[default0]:rank 0 world 2 sum 3.0" in log and "[default1]:rank 1 world 2" in log
+    assert rec["distributed"]["world_size"] == 2 and rec["distributed"]["restarts"] == 0
+    assert rec["argv"][1:5] == ["-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    assert "--standalone" in rec["argv"]
+    assert len(list((run_dir / "ranks").glob("*/attempt_0/*/stdout.log"))) == 2
+    assert rec["spec"]["grace"] == 45.0
+
+
+def test_failing_rank_is_named_with_its_exception(project: Path, iso: Env) -> None:
+    write(project / "ddp.py", DDP)
+    res = torchjob("run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "2", "--",
+                   "fail")
+    assert res.returncode == 1
+    _, rec = iso.only_run()
+    line = next(i for i, s in enumerate(DDP.splitlines(), 1) if "1 / 0" in s)
+    assert rec["error"] == f"rank 1 failed: ZeroDivisionError at ddp.py:{line}"
+    assert rec["distributed"]["ranks"]["1"] != 0  # 1, or -6 when gloo aborts on the way out
+    assert rec["error"].encode() in res.stderr
+
+
+def test_sigterm_leaves_no_worker(project: Path, iso: Env) -> None:
+    write(project / "ddp.py", DDP)
+    proc = subprocess.Popen([*TORCHJOB, "run", "-s", "ddp.py", "-p", str(project),
+                             "--nproc-per-node", "2", "--", "wait"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    pids: list[int] = []
+    while len(pids) < 2:
+        line = proc.stdout.readline()
+        assert line, "torchrun ended early"
+        if b" pid " in line:
+            pids.append(int(line.split()[-1]))
+    assert all(alive(p) for p in pids)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    assert gone_within(pids, 1.0)
+    _, rec = iso.only_run()
+    assert rec["status"] == "cancelled"
+
+
+def test_torch_missing_in_the_environment_is_125(project: Path, iso: Env) -> None:
+    bare = shutil.which("python3.11", path="/usr/bin")
+    if bare is None or subprocess.run([bare, "-c", "import torch"],
+                                      capture_output=True).returncode == 0:
+        pytest.skip("no interpreter without torch here")
+    write(project / "ddp.py", DDP)
+    res = torchjob("run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "2",
+                   "--python", bare)
+    assert res.returncode == 125 and b"torch is not importable" in res.stderr
+    _, rec = iso.only_run()
+    assert (rec["status"], rec["phase"]) == ("setup_error", "launch")
+
+
+def test_distributed_spec_and_bad_values(project: Path, iso: Env) -> None:
+    write(project / "ddp.py", DDP)
+    spec = write(project / "job.yaml", "script: ddp.py\ndistributed:\n  nproc_per_node: 2\n"
+                 "  max_restarts: 1\ngpus: \"\"\n")
+    res = torchjob("run", str(spec), "--dry-run")
+    assert res.returncode == 2 and b"gpus" in res.stderr
+    spec.write_text("script: ddp.py\ndistributed:\n  nproc_per_node: 2\n  max_restarts: 1\n")
+    out = torchjob("run", str(spec), "--dry-run").stdout.decode()
+    assert "torch.distributed.run --nproc-per-node 2 --standalone" in out
+    assert "--max-restarts 1" in out
+    for flags in (["--nproc-per-node", "0"], ["--nnodes", "x"]):
+        res = torchjob("run", str(spec), *flags)
+        assert res.returncode == 2, res.stderr
+    assert json.loads(torchjob("runs", "--json").stdout) == []
