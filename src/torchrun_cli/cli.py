@@ -107,6 +107,13 @@ def run(
         "--rdzv-endpoint", help="torchrun rendezvous host:port (multi-node).")] = None,
     gpus: Annotated[str | None, typer.Option(
         "--gpus", help="GPU ids for the job, e.g. 0,1 (CUDA_VISIBLE_DEVICES).")] = None,
+    backend: Annotated[str | None, typer.Option(
+        "--backend", help="slurm: submit with sbatch (default: run here).")] = None,
+    partition: Annotated[str | None, typer.Option("--partition", help="Slurm partition.")]
+    = None,
+    nodes: Annotated[str | None, typer.Option("--nodes", help="Slurm nodes.")] = None,
+    detach: Annotated[bool, typer.Option(
+        "--detach", help="Slurm: print the job id and return at once.")] = False,
     compat: Annotated[str | None, typer.Option(
         "--compat", help="Also export SageMaker (sagemaker) or Tencent TI (ti) variables.")]
     = None,
@@ -126,7 +133,8 @@ def run(
         ref=ref, files=tuple(file or ()), allow_insecure_source=allow_insecure_source,
         env_manager=env_manager, python_version=python_version, requirements=requirements,
         pip=tuple(pip or ()), inputs=tuple(input_ or ()), resume_from=resume, compat=compat,
-        nproc_per_node=nproc_per_node, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, gpus=gpus)
+        nproc_per_node=nproc_per_node, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, gpus=gpus,
+        backend=backend, partition=partition, nodes=nodes)
     job = spec.load(Path(spec_file) if spec_file else None, flags, Path.cwd())
     plan = jobs.make_plan(job, store.runs_dir(runs_dir))
     if dry_run:
@@ -147,7 +155,13 @@ def run(
 
     final, run_dir = jobs.execute(plan, echo=not quiet, on_start=started, on_stop=stopping,
                                   on_source=lambda src: None if quiet else console.source_line(src),
-                                  on_progress=console.progress, rebuild=rebuild)
+                                  on_progress=console.progress, rebuild=rebuild,
+                                  detach=detach)
+    if final.status == "running" and final.backend:
+        sys.stdout.write(f"{final.backend['job_id']}\n")
+        console.note(f"submitted Slurm job {final.backend['job_id']} as run {final.id}; "
+                     f"follow it with `torchjob logs -f {final.id}`")
+        return
     if not quiet and final.environment.get("key") and final.status != "setup_error":
         console.environment_line(final.environment)
     ok = final.status == "succeeded"
@@ -210,10 +224,14 @@ def show(
     """One run's record."""
     run_dir = record.find_run(store.runs_dir(runs_dir), run_ref)
     if as_json:
-        record.load_record(run_dir)
+        from torchrun_cli import jobs
+
+        jobs.refresh(run_dir)
         sys.stdout.write((run_dir / record.RECORD).read_text(encoding="utf-8"))
         return
-    console.show_record(record.load_record(run_dir), run_dir)
+    from torchrun_cli import jobs
+
+    console.show_record(jobs.refresh(run_dir), run_dir)
 
 
 @app.command()
@@ -237,7 +255,7 @@ def logs(
                     out.write(chunk)
                     continue
                 out.flush()
-                if not follow or not record.load_record(run_dir).is_live():
+                if not follow or not _refreshed(run_dir).is_live():
                     if follow:  # the run may have written its last bytes just now
                         out.write(fh.read())
                     break
@@ -344,6 +362,23 @@ def cache_prune(
         raise UsageError(f"--unused-for {unused_for!r}: {exc}", "write e.g. 30d or 12h") from None
     for repo in gitsource.prune(seconds):
         sys.stdout.write(f"removed {repo.key} {repo.url} ({repo.size_bytes} bytes)\n")
+
+
+def _refreshed(run_dir: Path) -> record.RunRecord:
+    from torchrun_cli import jobs
+
+    return jobs.refresh(run_dir)
+
+
+@app.command()
+def cancel(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, unique prefix, or last.")],
+    runs_dir: RunsDir = None,
+) -> None:
+    """Stop a running job: scancel a Slurm job, or stop a local one like Ctrl-C would."""
+    from torchrun_cli import jobs
+
+    sys.stdout.write(jobs.cancel(record.find_run(store.runs_dir(runs_dir), run_ref)) + "\n")
 
 
 def _standard_fds() -> None:

@@ -57,6 +57,10 @@ def error(lines: Sequence[str]) -> None:
         _emit(f"torchjob: error: {line}", style="bold red")
 
 
+def note(line: str) -> None:
+    _emit(f"torchjob: {line}")
+
+
 def warning(line: str) -> None:
     _emit(f"torchjob: warning: {line}", style="yellow")
 

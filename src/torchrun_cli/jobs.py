@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchrun_cli import conventions, distributed, envs, record, source, supervise
+from torchrun_cli import conventions, distributed, envs, record, slurm, source, supervise
 from torchrun_cli.errors import LaunchError, SetupError, UsageError
 from torchrun_cli.gitsource import inside
 from torchrun_cli.masking import mask_argv, mask_mapping
@@ -151,6 +151,7 @@ def execute(
     on_source: Callable[[source.Source], None] = lambda src: None,
     on_progress: Callable[[str], None] = lambda line: None,
     rebuild: bool = False,
+    detach: bool = False,
 ) -> tuple[record.RunRecord, Path]:
     """Create the run folder and record, prepare the source, run the job, write the end."""
     spec = plan.spec
@@ -202,13 +203,30 @@ def execute(
             output_dir.mkdir(parents=True, exist_ok=True)
             gpus = conventions.gpu_count(spec.gpus)
             extra = conventions.job_env(spec, model_dir, output_dir, plan.resume, gpus)
-            outcome = supervise.supervise(
-                launch.argv, cwd=launch.cwd, env=launch.child_env(run_id, run_dir, extra),
-                stdout_log=stdout_log, stderr_log=stderr_log, echo=echo, timeout=spec.timeout,
-                grace=spec.grace, on_stop=on_stop)
-            end = _conclude(outcome, spec)
+            if spec.backend is not None:
+                script = run_dir / slurm.SCRIPT
+                variables = {**extra, **launch.env_overlay, "TORCHJOB_RUN_ID": run_id,
+                             "TORCHJOB_RUN_DIR": str(run_dir)}
+                script.write_text(slurm.batch_script(
+                    launch.argv, cwd=launch.cwd, env=variables, run_dir=run_dir,
+                    name=spec.name, backend=spec.backend, timeout=spec.timeout,
+                    distributed=spec.distributed))
+                job_id = slurm.submit(script, run_dir / SETUP_LOG)
+                rec = rec.finish(backend={"type": "slurm", "job_id": job_id,
+                                          "script": str(script), "detached": detach})
+                if detach:
+                    record.write_record(run_dir, rec)
+                    return rec, run_dir
+                state, cancelled_by = slurm.follow(job_id, run_dir, echo, on_stop)
+                end = slurm.conclude(state, cancelled_by)
+            else:
+                outcome = supervise.supervise(
+                    launch.argv, cwd=launch.cwd, env=launch.child_env(run_id, run_dir, extra),
+                    stdout_log=stdout_log, stderr_log=stderr_log, echo=echo,
+                    timeout=spec.timeout, grace=spec.grace, on_stop=on_stop)
+                end = _conclude(outcome, spec)
             end["outputs"] = conventions.read_outputs(output_dir)
-            if spec.distributed is not None:
+            if spec.distributed is not None and spec.backend is None:
                 gang = distributed.summarize(run_dir / distributed.RANKS, stderr_log,
                                              spec.distributed, gpus)
                 end["distributed"] = gang
@@ -231,3 +249,38 @@ def execute(
         ended_at=record.now_iso(), duration_s=round(time.monotonic() - started, 3), **end)
     record.write_record(run_dir, final)
     return final, run_dir
+
+
+def refresh(run_dir: Path) -> record.RunRecord:
+    """A detached Slurm run's record, brought up to date (written once the job has ended)."""
+    rec = record.load_record(run_dir)
+    backend = rec.backend or {}
+    if rec.status != "running" or not backend.get("detached"):
+        return rec
+    state = slurm.query(str(backend["job_id"]))
+    if state is not None and not state.done:
+        return rec
+    end = slurm.conclude(state or slurm.JobState("UNKNOWN", None, None, "forgotten"), None)
+    output_dir = Path(rec.output_dir) if rec.output_dir else run_dir / conventions.OUTPUT
+    final = rec.finish(ended_at=record.now_iso(), outputs=conventions.read_outputs(output_dir),
+                       **end)
+    record.write_record(run_dir, final)
+    return final
+
+
+def cancel(run_dir: Path) -> str:
+    """Stop a run: scancel a Slurm job, or SIGTERM the torchjob that supervises a local one."""
+    import signal as signals
+
+    rec = refresh(run_dir)
+    if rec.status != "running":
+        raise UsageError(f"run {rec.id} is not running (it is {rec.shown_status()})",
+                         "nothing to cancel")
+    if rec.backend and rec.backend.get("job_id"):
+        slurm.cancel(str(rec.backend["job_id"]))
+        return f"cancelled Slurm job {rec.backend['job_id']}"
+    if not rec.is_live():
+        raise UsageError(f"run {rec.id} is lost (its torchjob is gone)", "nothing to cancel")
+    os.kill(rec.pid, signals.SIGTERM)
+    return f"sent SIGTERM to torchjob (pid {rec.pid}); it stops the job"
+

@@ -68,15 +68,19 @@ class RunRecord:
     resume_from: str | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     distributed: dict[str, Any] | None = None
+    backend: dict[str, Any] | None = None
 
     def finish(self, **changes: Any) -> RunRecord:
         """A copy with the end fields set."""
         return replace(self, **changes)
 
     def is_live(self) -> bool:
-        """True while the torchjob process that owns this running record is still alive."""
+        """True while the torchjob process that owns this running record is still alive, or,
+        for a detached Slurm job, until a refresh finds it ended."""
         if self.status != "running":
             return False
+        if self.backend and self.backend.get("detached"):
+            return True
         if self.host != os.uname().nodename:
             return True  # cannot tell from here; trust the record
         return process_start_ticks(self.pid) == self.pid_start

@@ -20,7 +20,7 @@ from torchrun_cli.yamlfile import Located, read_yaml
 
 TOP_KEYS = ("name", "project", "ref", "script", "args", "params", "python", "env", "timeout",
             "grace", "files", "allow_insecure_source", "git_token_env", "submodules", "inputs",
-            "outputs", "resume_from", "compat", "distributed", "gpus")
+            "outputs", "resume_from", "compat", "distributed", "gpus", "backend")
 OUTPUT_KEYS = ("model_dir", "output_dir")
 DIST_KEYS = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "rdzv_id",
              "max_restarts", "monitor_interval")
@@ -68,6 +68,9 @@ class Overrides:
     nnodes: str | None = None
     rdzv_endpoint: str | None = None
     gpus: str | None = None
+    backend: str | None = None
+    partition: str | None = None
+    nodes: str | None = None
     env_manager: str | None = None
     python_version: str | None = None
     requirements: str | None = None
@@ -101,6 +104,7 @@ class JobSpec:
     compat: str | None = None
     distributed: Mapping[str, Any] | None = None
     gpus: str | None = None
+    backend: Mapping[str, Any] | None = None
     allow_insecure_source: bool = False
     git_token_env: str | None = None
     submodules: bool = False
@@ -145,6 +149,7 @@ class JobSpec:
             "compat": self.compat,
             "distributed": dict(self.distributed) if self.distributed is not None else None,
             "gpus": self.gpus,
+            "backend": dict(self.backend) if self.backend is not None else None,
             "allow_insecure_source": self.allow_insecure_source,
             "git_token_env": self.git_token_env,
             "submodules": self.submodules,
@@ -249,6 +254,7 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
             check.add(_where(origins, "resume_from"), "resume_from",
                       f"checkpoint {resume} does not exist", "give a checkpoint path, or last")
     dist, gpus = _distributed_section(data, src, check, origins, flags)
+    backend = _backend_section(data, src, check, flags)
     for path, where in files:
         if not path.exists():
             check.add(where, "--file" if where == "command line" else "files",
@@ -333,6 +339,7 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
         compat=compat,
         distributed=dist,
         gpus=gpus,
+        backend=backend,
         allow_insecure_source=bool(insecure),
         git_token_env=token_env,
         submodules=bool(submodules),
@@ -402,6 +409,43 @@ def _distributed_section(data: dict[str, Any], src: Located, check: Checker,
         check.add(src.where(data, "gpus") if flags.gpus is None else "command line", "gpus",
                   f"bad GPU list {gpus!r}", 'write GPU ids like "0,1"')
     return dist, gpus
+
+
+def _backend_section(data: dict[str, Any], src: Located, check: Checker,
+                     flags: Overrides) -> dict[str, Any] | None:
+    """`backend: {type: slurm, partition, nodes, ...}` and --backend/--partition/--nodes."""
+    from torchrun_cli.slurm import KEYS, check_extra
+
+    backend: dict[str, Any] | None = None
+    where = src.where(data, "backend") if "backend" in data else "command line"
+    if "backend" in data and (entries := check.mapping(data, "backend", src)) is not None:
+        check.unknown_keys(entries, KEYS, "backend.", src)
+        backend = {}
+        for key in KEYS:
+            if key == "extra_args" and key in entries:
+                backend[key] = check.string_list(entries, key, src, "backend.extra_args") or []
+            elif key in entries:
+                backend[key] = check.scalar_text(entries[key], src.where(entries, key),
+                                                 f"backend.{key}")
+    for key, value in (("type", flags.backend), ("partition", flags.partition),
+                       ("nodes", flags.nodes)):
+        if value is not None:
+            backend = {**(backend or {}), key: value}
+    if backend is None:
+        return None
+    if backend.get("type") not in ("slurm", "local"):
+        check.add(where, "backend.type", f"unknown backend {backend.get('type')!r}",
+                  "use `type: slurm` (or leave backend out to run here)")
+    if backend.get("type") == "local":
+        return None
+    if bad := check_extra(backend.get("extra_args") or []):
+        check.add(where, "backend.extra_args", f"not allowed: {' '.join(bad)}",
+                  "use --option=value forms of sbatch options torchjob allows (see README)")
+    for key in ("nodes", "gpus_per_node", "cpus_per_task"):
+        if backend.get(key) is not None and not re.fullmatch(r"[1-9]\d*", str(backend[key])):
+            check.add(where, f"backend.{key}", f"bad value {backend[key]!r}",
+                      "write a whole number")
+    return backend
 
 
 def _python_section(data: dict[str, Any], src: Located, check: Checker,

@@ -1,0 +1,229 @@
+"""The Slurm backend: a readable batch script in the run folder, `sbatch --parsable`, then either
+follow the job (output into stdout.log/stderr.log and the console, exit with its status) or
+return at once (`--detach`) and let `logs -f`, `show` and `cancel` find it again.
+
+Every value in the batch script is quoted with shlex.quote; extra sbatch options come from an
+allow-list and go into `#SBATCH` lines, never into shell text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torchrun_cli.errors import SetupError
+from torchrun_cli.proc import ToolFailed, run_tool
+
+KEYS = ("type", "partition", "nodes", "gpus_per_node", "cpus_per_task", "mem", "account",
+        "qos", "constraint", "extra_args")
+SCRIPT = "job.sbatch"
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+            "PREEMPTED", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT"}
+# sbatch options a spec may add; each becomes one `#SBATCH` line.
+EXTRA_ALLOWED = ("exclusive", "reservation", "nice", "mail-type", "mail-user", "begin",
+                 "exclude", "nodelist", "licenses", "gres", "time-min", "requeue", "no-requeue",
+                 "ntasks-per-node", "mem-per-cpu", "hint", "signal", "comment", "wckey")
+_EXTRA = re.compile(r"^--([a-z][a-z-]*)(?:=([^\s]+))?$")
+_POLL_S = 0.5
+
+
+def check_extra(args: Sequence[str]) -> list[str]:
+    """The extra sbatch options that are not on the allow-list, or malformed."""
+    bad = []
+    for arg in args:
+        m = _EXTRA.match(arg)
+        if not m or m.group(1) not in EXTRA_ALLOWED:
+            bad.append(arg)
+    return bad
+
+
+def duration_hms(seconds: float) -> str:
+    """Slurm's --time as D-HH:MM:SS, rounded up to the minute torchjob's timeout falls in."""
+    total = max(60, int(-(-seconds // 60)) * 60)
+    days, rest = divmod(total, 86400)
+    return f"{days}-{rest // 3600:02d}:{rest % 3600 // 60:02d}:00"
+
+
+def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_dir: Path,
+                 name: str, backend: Mapping[str, Any], timeout: float | None,
+                 distributed: Mapping[str, Any] | None) -> str:
+    """The batch script: #SBATCH lines, the job's variables, then the command (through srun
+    and a c10d rendezvous on the allocation's first node for multi-node torchrun)."""
+    q = shlex.quote
+    nodes = int(backend.get("nodes", 1))
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={q(name)}",
+             f"#SBATCH --output={q(str(run_dir / 'stdout.log'))}",
+             f"#SBATCH --chdir={q(str(cwd))}", f"#SBATCH --nodes={nodes}",
+             "#SBATCH --ntasks-per-node=1"]
+    for key, option in (("partition", "partition"), ("cpus_per_task", "cpus-per-task"),
+                        ("mem", "mem"), ("account", "account"), ("qos", "qos"),
+                        ("constraint", "constraint")):
+        if backend.get(key) is not None:
+            lines.append(f"#SBATCH --{option}={q(str(backend[key]))}")
+    if backend.get("gpus_per_node"):
+        lines.append(f"#SBATCH --gres=gpu:{int(backend['gpus_per_node'])}")
+    if timeout:
+        lines.append(f"#SBATCH --time={duration_hms(timeout)}")
+    lines += [f"#SBATCH {arg}" for arg in backend.get("extra_args", [])]
+    lines += ["", "# written by torchjob: the job's environment, then the command", "set -u"]
+    lines += [f"export {k}={q(v)}" for k, v in sorted(env.items())]
+    command = list(argv)
+    if distributed is not None and nodes > 1:
+        i = command.index("torch.distributed.run") + 1
+        lines.append('head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)')
+        rdzv = ["--nnodes", str(nodes), "--rdzv-backend", "c10d", "--rdzv-id",
+                "$SLURM_JOB_ID", "--rdzv-endpoint", "$head:29500"]
+        flags = [a for a in command[i:] if a not in ("--standalone",)]
+        command = [*command[:i], *rdzv, *_drop_option(flags, "--nnodes")]
+        shown = " ".join(a if a.startswith("$") else q(a) for a in command)
+        lines.append(f"srun --kill-on-bad-exit=1 {shown} \\")
+    else:
+        lines.append(f"{shlex.join(command)} \\")
+    lines.append(f"  2> >(tee -a {q(str(run_dir / 'stderr.log'))} >&2)")
+    return "\n".join(lines) + "\n"
+
+
+def _drop_option(args: list[str], name: str) -> list[str]:
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
+def submit(script: Path, log: Path) -> str:
+    """sbatch --parsable: the job id, or a setup error with Slurm's own message."""
+    try:
+        out = run_tool(["sbatch", "--parsable", str(script)], timeout=120, log=log)
+    except ToolFailed as exc:
+        if exc.missing:
+            raise SetupError("sbatch is not on PATH: no Slurm here",
+                             "run where Slurm is installed, or drop backend: slurm",
+                             phase="backend") from None
+        raise SetupError(f"Slurm refused the job: {exc.tail(5).strip()}",
+                         f"check the backend settings; the script is {script}",
+                         phase="backend") from None
+    return out.strip().split(";")[0]
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What Slurm says about a job."""
+
+    state: str
+    exit_code: int | None
+    signal: int | None
+    reason: str
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL
+
+
+def query(job_id: str) -> JobState | None:
+    """From `scontrol show job` (accounting off), else `sacct`; None if Slurm forgot it."""
+    try:
+        out = run_tool(["scontrol", "show", "job", "-o", job_id], timeout=30, log=None)
+        fields = dict(re.findall(r"(\w+)=(\S*)", out))
+        code, _, sig = fields.get("ExitCode", "0:0").partition(":")
+        return JobState(fields.get("JobState", "UNKNOWN"), int(code or 0), int(sig or 0),
+                        fields.get("Reason", ""))
+    except ToolFailed:
+        pass
+    try:
+        out = run_tool(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode"],
+                       timeout=30, log=None)
+    except ToolFailed:
+        return None
+    if not out.strip():
+        return None
+    state, _, code = out.splitlines()[0].partition("|")
+    exit_code, _, sig = code.partition(":")
+    return JobState(state.split()[0], int(exit_code or 0), int(sig or 0), "")
+
+
+def cancel(job_id: str, log: Path | None = None) -> None:
+    try:
+        run_tool(["scancel", job_id], timeout=60, log=log)
+    except ToolFailed as exc:
+        raise SetupError(f"scancel {job_id} failed: {exc.tail(3)}", "see squeue",
+                         phase="backend") from None
+
+
+def follow(job_id: str, run_dir: Path, echo: bool,
+           on_stop: Callable[[int | None], None]) -> tuple[JobState, int | None]:
+    """Wait for the job, copying stdout.log to the console as it grows; Ctrl-C or SIGTERM
+    cancel the job (scancel) and wait for it to end. Returns its end and the signal, if any."""
+    caught: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        caught.append(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    log = run_dir / "stdout.log"
+    offset, cancelled_by = 0, None
+    try:
+        while True:
+            if caught and cancelled_by is None:
+                cancelled_by = caught[0]
+                on_stop(cancelled_by)
+                cancel(job_id, run_dir / "setup.log")
+            offset = _copy_new(log, offset, echo)
+            state = query(job_id)
+            if state is None or state.done:
+                time.sleep(_POLL_S)  # the last lines may still be in flight from the node
+                _copy_new(log, offset, echo)
+                return state or JobState("UNKNOWN", None, None, "forgotten by Slurm"), \
+                    cancelled_by
+            time.sleep(_POLL_S)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _copy_new(log: Path, offset: int, echo: bool) -> int:
+    try:
+        with log.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return offset
+    if data and echo:
+        with contextlib.suppress(OSError):
+            os.write(sys.stdout.fileno(), data)
+    return offset + len(data)
+
+
+def conclude(state: JobState, cancelled_by: int | None) -> dict[str, object]:
+    """Status and exit code as the table says, from Slurm's view of the job."""
+    if cancelled_by is not None:
+        return {"status": "cancelled", "exit_code": 128 + cancelled_by,
+                "error": f"torchjob was interrupted by {signal.Signals(cancelled_by).name}; "
+                         "the Slurm job was cancelled"}
+    if state.state == "TIMEOUT":
+        return {"status": "timeout", "exit_code": 124, "error": "Slurm's time limit"}
+    if state.state == "CANCELLED":
+        return {"status": "cancelled", "exit_code": 130, "error": "cancelled in Slurm"}
+    if state.signal:
+        return {"status": "failed", "exit_code": 128 + state.signal,
+                "signal": signal.Signals(state.signal).name if state.signal < 65 else None}
+    code = state.exit_code if state.exit_code is not None else 1
+    if state.state in ("NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY") or \
+            (state.state == "FAILED" and "launch" in state.reason.lower()):
+        return {"status": "setup_error", "exit_code": 125, "phase": "backend",
+                "error": f"the Slurm job failed to start: {state.state} {state.reason}"}
+    return {"status": "succeeded" if code == 0 and state.state == "COMPLETED" else "failed",
+            "exit_code": code}
