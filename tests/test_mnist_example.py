@@ -165,7 +165,7 @@ def test_main_reports_a_damaged_data_folder(tmp_path: Path) -> None:
 
 
 def test_specs_are_valid() -> None:
-    for name in ("job.yaml", "job-venv.yaml", "job-git.yaml"):
+    for name in ("job.yaml", "job-venv.yaml", "job-git.yaml", "job-ddp.yaml"):
         done = torchjob("validate", str(EXAMPLE / name))
         assert done.returncode == 0, (name, done.stderr.decode())
         assert b"ok: " in done.stdout
@@ -183,6 +183,21 @@ def test_dry_run_through_torchjob(iso: Env) -> None:
     assert "Test set: Average loss: " in log and "/1000 (" in log
     metrics = json.loads((run_dir / "output" / "metrics.json").read_text())
     assert set(metrics) == {"accuracy", "loss"} and 0 <= metrics["accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_ddp_dry_run_with_two_processes(iso: Env) -> None:
+    """job-ddp.yaml: torchrun, 2 processes, gloo on CPU, DistributedSampler and DDP."""
+    done = torchjob("run", str(EXAMPLE / "job-ddp.yaml"), "-P", "dry-run=true", cwd=iso.tmp,
+                    timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    run_dir, record = iso.only_run()
+    assert record["distributed"]["world_size"] == 2
+    log = (run_dir / "stdout.log").read_text()
+    assert "[default0]:Train Epoch: 1 [0/" in log and "[default1]:Train Epoch: 1 [0/" in log
+    assert "[default0]:Test set: Average loss: " in log
+    assert "[default1]:Test set" not in log  # rank 0 alone tests and reports
+    assert set(record["outputs"]) == {"accuracy", "loss"}
 
 
 @pytest.mark.slow

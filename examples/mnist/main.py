@@ -32,10 +32,13 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 import idx  # noqa: E402
 import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn, optim  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from torch.optim.lr_scheduler import StepLR  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+from torch.utils.data.distributed import DistributedSampler  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CHECKPOINT = "checkpoint.pt"
@@ -210,8 +213,17 @@ def main(argv: list[str] | None = None) -> None:
     # an uninterrupted one would have seen.
     shuffle = torch.Generator()
     loader_kwargs: dict[str, Any] = {"pin_memory": device.type == "cuda"}
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
-                              generator=shuffle, **loader_kwargs)
+    # Under torchrun (torchjob's `distributed:`), each process trains on its share of the data
+    # (DistributedSampler) and DDP averages the gradients; rank 0 tests, reports and saves.
+    gang = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    sampler: DistributedSampler[Any] | None = None
+    if gang:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed)
+    lead = not gang or dist.get_rank() == 0
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None,
+                              sampler=sampler, generator=None if gang else shuffle,
+                              **loader_kwargs)
     test_loader = DataLoader(test_set, batch_size=args.test_batch_size, **loader_kwargs)
 
     model = Net().to(device)
@@ -235,31 +247,45 @@ def main(argv: list[str] | None = None) -> None:
             print(f"Nothing to train: the checkpoint holds epoch {start - 1} of "
                   f"--epochs {args.epochs}", flush=True)
 
+    net = model
+    if gang:
+        model = DistributedDataParallel(model)
     metrics: dict[str, float] = {}
     began = time.monotonic()
     for epoch in range(start, args.epochs + 1):
         shuffle.manual_seed(args.seed * 100_003 + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         train(args, model, device, train_loader, optimizer, epoch)
-        loss, accuracy = test(model, device, test_loader)
         scheduler.step()
+        if not lead:
+            if args.dry_run:
+                break
+            continue
+        loss, accuracy = test(net, device, test_loader)
         metrics = {"accuracy": accuracy, "loss": loss}
         if output_dir:
             write_outputs(Path(output_dir), metrics)
         if args.save_model:
-            save_atomic({"epoch": epoch, "model": model.state_dict(),
+            save_atomic({"epoch": epoch, "model": net.state_dict(),
                          "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()},
                         model_dir / CHECKPOINT)
         if args.dry_run:
             break
+    if gang:
+        dist.barrier()
+        dist.destroy_process_group()
+        if not lead:
+            return
     if not metrics:  # no epoch left to train (a resumed run): still report the model's score
-        loss, accuracy = test(model, device, test_loader)
+        loss, accuracy = test(net, device, test_loader)
         metrics = {"accuracy": accuracy, "loss": loss}
         if output_dir:
             write_outputs(Path(output_dir), metrics)
 
     if args.save_model:
-        save_atomic(model.state_dict(), model_dir / MODEL_FILE)
+        save_atomic(net.state_dict(), model_dir / MODEL_FILE)
     print(f"Done in {time.monotonic() - began:.1f} s on {device}: test accuracy "
           f"{metrics['accuracy']:.4f}, loss {metrics['loss']:.4f}", flush=True)
 
