@@ -15,7 +15,8 @@ from typing import Any
 import platformdirs
 import pytest
 
-pytest_plugins = ["tests.servers", "tests.wheelhouse"]  # servers; an offline wheelhouse
+# Real servers (git, ssh, https), an offline wheelhouse, and a one-node Slurm cluster.
+pytest_plugins = ["tests.servers", "tests.wheelhouse", "tests.slurm"]
 
 _BIN = Path(sys.executable).with_name("torchjob")
 TORCHJOB = [str(_BIN)] if _BIN.exists() else [sys.executable, "-m", "torchrun_cli"]

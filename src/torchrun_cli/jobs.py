@@ -225,6 +225,8 @@ def execute(
                     stdout_log=stdout_log, stderr_log=stderr_log, echo=echo,
                     timeout=spec.timeout, grace=spec.grace, on_stop=on_stop)
                 end = _conclude(outcome, spec)
+                if outcome.log_error:
+                    end["error"] = outcome.log_error
             end["outputs"] = conventions.read_outputs(output_dir)
             if spec.distributed is not None and spec.backend is None:
                 gang = distributed.summarize(run_dir / distributed.RANKS, stderr_log,
@@ -232,8 +234,6 @@ def execute(
                 end["distributed"] = gang
                 if gang["root_cause"] and end["status"] == "failed":
                     end["error"] = gang["root_cause"]
-            if outcome.log_error:
-                end["error"] = outcome.log_error
     except SetupError as exc:
         end = {"status": "setup_error", "exit_code": exc.exit_code, "phase": exc.phase,
                "error": exc.lines()[0]}
