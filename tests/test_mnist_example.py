@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -165,7 +166,7 @@ def test_main_reports_a_damaged_data_folder(tmp_path: Path) -> None:
 
 
 def test_specs_are_valid() -> None:
-    for name in ("job.yaml", "job-venv.yaml", "job-git.yaml", "job-ddp.yaml"):
+    for name in ("job.yaml", "job-venv.yaml", "job-git.yaml", "job-ddp.yaml", "job-slurm.yaml"):
         done = torchjob("validate", str(EXAMPLE / name))
         assert done.returncode == 0, (name, done.stderr.decode())
         assert b"ok: " in done.stdout
@@ -197,6 +198,19 @@ def test_ddp_dry_run_with_two_processes(iso: Env) -> None:
     assert "[default0]:Train Epoch: 1 [0/" in log and "[default1]:Train Epoch: 1 [0/" in log
     assert "[default0]:Test set: Average loss: " in log
     assert "[default1]:Test set" not in log  # rank 0 alone tests and reports
+    assert set(record["outputs"]) == {"accuracy", "loss"}
+
+
+@pytest.mark.slow
+def test_slurm_dry_run(iso: Env, slurm: Any) -> None:
+    """job-slurm.yaml on the tests' one-node Slurm cluster."""
+    done = torchjob("run", str(EXAMPLE / "job-slurm.yaml"), "-P", "dry-run=true", cwd=iso.tmp,
+                    env={**os.environ, **slurm.env}, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    run_dir, record = iso.only_run()
+    assert record["backend"]["job_id"] and (run_dir / "job.sbatch").is_file()
+    assert "#SBATCH --cpus-per-task=2" in (run_dir / "job.sbatch").read_text()
+    assert "Test set: Average loss: " in (run_dir / "stdout.log").read_text()
     assert set(record["outputs"]) == {"accuracy", "loss"}
 
 

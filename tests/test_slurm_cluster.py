@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # imported by pytest_plugins below, so that pytest rewrites its asserts
+if TYPE_CHECKING:  # the fixture itself comes from conftest.py's pytest_plugins
     from tests.slurm import Slurm
 
-pytest_plugins = ["tests.slurm"]
 
 
 def submit(slurm: Slurm, *args: str, cwd: Path) -> str:

@@ -257,7 +257,7 @@ def refresh(run_dir: Path) -> record.RunRecord:
     backend = rec.backend or {}
     if rec.status != "running" or not backend.get("detached"):
         return rec
-    state = slurm.query(str(backend["job_id"]))
+    state = slurm.query(str(backend["job_id"]), run_dir)
     if state is not None and not state.done:
         return rec
     end = slurm.conclude(state or slurm.JobState("UNKNOWN", None, None, "forgotten"), None)

@@ -26,6 +26,7 @@ from torchrun_cli.proc import ToolFailed, run_tool
 KEYS = ("type", "partition", "nodes", "gpus_per_node", "cpus_per_task", "mem", "account",
         "qos", "constraint", "extra_args")
 SCRIPT = "job.sbatch"
+EXIT_FILE = "slurm-exit-code"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
             "PREEMPTED", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT"}
 # sbatch options a spec may add; each becomes one `#SBATCH` line.
@@ -89,6 +90,8 @@ def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_
     else:
         lines.append(f"{shlex.join(command)} \\")
     lines.append(f"  2> >(tee -a {q(str(run_dir / 'stderr.log'))} >&2)")
+    # Slurm forgets a finished job after MinJobAge, and sacct needs accounting: keep the status.
+    lines += ["code=$?", f"echo \"$code\" > {q(str(run_dir / EXIT_FILE))}", 'exit "$code"']
     return "\n".join(lines) + "\n"
 
 
@@ -133,8 +136,9 @@ class JobState:
         return self.state in TERMINAL
 
 
-def query(job_id: str) -> JobState | None:
-    """From `scontrol show job` (accounting off), else `sacct`; None if Slurm forgot it."""
+def query(job_id: str, run_dir: Path | None = None) -> JobState | None:
+    """From `scontrol show job` (accounting off), else `sacct`, else the exit code the batch
+    script left in the run folder; None if nothing knows the job."""
     try:
         out = run_tool(["scontrol", "show", "job", "-o", job_id], timeout=30, log=None)
         fields = dict(re.findall(r"(\w+)=(\S*)", out))
@@ -146,13 +150,18 @@ def query(job_id: str) -> JobState | None:
     try:
         out = run_tool(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode"],
                        timeout=30, log=None)
-    except ToolFailed:
+        m = re.match(r"^(\w+)[^|]*\|(\d+):(\d+)$", out.strip().splitlines()[0])
+        if m:
+            return JobState(m.group(1), int(m.group(2)), int(m.group(3)), "")
+    except (ToolFailed, IndexError):
+        pass
+    try:
+        code = int((run_dir / EXIT_FILE).read_text()) if run_dir else None
+    except (OSError, ValueError):
+        code = None
+    if code is None:
         return None
-    if not out.strip():
-        return None
-    state, _, code = out.splitlines()[0].partition("|")
-    exit_code, _, sig = code.partition(":")
-    return JobState(state.split()[0], int(exit_code or 0), int(sig or 0), "")
+    return JobState("COMPLETED" if code == 0 else "FAILED", code, 0, "from the batch script")
 
 
 def cancel(job_id: str, log: Path | None = None) -> None:
@@ -182,7 +191,7 @@ def follow(job_id: str, run_dir: Path, echo: bool,
                 on_stop(cancelled_by)
                 cancel(job_id, run_dir / "setup.log")
             offset = _copy_new(log, offset, echo)
-            state = query(job_id)
+            state = query(job_id, run_dir)
             if state is None or state.done:
                 time.sleep(_POLL_S)  # the last lines may still be in flight from the node
                 _copy_new(log, offset, echo)
