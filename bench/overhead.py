@@ -23,10 +23,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import find_torchjob, interpreter_of  # bench/ is the script's own folder
+
 GOAL_MS = 100.0
 IMPORT_TARGET = "torchrun_cli.cli"
 IMPORT_RUNS = 5
 TOP_IMPORTS = 8
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,29 +50,6 @@ class Imported:
     parent: str  # the module whose import caused this one ("" at top level)
     self_ms: float
     cumulative_ms: float
-
-
-def find_torchjob(explicit: str | None) -> Path:
-    """The console script: --torchjob, else next to this interpreter, the repo venv, or PATH."""
-    if explicit:
-        return Path(explicit).resolve()
-    candidates = [Path(sys.executable).parent / "torchjob", REPO / ".venv" / "bin" / "torchjob"]
-    found = shutil.which("torchjob")
-    if found:
-        candidates.append(Path(found))
-    for path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    sys.exit("bench: no torchjob console script found; pass --torchjob PATH")
-
-
-def interpreter_of(console_script: Path) -> Path:
-    """The interpreter named on the console script's shebang: the one torchjob really runs on."""
-    with console_script.open("rb") as f:
-        first = f.readline().decode().strip()
-    if not first.startswith("#!"):
-        sys.exit(f"bench: {console_script} has no shebang line")
-    return Path(first[2:].split()[0])
 
 
 def p90(values: list[float]) -> float:

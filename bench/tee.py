@@ -31,8 +31,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import find_torchjob, interpreter_of  # bench/ is the script's own folder
+
 MIB = 1 << 20
 GOAL_RATIO = 0.8
+
 REPO = Path(__file__).resolve().parents[1]
 
 # 1 MiB of 64-byte lines, built once, written --mb times; partial writes (raw pipes) handled.
@@ -77,29 +80,6 @@ VARIANTS = [
     Variant("b", "torchjob run --quiet > /dev/null", torchjob=True, console_to_file=False),
     Variant("c", "torchjob run > file", torchjob=True, console_to_file=True),
 ]
-
-
-def find_torchjob(explicit: str | None) -> Path:
-    """The console script: --torchjob, else next to this interpreter, the repo venv, or PATH."""
-    if explicit:
-        return Path(explicit).resolve()
-    candidates = [Path(sys.executable).parent / "torchjob", REPO / ".venv" / "bin" / "torchjob"]
-    found = shutil.which("torchjob")
-    if found:
-        candidates.append(Path(found))
-    for path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    sys.exit("bench: no torchjob console script found; pass --torchjob PATH")
-
-
-def interpreter_of(console_script: Path) -> Path:
-    """The interpreter named on the console script's shebang: the one torchjob really runs on."""
-    with console_script.open("rb") as f:
-        first = f.readline().decode().strip()
-    if not first.startswith("#!"):
-        sys.exit(f"bench: {console_script} has no shebang line")
-    return Path(first[2:].split()[0])
 
 
 class HwmWatcher(threading.Thread):
