@@ -120,3 +120,27 @@ def test_no_sbatch_is_a_setup_error(project: Path, iso: Env) -> None:
     res = torchjob("run", "-s", "job.py", "-p", str(project), "--backend", "slurm",
                    env={**os.environ, "PATH": "/nonexistent"})
     assert res.returncode == 125 and b"sbatch is not on PATH" in res.stderr
+
+
+def test_multi_node_script_starts_one_torchrun_per_node(tmp_path: Path) -> None:
+    """One node is all this machine has: the multi-node script is checked as text and by
+    `bash -n`; the c10d rendezvous sits on the allocation's first node."""
+    from torchrun_cli.slurm import batch_script
+
+    argv = ["/env/bin/python", "-m", "torch.distributed.run", "--nproc-per-node", "2",
+            "--standalone", "--nnodes", "1", "--log-dir", "/r/ranks", "train.py", "--lr", "0.1"]
+    script = batch_script(argv, cwd=tmp_path, env={"A": "it's $HOME"}, run_dir=tmp_path,
+                          name="big job", backend={"type": "slurm", "nodes": "2",
+                                                   "gpus_per_node": "4",
+                                                   "extra_args": ["--exclusive"]},
+                          timeout=5400, distributed={"nproc_per_node": "2"})
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --gres=gpu:4" in script
+    assert "#SBATCH --time=0-01:30:00" in script and "#SBATCH --exclusive" in script
+    assert "#SBATCH --job-name='big job'" in script
+    assert "export A='it'\"'\"'s $HOME'" in script  # quoted: no expansion, no injection
+    assert 'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in script
+    line = next(x for x in script.splitlines() if x.startswith("srun "))
+    assert "--rdzv-endpoint $head:29500" in line and "--nnodes 2" in line
+    assert "--standalone" not in line and "--nnodes 1" not in line
+    path = write(tmp_path / "job.sbatch", script)
+    assert subprocess.run(["bash", "-n", str(path)], check=False).returncode == 0
