@@ -9,9 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchrun_cli import conventions, distributed, envs, record, slurm, source, supervise
+from torchrun_cli import conventions, envs, record, source, supervise
 from torchrun_cli.errors import LaunchError, SetupError, UsageError
-from torchrun_cli.gitsource import inside
 from torchrun_cli.masking import mask_argv, mask_mapping
 from torchrun_cli.spec import JobSpec
 
@@ -53,6 +52,8 @@ def make_launch(spec: JobSpec, env: envs.Environment, src: source.Source,
     overlay["PYTHONPATH"] = os.pathsep.join(p for p in (str(src.path), inherited) if p)
     launcher: list[str] = []
     if spec.distributed is not None:
+        from torchrun_cli import distributed
+
         ranks = run_dir / distributed.RANKS
         launcher = distributed.torchrun_args(spec.distributed,
                                              conventions.gpu_count(spec.gpus), ranks)
@@ -118,6 +119,8 @@ def _check_checkout(spec: JobSpec, src: source.Source) -> None:
     """For git and archive sources the script must be a file inside the checkout: 125."""
     if src.kind == "local":
         return
+    from torchrun_cli.gitsource import inside
+
     script = inside(src.path, spec.script, "script")
     if not script.is_file():
         raise SetupError(f"script {spec.script!r} is not in the checkout of {src.url}",
@@ -182,6 +185,8 @@ def execute(
     on_start(rec, run_dir)
     end: dict[str, object]
     lease = None
+    if spec.distributed is not None or spec.backend is not None:  # only jobs that need them
+        from torchrun_cli import distributed, slurm
     try:
         src = source.materialize(spec, run_dir, run_dir / SETUP_LOG)
         rec = rec.finish(source=src.record())
@@ -257,6 +262,8 @@ def refresh(run_dir: Path) -> record.RunRecord:
     backend = rec.backend or {}
     if rec.status != "running" or not backend.get("detached"):
         return rec
+    from torchrun_cli import slurm
+
     state = slurm.query(str(backend["job_id"]), run_dir)
     if state is not None and not state.done:
         return rec
@@ -277,6 +284,8 @@ def cancel(run_dir: Path) -> str:
         raise UsageError(f"run {rec.id} is not running (it is {rec.shown_status()})",
                          "nothing to cancel")
     if rec.backend and rec.backend.get("job_id"):
+        from torchrun_cli import slurm
+
         slurm.cancel(str(rec.backend["job_id"]))
         return f"cancelled Slurm job {rec.backend['job_id']}"
     if not rec.is_live():

@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from torchrun_cli import gitsource
 from torchrun_cli.errors import SetupError
 from torchrun_cli.proc import ToolFailed, run_tool
 from torchrun_cli.spec import JobSpec
@@ -42,6 +41,8 @@ def describe(spec: JobSpec, tree: Path) -> Source:
     """The source as far as it is known without network or checkout (for plans, --dry-run)."""
     if spec.project_kind == "local":
         return Source("local", Path(spec.project))
+    from torchrun_cli import gitsource
+
     location, subdir = gitsource.split_fragment(spec.project)
     root = tree / subdir if subdir else tree
     if spec.project_kind == "git":
@@ -69,6 +70,8 @@ def materialize(spec: JobSpec, run_dir: Path, log: Path) -> Source:
 
 
 def _git(spec: JobSpec, run_dir: Path, tree: Path, log: Path) -> Source:
+    from torchrun_cli import gitsource
+
     location, subdir = gitsource.split_fragment(spec.project)
     url = gitsource.parse_url(location, spec.allow_insecure_source)
     if spec.ref is not None:
@@ -93,7 +96,7 @@ def _git(spec: JobSpec, run_dir: Path, tree: Path, log: Path) -> Source:
 
 
 def _archive(spec: JobSpec, tree: Path, log: Path) -> Source:
-    from torchrun_cli import archive
+    from torchrun_cli import archive, gitsource
 
     location, subdir = gitsource.split_fragment(spec.project)
     if subdir is not None:
@@ -109,6 +112,8 @@ def _archive(spec: JobSpec, tree: Path, log: Path) -> Source:
 def _subdir(tree: Path, subdir: str | None, where: str) -> Path:
     if subdir is None:
         return tree
+    from torchrun_cli import gitsource
+
     root = gitsource.inside(tree, subdir, "subdirectory")
     if not root.is_dir():
         raise SetupError(f"no subdirectory {subdir!r} in {where}",
@@ -152,6 +157,8 @@ def cache_state(spec: JobSpec) -> str:
     """For --dry-run: will this run need the network for its source?"""
     if spec.project_kind != "git":
         return "local" if spec.project_kind == "local" else "extracted for each run"
+    from torchrun_cli import gitsource
+
     location, _ = gitsource.split_fragment(spec.project)
     url = gitsource.parse_url(location, spec.allow_insecure_source)
     mirror = gitsource.Mirror(url, spec.allow_insecure_source, None, None)

@@ -5,21 +5,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchrun_cli import store
-from torchrun_cli.envs import cache
-from torchrun_cli.envs.builders import BUILDERS, BuildRequest, Progress, python_of, step
-from torchrun_cli.envs.inputs import (
-    SCHEMA,
-    canonical_hash,
-    file_digest,
-    interpreter_facts,
-    requirement_files,
-)
 from torchrun_cli.envs.system import resolve_interpreter
 from torchrun_cli.errors import SetupError
 from torchrun_cli.spec import JobSpec
+
+if TYPE_CHECKING:  # the builders and the cache load only when a managed environment is asked for
+    from torchrun_cli.envs.builders import BuildRequest, Progress
+    from torchrun_cli.envs.cache import Lease
 
 _VERSION = "import platform; print(platform.python_version())"
 
@@ -64,6 +59,15 @@ class Planned:
 
 def plan(spec: JobSpec, base: Environment, project_dir: Path) -> Planned:
     """Compute the key: a hash of every input, reading files but starting nothing new."""
+    from torchrun_cli.envs.builders import BUILDERS, BuildRequest
+    from torchrun_cli.envs.inputs import (
+        SCHEMA,
+        canonical_hash,
+        file_digest,
+        interpreter_facts,
+        requirement_files,
+    )
+
     builder = BUILDERS[spec.manager]()
     req_path = _project_file(spec.requirements, project_dir, "python.requirements")
     default = project_dir / "requirements.txt"
@@ -97,10 +101,12 @@ def _project_file(name: str | None, project_dir: Path, key: str) -> Path | None:
 
 
 def materialize(spec: JobSpec, base: Environment, project_dir: Path, project: str, log: Path,
-                rebuild: bool, progress: Progress) -> tuple[Environment, cache.Lease | None]:
+                rebuild: bool, progress: Progress) -> tuple[Environment, Lease | None]:
     """The environment the job runs in, built if needed, and the lease that keeps it alive."""
     if spec.manager == "none":
         return base, None
+    from torchrun_cli.envs import cache
+    from torchrun_cli.envs.builders import BUILDERS, python_of, step
     planned = plan(spec, base, project_dir)
     builder = BUILDERS[spec.manager]()
     expected = spec.python_version or (base.python_version if spec.manager != "conda" else None)
@@ -124,6 +130,8 @@ def materialize(spec: JobSpec, base: Environment, project_dir: Path, project: st
 
 
 def _recorded_version(folder: Path) -> str | None:
+    from torchrun_cli.envs import cache
+
     version = cache.marker(folder).get("python_version")
     return version if isinstance(version, str) and version != "?" else None
 
@@ -133,6 +141,7 @@ def explain(spec: JobSpec, base: Environment, project_dir: Path, project: str) -
     environment built for the same project and manager."""
     if spec.manager == "none":
         return "the interpreter as it is"
+    from torchrun_cli.envs import cache
     planned = plan(spec, base, project_dir)
     if store.is_ready(cache.folder_of(planned.key)):
         return f"key {planned.key[:16]}: hit (reused, nothing installed)"

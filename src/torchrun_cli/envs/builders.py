@@ -77,13 +77,19 @@ class Virtualenv:
     name = "virtualenv"
 
     def version(self) -> str:
-        from importlib.metadata import PackageNotFoundError, version
+        """From the dist-info folder's name: importlib.metadata costs ~10 ms on every hit."""
+        import importlib.util
 
-        try:
-            return version("virtualenv")
-        except PackageNotFoundError:
+        found = importlib.util.find_spec("virtualenv")
+        if found is None or not found.origin:
             raise SetupError("virtualenv is not installed", "pip install virtualenv",
-                             phase="environment") from None
+                             phase="environment")
+        site = Path(found.origin).parent.parent
+        for info in site.glob("virtualenv-*.dist-info"):
+            return info.name[len("virtualenv-"):-len(".dist-info")]
+        from importlib.metadata import version
+
+        return version("virtualenv")
 
     def build(self, env: Path, req: BuildRequest, log: Path, progress: Progress) -> None:
         argv = [sys.executable, "-m", "virtualenv", "--no-periodic-update", "-p", req.interpreter]
