@@ -238,7 +238,7 @@ class Mirror:
                      *_protocols(allow_insecure)]
 
     def git(self, *args: str, network: bool = False, env: Mapping[str, str] | None = None,
-            probe: bool = False) -> str:
+            probe: bool = False, stdin_text: str | None = None) -> str:
         """Run git on the mirror; network commands are retried on transient errors; probes
         (lookups that may fail) stay out of setup.log."""
         argv = [*self.base, f"--git-dir={self.path}", *args]
@@ -248,7 +248,7 @@ class Mirror:
             try:
                 return run_tool(argv, env={**self.env, **(env or {})}, timeout=GIT_TIMEOUT_S,
                                 log=None if probe else self.log, secrets=self.secrets,
-                                die_with_parent=network)
+                                die_with_parent=network, stdin_text=stdin_text)
             except ToolFailed as exc:
                 last = i == len(attempts) - 1
                 if last or exc.timed_out or not any(t in exc.output for t in _TRANSIENT):
@@ -325,6 +325,16 @@ class Mirror:
         except FileNotFoundError:
             return False
 
+    def lookup(self, names: list[str]) -> list[str | None]:
+        """The commit each name points to, in one git process (cat-file --batch-check)."""
+        out = self.git("cat-file", "--batch-check=%(objectname) %(objecttype)", probe=True,
+                       stdin_text="".join(f"{n}^{{commit}}\n" for n in names))
+        found: list[str | None] = []
+        for line in out.splitlines()[: len(names)]:
+            sha, _, kind = line.partition(" ")
+            found.append(sha if kind == "commit" else None)
+        return found + [None] * (len(names) - len(found))
+
     def commit_of(self, name: str) -> str | None:
         """The commit a full ref name or SHA names in the mirror, without network."""
         try:
@@ -370,9 +380,9 @@ def materialize(mirror: Mirror, ref: str | None, dest: Path, index: Path) -> Che
     with store.locked(mirror.folder.parent / f"{mirror.folder.name}.lock"):
         cloned = mirror.ensure()
         commit = None
-        if ref is not None and _HEX.match(ref) and not mirror.commit_of(f"refs/heads/{ref}") \
-                and not mirror.commit_of(f"refs/tags/{ref}"):
-            commit = mirror.commit_of(ref)
+        if ref is not None and _HEX.match(ref):  # a SHA, unless a branch or tag has that name
+            branch, tag, sha = mirror.lookup([f"refs/heads/{ref}", f"refs/tags/{ref}", ref])
+            commit = sha if branch is None and tag is None else None
         cached = commit is not None and not cloned
         if commit is None:
             if not cloned and not mirror.fetched_since(waited_from):

@@ -76,6 +76,7 @@ def run_tool(
     secrets: Sequence[str] = (),
     on_line: Callable[[str], None] | None = None,
     die_with_parent: bool = False,
+    stdin_text: str | None = None,
 ) -> str:
     """Run argv to the end and return its output (stdout and stderr merged, masked).
 
@@ -94,8 +95,8 @@ def run_tool(
     try:
         proc = subprocess.Popen(
             command, env=dict(env) if env is not None else None, cwd=cwd,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
     except (FileNotFoundError, PermissionError) as exc:
         _log(log, shown, f"{exc}\n", None, 0.0)
@@ -112,6 +113,10 @@ def run_tool(
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
+    if stdin_text is not None and proc.stdin is not None:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(stdin_text.encode())
+        proc.stdin.close()
     timed_out = False
     try:
         proc.wait(timeout=timeout)
