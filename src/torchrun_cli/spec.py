@@ -414,6 +414,9 @@ def _distributed_section(data: dict[str, Any], src: Located, check: Checker,
 def _backend_section(data: dict[str, Any], src: Located, check: Checker,
                      flags: Overrides) -> dict[str, Any] | None:
     """`backend: {type: slurm, partition, nodes, ...}` and --backend/--partition/--nodes."""
+    if "backend" not in data and flags.backend is None and flags.partition is None \
+            and flags.nodes is None:
+        return None
     from torchrun_cli.slurm import KEYS, check_extra
 
     backend: dict[str, Any] | None = None
