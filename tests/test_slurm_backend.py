@@ -45,6 +45,7 @@ def test_job_runs_in_slurm_with_its_exit_status(project: Path, iso: Env, slurm: 
     script = (run_dir / "job.sbatch").read_text()
     assert f"#SBATCH --partition={slurm.partition}" in script
     assert res.stdout.startswith(f"out {job_id}".encode())
+    assert b"err line" in res.stderr and b"err line" not in res.stdout  # streams kept apart
     assert run(slurm, project).returncode == 0
 
 
@@ -139,7 +140,7 @@ def test_multi_node_script_starts_one_torchrun_per_node(tmp_path: Path) -> None:
     assert "#SBATCH --job-name='big job'" in script
     assert "export A='it'\"'\"'s $HOME'" in script  # quoted: no expansion, no injection
     assert 'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in script
-    line = next(x for x in script.splitlines() if x.startswith("srun "))
+    line = next(x for x in script.splitlines() if x.startswith("{ srun "))
     assert "--rdzv-endpoint $head:29500" in line and "--nnodes 2" in line
     assert "--standalone" not in line and "--nnodes 1" not in line
     path = write(tmp_path / "job.sbatch", script)

@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import signal
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ KEYS = ("type", "partition", "nodes", "gpus_per_node", "cpus_per_task", "mem", "
         "qos", "constraint", "extra_args")
 SCRIPT = "job.sbatch"
 EXIT_FILE = "slurm-exit-code"
+STDOUT_ONLY = "slurm-stdout"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
             "PREEMPTED", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT"}
 # sbatch options a spec may add; each becomes one `#SBATCH` line.
@@ -86,12 +86,17 @@ def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_
         flags = [a for a in command[i:] if a not in ("--standalone",)]
         command = [*command[:i], *rdzv, *_drop_option(flags, "--nnodes")]
         shown = " ".join(a if a.startswith("$") else q(a) for a in command)
-        lines.append(f"srun --kill-on-bad-exit=1 {shown} \\")
+        run = f"srun --kill-on-bad-exit=1 {shown}"
     else:
-        lines.append(f"{shlex.join(command)} \\")
-    lines.append(f"  2> >(tee -a {q(str(run_dir / 'stderr.log'))} >&2)")
-    # Slurm forgets a finished job after MinJobAge, and sacct needs accounting: keep the status.
-    lines += ["code=$?", f"echo \"$code\" > {q(str(run_dir / EXIT_FILE))}", 'exit "$code"']
+        run = shlex.join(command)
+    # stderr goes to stderr.log and stdout to a stdout-only file (for the console copies);
+    # both also reach Slurm's output, stdout.log. Pipes, so the script waits for every tee.
+    err, out = q(str(run_dir / "stderr.log")), q(str(run_dir / STDOUT_ONLY))
+    lines += [f'{{ {run} 2>&1 1>&3 3>&- | tee -a {err} >&2; exit "${{PIPESTATUS[0]}}"; }} '
+              f"3>&1 | tee -a {out}", "code=${PIPESTATUS[0]}",
+              # Slurm forgets a finished job after MinJobAge and sacct needs accounting:
+              # the script keeps the job's status in the run folder itself.
+              f'echo "$code" > {q(str(run_dir / EXIT_FILE))}', 'exit "$code"']
     return "\n".join(lines) + "\n"
 
 
@@ -182,19 +187,22 @@ def follow(job_id: str, run_dir: Path, echo: bool,
         caught.append(signum)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    log = run_dir / "stdout.log"
-    offset, cancelled_by = 0, None
+    streams = {run_dir / STDOUT_ONLY: 1, run_dir / "stderr.log": 2}  # file -> console fd
+    offsets = dict.fromkeys(streams, 0)
+    cancelled_by = None
     try:
         while True:
             if caught and cancelled_by is None:
                 cancelled_by = caught[0]
                 on_stop(cancelled_by)
                 cancel(job_id, run_dir / "setup.log")
-            offset = _copy_new(log, offset, echo)
+            for path, fd in streams.items():
+                offsets[path] = _copy_new(path, offsets[path], fd if echo else None)
             state = query(job_id, run_dir)
             if state is None or state.done:
                 time.sleep(_POLL_S)  # the last lines may still be in flight from the node
-                _copy_new(log, offset, echo)
+                for path, fd in streams.items():
+                    _copy_new(path, offsets[path], fd if echo else None)
                 return state or JobState("UNKNOWN", None, None, "forgotten by Slurm"), \
                     cancelled_by
             time.sleep(_POLL_S)
@@ -203,16 +211,17 @@ def follow(job_id: str, run_dir: Path, echo: bool,
             signal.signal(s, h)
 
 
-def _copy_new(log: Path, offset: int, echo: bool) -> int:
+def _copy_new(log: Path, offset: int, fd: int | None) -> int:
+    """Write what the file gained since offset to the console fd; the new offset."""
     try:
         with log.open("rb") as fh:
             fh.seek(offset)
             data = fh.read()
     except FileNotFoundError:
         return offset
-    if data and echo:
+    if data and fd is not None:
         with contextlib.suppress(OSError):
-            os.write(sys.stdout.fileno(), data)
+            os.write(fd, data)
     return offset + len(data)
 
 
