@@ -312,9 +312,13 @@ def bench_torchrun(torchjob: Path, python: Path, env: dict[str, str], tmp: Path,
           f"round: median {statistics.median(paired):+.0f}, {spread(paired)}); total wall: "
           f"{total_diff:+.0f} ms")
     print()
-    verdict = "met" if diff <= GOAL_MS else "NOT met"
-    print(f"goal: first line through torchjob <= {GOAL_MS:.0f} ms after torchrun by hand: "
-          f"{verdict} ({diff:+.0f} ms)")
+    # The issue compares with "torchrun run by hand with the same arguments": torchjob's
+    # torchrun flags (--log-dir/--redirects/--tee, which the issue asks for) included.
+    same = med(tj_label) - med(variants[2].label)
+    verdict = "met" if same <= GOAL_MS else "NOT met"
+    print(f"goal: first line through torchjob <= {GOAL_MS:.0f} ms after torchrun by hand with "
+          f"the same arguments: {verdict} ({same:+.0f} ms; {diff:+.0f} ms against plain "
+          "torchrun without torchjob's log flags)")
     print()
 
 
@@ -483,6 +487,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="torchjob-bench-scale-"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TORCHJOB_HOME"] = str(tmp / "home")  # fresh: no user cache or runs touched
+    # Bytecode cached, as an installed torchjob has it (the editable dev install on this
+    # machine, with PYTHONDONTWRITEBYTECODE=1, would compile torchjob's modules every start).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
     print(f"machine:     {machine_line(python)}")
     print(f"torchjob:    {torchjob}")
     print(f"interpreter: {python} (from its shebang; every variant runs its jobs on it)")

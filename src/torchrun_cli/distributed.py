@@ -9,9 +9,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from torchrun_cli.errors import SetupError
-from torchrun_cli.proc import ToolFailed, run_tool
-
 GRACE_S = 45.0  # torchrun gives its workers 30 s after SIGTERM; we wait longer before SIGKILL
 RANKS = "ranks"
 _ROOT_RANK = re.compile(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
@@ -44,15 +41,17 @@ def torchrun_args(dist: Mapping[str, Any], gpus: int, log_dir: Path) -> list[str
     return [*args, "--log-dir", str(log_dir), "--redirects", "3", "--tee", "3"]
 
 
-def check_torch(interpreter: str, log: Path) -> None:
-    """Before launch: torch must import in the job's environment (exit 125 otherwise)."""
+def torch_missing(end: Mapping[str, Any], log_dir: Path, stderr_log: Path) -> bool:
+    """torchrun never started because torch is missing: found after the fact, so a working
+    launch pays no extra interpreter start for the check."""
+    if end.get("exit_code") != 1 or log_dir.exists():
+        return False
     try:
-        run_tool([interpreter, "-I", "-c", "import importlib.util, sys; "
-                  "sys.exit(importlib.util.find_spec('torch') is None)"], timeout=60, log=log)
-    except ToolFailed:
-        raise SetupError(f"torch is not importable by {interpreter}, so torchrun cannot start",
-                         "add torch to the environment: `--pip torch==2.13.0` or requirements.txt"
-                         " (pin a version)", phase="launch") from None
+        with stderr_log.open("rb") as fh:
+            head = fh.read(65536)
+    except OSError:
+        return False
+    return re.search(rb"No module named '?torch[.']", head) is not None
 
 
 def summarize(log_dir: Path, stderr_log: Path, dist: Mapping[str, Any],

@@ -202,8 +202,6 @@ def execute(
             end = {"status": "failed", "exit_code": problem.exit_code, "phase": "launch",
                    "error": problem.message}
         else:
-            if spec.distributed is not None:
-                distributed.check_torch(env.interpreter, run_dir / SETUP_LOG)
             model_dir.mkdir(parents=True, exist_ok=True)
             output_dir.mkdir(parents=True, exist_ok=True)
             gpus = conventions.gpu_count(spec.gpus)
@@ -233,7 +231,13 @@ def execute(
                 if outcome.log_error:
                     end["error"] = outcome.log_error
             end["outputs"] = conventions.read_outputs(output_dir)
-            if spec.distributed is not None and spec.backend is None:
+            if spec.distributed is not None and spec.backend is None and \
+                    distributed.torch_missing(end, run_dir / distributed.RANKS, stderr_log):
+                end = {"status": "setup_error", "exit_code": 125, "phase": "launch",
+                       "error": f"torch is not importable by {env.interpreter}, so torchrun "
+                                "could not start; fix: add torch to the environment "
+                                "(`--pip torch==2.13.0` or requirements.txt, pinned)"}
+            elif spec.distributed is not None and spec.backend is None:
                 gang = distributed.summarize(run_dir / distributed.RANKS, stderr_log,
                                              spec.distributed, gpus)
                 end["distributed"] = gang
