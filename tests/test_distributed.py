@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -105,3 +106,15 @@ def test_distributed_spec_and_bad_values(project: Path, iso: Env) -> None:
         res = torchjob("run", str(spec), *flags)
         assert res.returncode == 2, res.stderr
     assert json.loads(torchjob("runs", "--json").stdout) == []
+
+
+def test_nproc_auto_follows_the_visible_gpus(project: Path, iso: Env) -> None:
+    """No GPU here: `auto` is one process; `--gpus 0,1` (CUDA_VISIBLE_DEVICES) makes it two."""
+    write(project / "ddp.py", DDP)
+    out = torchjob("run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "auto",
+                   "--dry-run", env={k: v for k, v in os.environ.items()
+                                     if k != "CUDA_VISIBLE_DEVICES"}).stdout.decode()
+    assert "--nproc-per-node 1 " in out
+    out = torchjob("run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "auto",
+                   "--gpus", "0,1", "--dry-run").stdout.decode()
+    assert "--nproc-per-node 2 " in out and "CUDA_VISIBLE_DEVICES=0,1" in out
