@@ -61,6 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import find_torchjob, interpreter_of  # bench/ is the script's own folder
+
 REPO = Path(__file__).resolve().parents[1]
 HIT_GOAL_MS = 20.0
 SPEEDUP_GOAL = 10.0
@@ -213,29 +215,6 @@ def parse_setup_log(text: str) -> tuple[dict[str, float], dict[str, float]]:
             value = float(m.group(2)) / (1000.0 if m.group(3) == "ms" else 1.0)
             phases[m.group(1)] = phases.get(m.group(1), 0.0) + value
     return steps, phases
-
-
-def find_torchjob(explicit: str | None) -> Path:
-    """The console script: --torchjob, else next to this interpreter, the repo venv, or PATH."""
-    if explicit:
-        return Path(explicit).resolve()
-    candidates = [Path(sys.executable).parent / "torchjob", REPO / ".venv" / "bin" / "torchjob"]
-    found = shutil.which("torchjob")
-    if found:
-        candidates.append(Path(found))
-    for path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    sys.exit("bench: no torchjob console script found; pass --torchjob PATH")
-
-
-def interpreter_of(console_script: Path) -> Path:
-    """The interpreter named on the console script's shebang: the one torchjob really runs on."""
-    with console_script.open("rb") as f:
-        first = f.readline().decode().strip()
-    if not first.startswith("#!"):
-        sys.exit(f"bench: {console_script} has no shebang line")
-    return Path(first[2:].split()[0])
 
 
 def snapshot(paths: list[Path]) -> dict[str, int | None]:

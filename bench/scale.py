@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common import find_torchjob, interpreter_of  # bench/ is the script's own folder
+
 if TYPE_CHECKING:  # at run time imported late, with the repository put on sys.path
     from tests.slurm import Slurm
 
@@ -84,29 +86,6 @@ class Variant:
 
 class BenchError(RuntimeError):
     """A variant failed: the message carries its command and the end of its stderr."""
-
-
-def find_torchjob(explicit: str | None) -> Path:
-    """The console script: --torchjob, else next to this interpreter, the repo venv, or PATH."""
-    if explicit:
-        return Path(explicit).resolve()
-    candidates = [Path(sys.executable).parent / "torchjob", REPO / ".venv" / "bin" / "torchjob"]
-    found = shutil.which("torchjob")
-    if found:
-        candidates.append(Path(found))
-    for path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    sys.exit("bench: no torchjob console script found; pass --torchjob PATH")
-
-
-def interpreter_of(console_script: Path) -> Path:
-    """The interpreter on the console script's shebang: the one torchjob (and its jobs) run on."""
-    with console_script.open("rb") as f:
-        first = f.readline().decode().strip()
-    if not first.startswith("#!"):
-        sys.exit(f"bench: {console_script} has no shebang line")
-    return Path(first[2:].split()[0])
 
 
 def _tail(path: Path, lines: int = 25) -> str:
