@@ -7,7 +7,7 @@ Why: issue 3 asks that a second run of a pinned commit cost at most 1.2x a bare 
 of that tree from a local clone, with no network, and that a branch cost one fetch. The
 repository (2,000 files of a few KB in nested folders, 50 commits, a `main.py` that exits 0) is
 generated deterministically with `git fast-import`, so every run of this script times the same
-commits. The five cases run interleaved, one round at a time (a b c e d and a b e c d in turn,
+commits. The cases run interleaved, one round at a time (a b c f e d and a b e c f d in turn,
 so the two the goal compares take turns right after a big write), each round with a fresh
 TORCHJOB_HOME (an empty cache for the first run) and a fresh folder for every tree, since
 deleting big trees slows this VM's file creation for a while (DESIGN.md section 7); everything
@@ -20,6 +20,8 @@ is deleted at the end.
   (e) GIT_INDEX_FILE=<new> git --git-dir=CLONE/.git --work-tree=NEW checkout -f <sha> -- .
       the checkout of that tree from (a)'s local clone into a fresh folder, with a private
       index: the same work torchjob's `read-tree --reset -u` does, and nothing else
+  (f) the read-tree command (c)'s setup.log shows, run by hand into a fresh folder (not a goal
+      case: it splits (c)'s source stage into git's work and torchjob's own time around it)
 
 For torchjob the table shows the whole command and run.json's `source.seconds` (clone or fetch,
 ref resolution and checkout, without Python start-up); "git (setup.log)" adds up the times
@@ -69,6 +71,7 @@ CASES = {
     "c": "(c) torchjob -r <sha> (second run)",
     "d": "(d) torchjob -r main (second run)",
     "e": "(e) git checkout from local clone",
+    "f": "(f) (c)'s read-tree, run by hand",
 }
 TORCHJOB_CASES = ("b", "c", "d")
 WORDS = ("loss", "model", "batch", "optimizer", "step", "epoch", "tensor", "grad", "layer",
@@ -255,6 +258,7 @@ class Sample:
     source_s: float | None = None
     git_logged_s: float | None = None
     git_commands: list[str] = field(default_factory=list)
+    checkout_argv: list[str] = field(default_factory=list)  # the read-tree setup.log shows
     record: dict[str, Any] = field(default_factory=dict)
 
 
@@ -270,25 +274,29 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path, daemon: Daemon) -> Sa
     return Sample(elapsed, daemon.requests() - before)
 
 
-def git_subcommands(setup_log: str) -> tuple[list[str], float]:
-    """The git subcommands setup.log lists, and the sum of the times it gives for them."""
+def git_subcommands(setup_log: str) -> tuple[list[str], float, list[str]]:
+    """The git subcommands setup.log lists, the sum of the times it gives for them, and the
+    argv of the (last) read-tree."""
     commands: list[str] = []
+    read_tree: list[str] = []
     for line in setup_log.splitlines():
         if not line.startswith("$ git "):
             continue
-        words = shlex.split(line[2:])[1:]
+        argv = shlex.split(line[2:])
         skip = False
-        for word in words:
+        for word in argv[1:]:
             if skip:
                 skip = False
             elif word == "-c":
                 skip = True
             elif not word.startswith("-"):
                 commands.append(word)
+                if word == "read-tree":
+                    read_tree = argv
                 break
     seconds = sum(float(s) for s in re.findall(r"^\[exit 0 after ([0-9.]+)s\]$", setup_log,
                                                  re.MULTILINE))
-    return commands, seconds
+    return commands, seconds, read_tree
 
 
 def count_files(tree: Path) -> int:
@@ -339,9 +347,11 @@ class Round:
         run_dir = runs / new[0]
         rec: dict[str, Any] = json.loads((run_dir / "run.json").read_text())
         setup_log = run_dir / "setup.log"
-        commands, logged = git_subcommands(setup_log.read_text() if setup_log.exists() else "")
+        commands, logged, read_tree = git_subcommands(
+            setup_log.read_text() if setup_log.exists() else "")
         src = rec["source"]
         sample.record, sample.git_commands, sample.git_logged_s = rec, commands, logged
+        sample.checkout_argv = read_tree
         sample.source_s = float(src["seconds"])
         self.check(rec.get("exit_code") == 0, f"({case}) run.json exit_code {rec.get('exit_code')}")
         self.check(src.get("commit") == self.repo.head, f"({case}) commit {src.get('commit')}")
@@ -381,11 +391,30 @@ class Round:
         self.check(sample.requests == 0, "(e) used the network")
         return sample
 
+    def f_by_hand(self, c: Sample) -> Sample:
+        """The read-tree (c) ran, argv for argv from its setup.log, into a fresh folder: git's
+        own share of (c)'s source stage, without torchjob's Python around it."""
+        tree = self.root / "checkout-f"
+        index = self.root / "index-f"
+        tree.mkdir()
+        argv = [f"--work-tree={tree}" if a.startswith("--work-tree=") else a
+                for a in c.checkout_argv]
+        sample = timed(argv, dict(self.env, GIT_INDEX_FILE=str(index)), self.root, self.daemon)
+        self.check(count_files(tree) == self.repo.files, "(f) read-tree has the wrong files")
+        return sample
+
     def all(self, c_first: bool) -> dict[str, Sample]:
-        """a, b, then the pair the goal compares back to back (c e, or e c), then d."""
+        """a, b, then the pair the goal compares back to back (c e, or e c) with (f) after
+        (c), then d."""
         out = {"a": self.a_clone(), "b": self.b_first()}
-        for key in ("c", "e") if c_first else ("e", "c"):
-            out[key] = self.c_pinned() if key == "c" else self.e_checkout()
+        if c_first:
+            out["c"] = self.c_pinned()
+            out["f"] = self.f_by_hand(out["c"])
+            out["e"] = self.e_checkout()
+        else:
+            out["e"] = self.e_checkout()
+            out["c"] = self.c_pinned()
+            out["f"] = self.f_by_hand(out["c"])
         out["d"] = self.d_branch()
         return out
 
@@ -450,6 +479,14 @@ def report(samples: dict[str, list[Sample]], rounds: int, orders: list[bool]) ->
           f"(b) whole / (a) = {med('b') / med('a'):.2f}x")
     print(f"(d) source.seconds / (e) = {med('d', True) / e:.2f}x, "
           f"(d) whole / (e) = {med('d') / e:.2f}x")
+    waiting = statistics.median((c.source_s or 0.0) - f.whole_s
+                                for c, f in zip(samples["c"], samples["f"], strict=True))
+    print(f"(c) source.seconds - (f), per round, median: {waiting * 1000:.0f} ms of torchjob's "
+          "own time around the checkout (lock, SHA lookup, waiting for git's exit)")
+    spread = max(s.whole_s for s in samples["e"]) / min(s.whole_s for s in samples["e"])
+    if spread > 1.5:
+        print(f"warning: (e) varied {spread:.1f}x between rounds: this VM's file creation was not "
+              "steady (other load, or a big delete in the last minutes); rerun when idle")
     per_round = [f"{(c.source_s or 0.0) / e_.whole_s:.2f} ({'c' if first else 'e'} first)"
                  for c, e_, first in zip(samples["c"], samples["e"], orders, strict=True)]
     print(f"(c) source.seconds / (e) per round: {', '.join(per_round)}")
@@ -485,7 +522,7 @@ def main() -> None:
                   f"HEAD {repo.head} (seed {SEED}; generated in {made_in:.1f} s)")
             print(f"served:    {daemon.url()} by `git daemon` (git:// protocol, real TCP)")
             print(f"rounds:    {args.rounds} timed after {args.warmup} warm-up, the cases "
-                  "interleaved: a b c e d and a b e c d in turn, so (c) and (e) take turns "
+                  "interleaved: a b c f e d and a b e c f d in turn, so (c) and (e) take turns "
                   "right after a big write; a fresh TORCHJOB_HOME and fresh folders per round; "
                   "all deleted at the end")
             print("(e) is:    GIT_INDEX_FILE=<new file> git --git-dir=<(a)'s clone>/.git "
