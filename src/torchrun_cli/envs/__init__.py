@@ -112,7 +112,8 @@ def materialize(spec: JobSpec, base: Environment, project_dir: Path, project: st
     expected = spec.python_version or (base.python_version if spec.manager != "conda" else None)
 
     def build(env: Path) -> None:
-        builder.build(env, planned.request, log, progress)
+        donors = cache.donors(spec.manager, planned.inputs) if spec.manager == "uv" else []
+        builder.build(env, replace(planned.request, donors=tuple(donors)), log, progress)
         version = step("health check", [str(python_of(env)), "-I", "-c", _VERSION], log,
                        progress).strip()
         if expected and not (version == expected or version.startswith(expected + ".")):

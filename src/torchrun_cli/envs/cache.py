@@ -117,6 +117,20 @@ def obtain(key: str, meta: dict[str, Any], project: str, rebuild: bool,
         raise
 
 
+def donors(manager: str, inputs: dict[str, Any], limit: int = 3) -> list[Path]:
+    """The newest ready environments of manager for the same interpreter: a new build may
+    reuse their compiled bytecode (envs/bytecode.py checks every file it takes)."""
+    base = root()
+    found: list[tuple[float, Path]] = []
+    for folder in base.iterdir() if base.is_dir() else []:
+        meta = marker(folder)
+        other = meta.get("inputs") or {}
+        if meta.get("manager") == manager and all(
+                other.get(k) == inputs.get(k) for k in ("interpreter", "python_version")):
+            found.append((float(meta.get("created", 0.0)), folder / str(meta.get("env", ENV))))
+    return [path for _, path in sorted(found, reverse=True)[:limit]]
+
+
 @dataclass(frozen=True)
 class CachedEnv:
     """One environment, for `torchjob env list`."""

@@ -1,0 +1,83 @@
+"""uv environments are byte-compiled at build time, reusing the .pyc files an earlier environment
+compiled for the very same installed files (real uv, the test wheelhouse, offline)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Env, torchjob, write
+from tests.test_envs import newest, setup_log
+
+SHOW = "import tinya\nprint(tinya.VALUE)\n"
+
+
+def build(project: Path, iso: Env, requirements: str) -> tuple[Path, str]:
+    """Run main.py in a uv environment for requirements; its folder and the run's setup.log."""
+    write(project / "requirements.txt", requirements)
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv")
+    assert res.returncode == 0, res.stderr
+    rec = newest(iso)
+    assert rec["environment"]["reused"] is False
+    return Path(rec["environment"]["path"]), setup_log(iso, rec)
+
+
+def module(env: Path, name: str) -> tuple[Path, Path]:
+    """A package's __init__.py in env and its .pyc."""
+    (site,) = env.glob("lib/python*/site-packages")
+    source = site / name / "__init__.py"
+    (pyc,) = (site / name / "__pycache__").glob("__init__.*.pyc")
+    return source, pyc
+
+
+def loads_from_pyc(env: Path, name: str) -> bool:
+    """Whether the environment's python imports name from its .pyc (`-v` says "matches")."""
+    out = subprocess.run([str(env / "bin" / "python"), "-v", "-c", f"import {name}"],
+                         capture_output=True, text=True, check=True)
+    return any("matches" in line and f"/{name}/__init__.py" in line
+               for line in out.stderr.splitlines())
+
+
+def test_a_new_environment_links_the_bytecode_of_an_earlier_one(project: Path, iso: Env,
+                                                                 offline: Any) -> None:
+    write(project / "main.py", SHOW)
+    first, log1 = build(project, iso, "tinyb==1.0\n")
+    assert "linked 0 files from 0 earlier environment(s), compiled" in log1
+    # a new key (the requirements file changed) that installs the same files
+    second, log2 = build(project, iso, "tinyb==1.0\ntinya==2.0\n")
+    assert first != second
+    assert "linked 0 " not in log2 and "from 1 earlier environment(s)" in log2
+    for name in ("tinya", "tinyb"):
+        src1, pyc1 = module(first, name)
+        src2, pyc2 = module(second, name)
+        assert os.stat(src1).st_ino == os.stat(src2).st_ino  # uv linked both from its cache
+        assert os.stat(pyc1).st_ino == os.stat(pyc2).st_ino  # ... and torchjob the bytecode
+        assert loads_from_pyc(second, name)
+
+
+def test_bytecode_of_another_version_or_a_stale_pyc_is_never_linked(project: Path, iso: Env,
+                                                                    offline: Any) -> None:
+    write(project / "main.py", SHOW)
+    old, _ = build(project, iso, "tinya==1.0\n")
+    donor, _ = build(project, iso, "tinyb==1.0\n")  # tinya 2.0, its own compile
+    _, old_pyc = module(old, "tinya")
+    _, donor_pyc = module(donor, "tinya")
+    assert os.stat(old_pyc).st_ino != os.stat(donor_pyc).st_ino  # 1.0's .pyc was not taken
+    # spoil the donor's .pyc of tinyb: its header no longer matches the source's mtime
+    _, b_pyc = module(donor, "tinyb")
+    data = bytearray(b_pyc.read_bytes())
+    data[8:12] = (int.from_bytes(data[8:12], "little") ^ 1).to_bytes(4, "little")
+    spoiled = b_pyc.with_suffix(".new")
+    spoiled.write_bytes(bytes(data))
+    spoiled.replace(b_pyc)
+    fresh, log = build(project, iso, "tinyb==1.0\n# same packages, new key\n")
+    _, fresh_b = module(fresh, "tinyb")
+    _, fresh_a = module(fresh, "tinya")
+    assert os.stat(fresh_b).st_ino != os.stat(b_pyc).st_ino  # compiled, not linked
+    assert os.stat(fresh_a).st_ino == os.stat(donor_pyc).st_ino
+    assert loads_from_pyc(fresh, "tinyb") and loads_from_pyc(fresh, "tinya")
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv")
+    assert res.stdout == b"tinya 2.0\n"
+    assert "linked 1 files from 2 earlier environment(s), compiled 1," in log
