@@ -40,8 +40,8 @@ def build(folder: Path) -> Path:
     for (name, version), deps in PACKAGES.items():
         pkg = _package(src, name, version, deps)
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                        "--no-build-isolation", "--no-index", "-w", str(wheels), str(pkg)],
-                       check=True)
+                        "--no-build-isolation", "--no-index", "--no-cache-dir",  # not ~/.cache
+                        "-w", str(wheels), str(pkg)], check=True)
     broken = src / "tinybroken-1.0"
     broken.mkdir(parents=True)
     (broken / "backend.py").write_text(FAILING_BACKEND)
