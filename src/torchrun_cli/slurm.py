@@ -35,6 +35,7 @@ EXTRA_ALLOWED = ("exclusive", "reservation", "nice", "mail-type", "mail-user", "
                  "ntasks-per-node", "mem-per-cpu", "hint", "signal", "comment", "wckey")
 _EXTRA = re.compile(r"^--([a-z][a-z-]*)(?:=([^\s]+))?$")
 _POLL_S = 0.5
+_FIRST_POLL_S = 0.05  # the first line comes ~1 s after sbatch: poll fast, then slow down
 
 
 def check_extra(args: Sequence[str]) -> list[str]:
@@ -190,6 +191,7 @@ def follow(job_id: str, run_dir: Path, echo: bool,
     streams = {run_dir / STDOUT_ONLY: 1, run_dir / "stderr.log": 2}  # file -> console fd
     offsets = dict.fromkeys(streams, 0)
     cancelled_by = None
+    delay = _FIRST_POLL_S
     try:
         while True:
             if caught and cancelled_by is None:
@@ -205,7 +207,8 @@ def follow(job_id: str, run_dir: Path, echo: bool,
                     _copy_new(path, offsets[path], fd if echo else None)
                 return state or JobState("UNKNOWN", None, None, "forgotten by Slurm"), \
                     cancelled_by
-            time.sleep(_POLL_S)
+            time.sleep(delay)
+            delay = min(delay * 1.5, _POLL_S)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
