@@ -490,6 +490,6 @@ def prune(unused_for_s: float) -> list[CachedRepo]:
             continue
         folder = store.cache_home() / "repos" / repo.key
         with store.locked(folder.parent / f"{folder.name}.lock"):
-            shutil.rmtree(folder, ignore_errors=True)
+            store.remove_entry(folder)
         removed.append(repo)
     return removed

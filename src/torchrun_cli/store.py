@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -71,6 +72,13 @@ def mark_ready(folder: Path, note: str = "") -> None:
 
 def is_ready(folder: Path) -> bool:
     return (folder / READY).is_file()
+
+
+def remove_entry(folder: Path) -> None:
+    """Delete a cache entry marker first: a kill in the middle of the delete leaves garbage
+    that the next run removes, never a half-deleted tree that still says it is ready."""
+    (folder / READY).unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,7 +95,7 @@ def obtain(key: str, meta: dict[str, Any], project: str, rebuild: bool,
             fcntl.flock(fd, fcntl.LOCK_SH)  # another run built it while we waited
             _note_use(folder, project)
             return Obtained(env_path(folder), True, 0.0, Lease(fd))
-        shutil.rmtree(folder, ignore_errors=True)  # half-built or to rebuild: never used
+        store.remove_entry(folder)  # half-built or to rebuild: never used
         folder.mkdir(parents=True)
         # A fresh name per build: a tool left over from a killed build can only ever write
         # into its own folder, never into the one this build marks ready.
@@ -104,7 +103,7 @@ def obtain(key: str, meta: dict[str, Any], project: str, rebuild: bool,
         try:
             build(folder / name)
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            store.remove_entry(folder)
             raise
         seconds = round(time.monotonic() - started, 3)
         store.mark_ready(folder, json.dumps({**meta, "env": name, "created": time.time(),
@@ -173,7 +172,7 @@ def remove(env: CachedEnv) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False  # in use by a running job (or being built)
-        shutil.rmtree(folder, ignore_errors=True)
+        store.remove_entry(folder)
         return True
     finally:
         os.close(fd)
