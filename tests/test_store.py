@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from torchrun_cli import store
+import torchrun_cli.store as store
 
 
 def test_an_interrupted_delete_never_leaves_a_ready_entry(tmp_path: Path,
@@ -22,7 +23,7 @@ def test_an_interrupted_delete_never_leaves_a_ready_entry(tmp_path: Path,
     def killed(path: Path, ignore_errors: bool = False) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store.shutil, "rmtree", killed)
+    monkeypatch.setattr(shutil, "rmtree", killed)
     with pytest.raises(KeyboardInterrupt):
         store.remove_entry(entry)
     assert (entry / "env" / "lib" / "module.py").exists()  # the tree is still there ...
