@@ -112,3 +112,27 @@ def test_durations_beyond_a_year_are_refused(project: Path) -> None:
     for flag in ("--timeout", "--grace"):
         res = torchjob("run", "-s", "a.py", "-p", str(project), flag, "400d")
         assert res.returncode == 2 and b"365 days" in res.stderr
+
+
+def test_a_reader_that_stops_early_ends_logs_quietly_but_never_a_run(project: Path,
+                                                                     iso: Env) -> None:
+    """`torchjob logs last | head -1`: logs dies of SIGPIPE as cat does (no message, not the
+    exit 1 click gives); `torchjob run | head -1` still runs the job to its end."""
+    write(project / "many.py", "import sys\nfor i in range(200000): print(i)\n"
+          "print('done', file=sys.stderr)\n")
+    for argv in (["logs", "last"], ["run", "-s", "many.py", "-p", str(project)]):
+        if argv[0] == "logs":
+            assert torchjob("run", "-q", "-s", "many.py", "-p", str(project)).returncode == 0
+        proc = subprocess.Popen([*TORCHJOB, *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"0\n"
+        proc.stdout.close()  # the reader goes away, as head does
+        err = proc.stderr.read()
+        code = proc.wait(timeout=60)
+        if argv[0] == "logs":
+            assert (code, err) == (-13, b"")  # killed by SIGPIPE, silently
+        else:
+            assert code == 0 and b"done" in err
+    runs = [json.loads((d / "run.json").read_text()) for d in iso.run_dirs()]
+    assert sorted(r["status"] for r in runs) == ["succeeded", "succeeded"]

@@ -395,10 +395,21 @@ def _standard_fds() -> None:
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
 
 
+# Commands that only read and print: like cat, they die quietly of SIGPIPE when the reader
+# goes (`torchjob runs | head`), where click would print nothing and exit 1. `run` and the
+# commands that delete keep Python's default, so they always finish what they started.
+_READERS = {("runs",), ("show",), ("logs",), ("validate",), ("env", "list"), ("cache", "list")}
+
+
 def main() -> None:
     """Entry point: split off `-- ARGS`, run the app, turn errors into messages and statuses."""
     _standard_fds()
     argv = sys.argv[1:]
+    words = tuple(a for a in argv if not a.startswith("-"))
+    if words[:1] in _READERS or words[:2] in _READERS:
+        import signal
+
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     trailing: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
