@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import Env, torchjob, write
 from tests.test_envs import newest, setup_log
+from tests.test_signals import gone_within
+from torchrun_cli.envs.builders import BYTECODE
 
 SHOW = "import tinya\nprint(tinya.VALUE)\n"
 
@@ -81,3 +85,74 @@ def test_bytecode_of_another_version_or_a_stale_pyc_is_never_linked(project: Pat
     res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv")
     assert res.stdout == b"tinya 2.0\n"
     assert "linked 1 files from 2 earlier environment(s), compiled 1," in log
+
+
+def test_a_same_size_same_mtime_file_of_another_version_is_never_linked(
+        project: Path, iso: Env, offline: Any) -> None:
+    """tinya 1.0 and 2.0 have __init__.py files of the same size; uv stamps mtimes in whole
+    seconds, so they can also share an mtime. Only the inode tells them apart."""
+    write(project / "main.py", SHOW)
+    old, _ = build(project, iso, "tinya==1.0\n")
+    donor, _ = build(project, iso, "tinyb==1.0\n")  # holds tinya 2.0
+    old_src, old_pyc = module(old, "tinya")
+    donor_src, donor_pyc = module(donor, "tinya")
+    assert old_src.stat().st_size == donor_src.stat().st_size
+    stamp = int(donor_src.stat().st_mtime)
+    os.utime(old_src, (stamp, stamp))  # the same mtime (and inode: uv's cache) for 1.0 ...
+    old_pyc.unlink()  # ... and the only .pyc on offer is 2.0's, whose header then matches
+    fresh, log = build(project, iso, "tinya==1.0\n# a new key\n")
+    _, fresh_pyc = module(fresh, "tinya")
+    assert os.stat(fresh_pyc).st_ino != os.stat(donor_pyc).st_ino
+    assert "linked 0 files from 2 earlier environment(s), compiled 1," in log
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv")
+    assert res.stdout == b"tinya 1.0\n"
+
+
+def test_hash_based_bytecode_is_linked_too(project: Path, iso: Env, offline: Any,
+                                           monkeypatch: Any) -> None:
+    """With SOURCE_DATE_EPOCH set (Nix shells, reproducible builds) py_compile writes .pyc
+    files the import system checks by the source's hash: those can be shared as well."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1")
+    write(project / "main.py", SHOW)
+    first, _ = build(project, iso, "tinyb==1.0\n")
+    _, pyc1 = module(first, "tinya")
+    assert pyc1.read_bytes()[4] == 3  # flags: hash-based, checked
+    second, log = build(project, iso, "tinyb==1.0\n# a new key\n")
+    _, pyc2 = module(second, "tinya")
+    assert os.stat(pyc1).st_ino == os.stat(pyc2).st_ino
+    assert "linked 2 files from 1 earlier environment(s), compiled 0," in log
+
+
+def test_compile_workers_die_with_the_step(tmp_path: Path) -> None:
+    """kill -9 of the bytecode step (what PDEATHSIG does to it when torchjob is killed) must
+    not leave its pool's workers compiling into a folder that is about to be deleted."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = venv.glob("lib/python*/site-packages")
+    body = "".join(f"def f{i}(x):\n    return [x * {i} for _ in range({i})]\n"
+                   for i in range(400))
+    for n in range(600):
+        write(site / f"pkg{n}" / "__init__.py", body)
+    step = subprocess.Popen([str(venv / "bin" / "python"), "-I", str(BYTECODE)],
+                            stdout=subprocess.DEVNULL)
+    workers: list[int] = []
+    deadline = time.monotonic() + 60
+    while not workers and step.poll() is None and time.monotonic() < deadline:
+        workers = children(step.pid)
+    assert workers, "the step ended before its workers could be seen"
+    step.kill()
+    step.wait()
+    assert gone_within(workers, 30)
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is pid (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out

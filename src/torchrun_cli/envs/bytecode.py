@@ -20,9 +20,15 @@ import sysconfig
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+# .pyc flags the import system validates against the source: 0 = mtime and size, 3 = a hash
+# checked on import (what py_compile writes when SOURCE_DATE_EPOCH is set). 1 (never checked)
+# is never linked.
+_CHECKED = (0, 3)
+
 
 def _header_ok(pyc: str, st: os.stat_result) -> bool:
-    """A timestamp-based .pyc for exactly this source (what the import system checks)."""
+    """A .pyc the import system will check against this source, and for timestamp ones, made
+    from exactly its mtime and size."""
     try:
         with open(pyc, "rb") as fh:
             head = fh.read(16)
@@ -31,13 +37,15 @@ def _header_ok(pyc: str, st: os.stat_result) -> bool:
     if len(head) < 16 or head[:4] != importlib.util.MAGIC_NUMBER:
         return False
     flags, mtime, size = struct.unpack("<III", head[4:16])
+    if flags == 3:
+        return True
     return bool(flags == 0 and mtime == int(st.st_mtime) & 0xFFFFFFFF
                 and size == st.st_size & 0xFFFFFFFF)
 
 
-def _link(src: str, rel: str, donors: list[Path]) -> bool:
-    """Link a donor's .pyc for src when the donor holds the very same source file."""
-    st = os.stat(src)
+def _link(src: str, st: os.stat_result, rel: str, donors: list[Path]) -> bool:
+    """Link a donor's .pyc for src when the donor holds the very same source file (same inode:
+    two files of the same size and mtime can differ, the same inode cannot)."""
     pyc = importlib.util.cache_from_source(src)
     for donor in donors:
         other = str(donor / rel)
@@ -50,51 +58,89 @@ def _link(src: str, rel: str, donors: list[Path]) -> bool:
         donor_pyc = importlib.util.cache_from_source(other)
         if not _header_ok(donor_pyc, st):
             continue
-        os.makedirs(os.path.dirname(pyc), exist_ok=True)
         try:
+            os.makedirs(os.path.dirname(pyc), exist_ok=True)
             os.link(donor_pyc, pyc)
-        except OSError:  # a stale .pyc from the wheel, pruned meanwhile, another filesystem
+        except FileExistsError:  # a stale .pyc shipped in the wheel: compile over it
             return False
+        except OSError:  # this donor was pruned meanwhile: try the next
+            continue
         return True
     return False
 
 
-def _compile(src: str) -> bool:
+def _worker_init(parent: int) -> None:
+    """Workers die with this process even after kill -9 (PR_SET_PDEATHSIG, as the trampoline
+    in proc.py does for it), and stay quiet about SyntaxWarnings, as pip and uv do."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the pool's own shutdown has to do
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _compile(src: str) -> str | None:
+    """Empty when compiled, None when the file is not valid Python, else the OSError's text."""
     try:
         py_compile.compile(src, doraise=True)
-    except (py_compile.PyCompileError, OSError, ValueError):
-        return False
-    return True
+    except py_compile.PyCompileError:
+        return None  # Python 2 test data and the like: skipped, as pip and uv do
+    except OSError as exc:
+        return f"{src}: {exc.strerror or exc}"
+    return ""
+
+
+def _sources(site: str) -> list[tuple[str, os.stat_result]]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(site):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for name in filenames:
+            if name.endswith(".py"):
+                src = os.path.join(dirpath, name)
+                try:
+                    out.append((src, os.stat(src)))
+                except OSError:  # a dangling symlink: nothing to compile
+                    continue
+    return out
 
 
 def main(argv: list[str]) -> int:
     prefix = Path(sys.prefix)
     donors_roots = [Path(a) for a in argv[1:]]
-    sites = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    paths = sysconfig.get_paths()
+    sites = {os.path.realpath(paths[k]): paths[k] for k in ("purelib", "platlib")}  # lib64->lib
     linked = 0
     todo: list[str] = []
-    for site in sites:
+    for site in sites.values():
         site_rel = os.path.relpath(site, prefix)
         donors = [root / site_rel for root in donors_roots]
-        for dirpath, dirnames, filenames in os.walk(site):
-            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-            for name in filenames:
-                if not name.endswith(".py"):
-                    continue
-                src = os.path.join(dirpath, name)
-                if _header_ok(importlib.util.cache_from_source(src), os.stat(src)):
-                    continue  # shipped in the wheel, and valid
-                if _link(src, os.path.relpath(src, site), donors):
-                    linked += 1
-                else:
-                    todo.append(src)
-    failed = 0
+        for src, st in _sources(site):
+            if _header_ok(importlib.util.cache_from_source(src), st):
+                continue  # shipped in the wheel, and valid
+            if _link(src, st, os.path.relpath(src, site), donors):
+                linked += 1
+            else:
+                todo.append(src)
+    results: list[str | None] = []
     if todo:
-        with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 8)) as pool:
-            failed = sum(not ok for ok in pool.map(_compile, todo, chunksize=32))
+        workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1, 8)
+        with ProcessPoolExecutor(workers, initializer=_worker_init,
+                                 initargs=(os.getpid(),)) as pool:
+            results = list(pool.map(_compile, todo, chunksize=32))
+    errors = [r for r in results if r]
+    skipped = sum(r is None for r in results)
     print(f"Bytecode: linked {linked} files from {len(donors_roots)} earlier environment(s), "
-          f"compiled {len(todo) - failed}, skipped {failed} that do not compile")
-    return 0
+          f"compiled {len(todo) - skipped - len(errors)}, skipped {skipped} that do not compile")
+    for error in errors[:20]:
+        print(f"cannot write bytecode: {error}")
+    return 1 if errors else 0  # a full or read-only disk is the build's failure, not a detail
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def obtain(key: str, meta: dict[str, Any], project: str, rebuild: bool,
         raise
 
 
-def donors(manager: str, inputs: dict[str, Any], limit: int = 3) -> list[Path]:
+def donors(manager: str, inputs: dict[str, Any], limit: int = 5) -> list[Path]:
     """The newest ready environments of manager for the same interpreter: a new build may
     reuse their compiled bytecode (envs/bytecode.py checks every file it takes)."""
     base = root()
