@@ -129,3 +129,44 @@ def test_files_are_copied_next_to_the_script_without_touching_the_project(
     assert sorted(p.name for p in (project / "sub").iterdir()) == ["train.py"]
     run_dir, rec = iso.only_run()
     assert rec["cwd"] == str(run_dir / "src")
+
+
+def test_tar_link_chain_through_long_names_is_refused(tmp_path: Path, iso: Env) -> None:
+    """CVE-2025-4517's shape: short links to long folders, a link whose text climbs back out
+    through them, and a file written below it. Unpatched Pythons' data filter lets it out."""
+    long_name, entries = "d" * 247, [file_info("main.py")]
+    path = ""
+    for step in "abcdefghijklmnop":
+        folder = tarfile.TarInfo(f"{path}{long_name}")
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        link = tarfile.TarInfo(f"{path}{step}")
+        link.type, link.linkname = tarfile.SYMTYPE, long_name
+        entries += [folder, link]
+        path += f"{long_name}/"
+    deep = tarfile.TarInfo("/".join("abcdefghijklmnop") + "/" + "l" * 254)
+    deep.type, deep.linkname = tarfile.SYMTYPE, "../" * 16
+    escape = tarfile.TarInfo("escape")
+    escape.type, escape.linkname = tarfile.SYMTYPE, deep.name + "/" + "../" * 5 + "escaped"
+    entries += [deep, escape, file_info("escape/pwned.txt")]
+    refused(iso, tar_with(tmp_path / "chain.tar", entries,
+                          {"main.py": MAIN, "escape/pwned.txt": b"PWNED\n"}),
+            "refused archive entry")
+    assert not list(iso.tmp.rglob("pwned.txt"))
+
+
+def test_tar_links_that_stay_inside_are_extracted(tmp_path: Path, iso: Env) -> None:
+    """A link to a sibling, a link up and across, and a hard link: all inside, all kept."""
+    up = tarfile.TarInfo("pkg/conf.py")
+    up.type, up.linkname = tarfile.SYMTYPE, "../shared/conf.py"
+    near = tarfile.TarInfo("pkg/alias.py")
+    near.type, near.linkname = tarfile.SYMTYPE, "conf.py"
+    hard = tarfile.TarInfo("copy.py")
+    hard.type, hard.linkname = tarfile.LNKTYPE, "shared/conf.py"
+    main = b"import pathlib\nprint(pathlib.Path('pkg/alias.py').read_text().strip(), " \
+           b"pathlib.Path('copy.py').read_text().strip())\n"
+    archive = tar_with(tmp_path / "ok.tar.gz",
+                       [file_info("main.py"), file_info("shared/conf.py"), up, near, hard],
+                       {"main.py": main, "shared/conf.py": b"X = 1\n"})
+    res = torchjob("run", "-s", "main.py", "-p", str(archive))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == b"X = 1 X = 1\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import shutil
 import stat
 import tarfile
@@ -59,8 +60,11 @@ def download(url: str, allow_insecure: bool, log: Path | None) -> Path:
                     request, timeout=DOWNLOAD_TIMEOUT_S) as resp:
                 (folder / store.READY).unlink(missing_ok=True)
                 tmp = folder / f"archive.{os.getpid()}.tmp"
-                _copy_limited(resp, tmp)
-                os.replace(tmp, data)
+                try:
+                    _copy_limited(resp, tmp)
+                    os.replace(tmp, data)
+                finally:
+                    tmp.unlink(missing_ok=True)  # a broken download leaves nothing behind
                 meta = {"url": url, "etag": resp.headers.get("ETag"),
                         "last_modified": resp.headers.get("Last-Modified")}
                 store.write_atomic(meta_path, json.dumps(meta).encode())
@@ -168,16 +172,60 @@ def _extract_zip(archive: Path, dest: Path) -> None:
 
 
 def _extract_tar(archive: Path, dest: Path) -> None:
+    if not hasattr(tarfile, "data_filter"):
+        raise _err("this Python's tarfile has no extraction filter",
+                   "use Python 3.10.12, 3.11.4, 3.12 or newer, or a .zip archive")
     with tarfile.open(archive) as tf:
-        members = tf.getmembers()
-        _limits(len(members), sum(m.size for m in members))
-        for member in members:
+        members: list[tarfile.TarInfo] = []
+        total = 0
+        for member in tf:  # counted as read: a bomb of empty entries stops at the limit
+            members.append(member)
+            total += member.size
+            _limits(len(members), total)
             _check_name(member.name)
             if member.isdev() or member.isfifo():
                 raise _err(f"refused archive entry {member.name!r}: a device or pipe",
                            "remove special files from the archive")
+        _check_links(members)
         try:
-            tf.extractall(dest, filter="data")
+            tf.extractall(dest, members=members, filter="data")
         except tarfile.FilterError as exc:
             raise _err(f"refused archive entry: {exc}",
                        "rebuild the archive without links that point outside it") from None
+
+
+def _check_links(members: list[tarfile.TarInfo]) -> None:
+    """Links must stay inside the target by their text alone, and no entry or link target may
+    pass through another link. The data filter alone resolves links with realpath, which chains
+    of long names defeat on Pythons without the fix for CVE-2025-4517."""
+    def norm(name: str) -> str:
+        return posixpath.normpath(name.replace("\\", "/")).lstrip("/")
+
+    links = {norm(m.name) for m in members if m.issym() or m.islnk()}
+
+    def through_link(parts: list[str]) -> bool:
+        return any("/".join(parts[:i]) in links for i in range(1, len(parts)))
+
+    for member in members:
+        name = norm(member.name)
+        if through_link(name.split("/")):
+            raise _err(f"refused archive entry {member.name!r}: it lies under a link",
+                       "rebuild the archive without entries below links")
+        if not (member.issym() or member.islnk()):
+            continue
+        target = member.linkname.replace("\\", "/")
+        stack = name.split("/")[:-1] if member.issym() else []  # hard links: from the root
+        steps = [c for c in target.split("/") if c not in ("", ".")]
+        escapes = target.startswith("/")
+        for i, step in enumerate(steps):
+            if step == "..":
+                escapes = escapes or not stack
+                if stack:
+                    stack.pop()
+            else:
+                stack.append(step)
+                escapes = escapes or (i < len(steps) - 1 and "/".join(stack) in links)
+        if escapes:
+            raise _err(f"refused archive entry {member.name!r}: its link to "
+                       f"{member.linkname!r} leads outside the archive or through a link",
+                       "rebuild the archive without links that point outside it")
