@@ -170,3 +170,49 @@ def test_tar_links_that_stay_inside_are_extracted(tmp_path: Path, iso: Env) -> N
     res = torchjob("run", "-s", "main.py", "-p", str(archive))
     assert res.returncode == 0, res.stderr
     assert res.stdout == b"X = 1 X = 1\n"
+
+
+def test_files_never_write_through_a_link_of_the_project(project: Path, iso: Env) -> None:
+    """The project's own links (a file link, a folder link) stand where --file puts files:
+    they are replaced in the run's copy, and what they point to is left as it was."""
+    victim = write(iso.tmp / "victim.txt", "mine\n")
+    shared = write(iso.tmp / "shared" / "cfg" / "a.yaml", "a: shared\n").parent
+    (project / "data.txt").symlink_to(victim)
+    (project / "cfg").symlink_to(shared)
+    write(project / "main.py", "import pathlib\n"
+          "print(pathlib.Path('data.txt').read_text().strip(), "
+          "pathlib.Path('cfg/a.yaml').read_text().strip())\n")
+    mine = write(iso.tmp / "mine" / "data.txt", "theirs\n")
+    mine_cfg = write(iso.tmp / "mine2" / "cfg" / "a.yaml", "a: run\n").parent
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--file", str(mine),
+                   "--file", str(mine_cfg))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == b"theirs a: run\n"
+    assert victim.read_text() == "mine\n"
+    assert (shared / "a.yaml").read_text() == "a: shared\n"
+    assert (project / "data.txt").is_symlink() and (project / "cfg").is_symlink()
+
+
+def test_files_for_a_script_folder_that_links_out_are_refused(project: Path,
+                                                              iso: Env) -> None:
+    outside = iso.tmp / "outdir"
+    write(outside / "train.py", "print('outside')\n")
+    (project / "tools").symlink_to(outside)
+    cfg = write(iso.tmp / "cfg.yaml", "x: 1\n")
+    res = torchjob("run", "-s", "tools/train.py", "-p", str(project), "--file", str(cfg))
+    assert res.returncode == 125, res.stderr
+    assert b"leads outside" in res.stderr
+    assert sorted(p.name for p in outside.iterdir()) == ["train.py"]
+
+
+def test_a_relative_link_out_of_a_local_project_still_works_with_files(project: Path,
+                                                                       iso: Env) -> None:
+    """With --file the run uses a copy of the project; `data -> ../datasets` must still
+    lead to the datasets next to the original."""
+    write(iso.tmp / "datasets" / "x.txt", "X\n")
+    (project / "data").symlink_to(os.path.relpath(iso.tmp / "datasets", project))
+    write(project / "main.py", "print(open('data/x.txt').read().strip())\n")
+    cfg = write(iso.tmp / "cfg.yaml", "x: 1\n")
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--file", str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == b"X\n"

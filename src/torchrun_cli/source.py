@@ -59,13 +59,20 @@ def materialize(spec: JobSpec, run_dir: Path, log: Path) -> Source:
         src = Source("local", Path(spec.project), commit=commit, dirty=dirty)
         if spec.files:  # never write into the user's folder: run in a copy of it
             shutil.copytree(src.path, tree, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+            _repoint_links(src.path, tree)
             src = Source(**{**asdict(src), "path": tree})
     elif spec.project_kind == "git":
         src = _git(spec, run_dir, tree, log)
     else:
         src = _archive(spec, tree, log)
     if spec.files:
-        _copy_files(spec.files, (src.path / spec.script).parent)
+        from torchrun_cli.gitsource import inside
+
+        folder = os.path.dirname(os.path.relpath(src.path / spec.script, tree))
+        dest = inside(tree, folder or ".", "script folder")  # refused when a link leads out
+        dest.mkdir(parents=True, exist_ok=True)
+        for item in spec.files:
+            _place(item, dest / item.name)
     return src
 
 
@@ -122,14 +129,39 @@ def _subdir(tree: Path, subdir: str | None, where: str) -> Path:
     return root
 
 
-def _copy_files(files: tuple[Path, ...], dest: Path) -> None:
-    """Dependency files next to the script (Tencent's component does the same)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in files:
-        if item.is_dir():
-            shutil.copytree(item, dest / item.name, symlinks=True, dirs_exist_ok=True)
+def _place(item: Path, target: Path) -> None:
+    """Copy a dependency file or folder to target (Tencent's component does the same). Never
+    through a link: one in the way (from the checkout, say) is replaced, not followed."""
+    if target.is_symlink() or (target.exists() and not (target.is_dir() and item.is_dir()
+                                                        and not item.is_symlink())):
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
         else:
-            shutil.copy2(item, dest / item.name)
+            target.unlink()
+    if item.is_symlink():
+        os.symlink(os.readlink(item), target)
+    elif item.is_dir():
+        target.mkdir(exist_ok=True)
+        for child in item.iterdir():
+            _place(child, target / child.name)
+    else:
+        shutil.copy2(item, target)
+
+
+def _repoint_links(original: Path, copy: Path) -> None:
+    """Relative links of a copied project that lead out of it (`data -> ../datasets`) would
+    break in the copy: make them absolute, to where they pointed from the original."""
+    for folder, dirs, files in os.walk(copy):
+        for name in dirs + files:
+            link = Path(folder) / name
+            target = os.readlink(link) if link.is_symlink() else None
+            if target is None or os.path.isabs(target):
+                continue
+            at = original / link.parent.relative_to(copy)
+            where = os.path.normpath(at / target)
+            if where != str(original) and not where.startswith(str(original) + os.sep):
+                link.unlink()
+                os.symlink(where, link)
 
 
 def _local_git(path: Path, log: Path) -> tuple[str | None, bool | None]:
