@@ -3,6 +3,7 @@ reruns, concurrency, kill -9, hostile repositories, errors and credentials."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -12,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import TORCHJOB, Env, torchjob, write
 from tests.servers import make_bare_repo
@@ -314,3 +317,40 @@ def test_cache_list_and_prune(tmp_path: Path, iso: Env) -> None:
     out = torchjob("cache", "prune", "--unused-for", "0").stdout.decode()
     assert "removed" in out
     assert json.loads(torchjob("cache", "list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("form", ["token-as-user", "user-and-password"])
+def test_credentials_written_in_the_url_stay_secret(tmp_path: Path, iso: Env,
+                                                    https_server: Any, form: str) -> None:
+    """`https://ghp_TOKEN@host/...` (GitHub's form) is a secret like a password; with
+    `https://bob:TOKEN@host/...` the login bob is what the server sees."""
+    token = "ghp_" + os.urandom(12).hex()
+    shas = repo_with_history(https_server.git_root / "r.git")
+    https_server.require_token = token
+    userinfo = token if form == "token-as-user" else f"bob:{token}"
+    url = https_server.url("/git/r.git").replace("https://", f"https://{userinfo}@")
+    res = torchjob("run", "-s", "main.py", "-p", url + "#mnist",
+                   env={**os.environ, "GIT_SSL_CAINFO": str(https_server.ca_file)})
+    assert res.returncode == 0, res.stderr
+    rec = newest(iso)
+    assert rec["source"]["commit"] == shas[2]
+    logins = {base64.b64decode(a.split()[-1]).decode().split(":")[0]
+              for a in https_server.auth_seen if a.startswith("Basic ")}
+    assert logins == ({"x-access-token"} if form == "token-as-user" else {"bob"})
+    run_dir = iso.runs / rec["id"]
+    for path in [*run_dir.glob("*"), *(iso.home / "cache").rglob("*")]:
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+    assert token.encode() not in res.stdout + res.stderr
+
+
+def test_remotes_that_differ_only_by_dot_git_get_their_own_mirrors(tmp_path: Path,
+                                                                   iso: Env) -> None:
+    """`x` and `x.git` are two repositories on most servers (and here): one mirror each."""
+    make_bare_repo(tmp_path / "x", [{"main.py": "print('I am x')\n"}])
+    make_bare_repo(tmp_path / "x.git", [{"main.py": "print('I am x.git')\n"}])
+    for name in ("x", "x.git"):
+        res = run_git(f"file://{tmp_path / name}")
+        assert res.returncode == 0, res.stderr
+        assert res.stdout == f"I am {name}\n".encode()
+    assert len(list((iso.home / "cache" / "repos").glob("*/mirror.git"))) == 2

@@ -37,6 +37,7 @@ def hostile_urls(tmp: Path) -> list[str]:
         "https://127.0.0.1:notaport/repo.git",
         "https:///nohost",
         "git@host:repo\nfoo",
+        "https://host/org/repo.git?private_token=abc",
     ]
 
 
@@ -94,6 +95,16 @@ def test_url_forms_and_cache_keys() -> None:
     ssh = parse_url("ssh://git@host:2222/org/repo.git", False)
     https = parse_url("https://x-access-token:tok123@Host.example/org/repo.git", False)
     assert https.token == "tok123" and "tok123" not in https.url and "tok123" not in https.key
-    same = parse_url("https://host.example/org/repo", False)
-    assert https.key == same.key  # .git suffix, credentials and host case do not matter
+    same = parse_url("https://host.example/org/repo.git", False)
+    assert https.key == same.key  # credentials and host case do not matter
+    other = parse_url("https://host.example/org/repo", False)
+    assert other.key != https.key  # `repo` and `repo.git` may be two repositories
+    home = parse_url("git@github.com:/pytorch/examples.git", False)
+    assert home.key != scp.key  # an absolute path is not the home-relative one
     assert len({scp.key, ssh.key, https.key}) == 3
+
+
+def test_an_scp_host_starting_with_a_dash_is_no_git_url() -> None:
+    """ssh would read `-oProxyCommand=...` as an option: never a host."""
+    with pytest.raises(SetupError, match="refused git URL"):
+        parse_url("git@-oProxyCommand=touch:repo", allow_insecure=False)

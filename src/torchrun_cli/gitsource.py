@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 from torchrun_cli import store
 from torchrun_cli.errors import SetupError
+from torchrun_cli.masking import looks_like_token, mask_text
 from torchrun_cli.proc import ToolFailed, run_tool
 
 SECURE = ("https", "ssh")
@@ -28,7 +30,7 @@ INSECURE = ("http", "git", "file")
 GIT_TIMEOUT_S = float(os.environ.get("TORCHJOB_GIT_TIMEOUT", "600"))
 RETRY_DELAYS_S = (1.0, 3.0)
 MIRROR = "mirror.git"
-_SCP = re.compile(r"^(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@(?P<host>[A-Za-z0-9.-]+"
+_SCP = re.compile(r"^(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*"
                   r"|\[[0-9A-Fa-f:.]+\]):(?P<path>[^\s]+)$")
 _HOST = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])$")
 _TRANSPORT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
@@ -67,6 +69,7 @@ class GitUrl:
     host: str
     token: str | None
     key: str
+    user: str | None = None  # the login to send with a token (https), when the URL names one
 
     @property
     def shown(self) -> str:
@@ -119,22 +122,29 @@ def parse_url(text: str, allow_insecure: bool) -> GitUrl:
         port = parts.port
     except ValueError:
         raise refuse(f"refused git URL {shown!r}: bad port", "fix the port number") from None
+    if parts.query:
+        raise refuse(f"refused git URL {mask_text(text.split('?')[0])}?...: git URLs with a "
+                     "query string are not supported", "remove the part after '?'")
     token = parts.password if scheme in ("https", "http") else None
     user = parts.username if scheme in ("ssh", "https", "http") else None
     if user and user.startswith("-"):
         raise refuse(f"refused git URL {shown!r}: the user name starts with '-'", "fix the URL")
+    if scheme in ("https", "http") and user and token is None and looks_like_token(user):
+        token, user = user, None  # https://ghp_TOKEN@github.com/...: a secret, not a login
     keep_user = f"{user}@" if user and token is None else ""
     netloc = f"{keep_user}{netloc_host}"
     clean = f"{scheme}://{netloc}{parts.path}"
     where = f"{keep_user}{host.lower()}" + (f":{port}" if port else "")
-    return GitUrl(clean, scheme, host, token, _key(scheme, where, parts.path))
+    login = user if scheme in ("https", "http") else None
+    return GitUrl(clean, scheme, host, token, _key(scheme, where, parts.path), login)
 
 
 def _key(scheme: str, where: str, path: str) -> str:
-    """Cache folder name: readable repo name plus a hash of the normalised URL."""
+    """Cache folder name: readable repo name plus a hash of the exact normalised URL (`x` and
+    `x.git`, or `host:srv/r` and `host:/srv/r`, can be different repositories)."""
+    digest = hashlib.sha256(json.dumps([scheme, where, path]).encode()).hexdigest()[:16]
     path = path.rstrip("/")
     path = path[:-4] if path.endswith(".git") else path
-    digest = hashlib.sha256(f"{scheme}://{where}/{path.lstrip('/')}".encode()).hexdigest()[:16]
     name = re.sub(r"[^A-Za-z0-9._-]", "-", path.rsplit("/", 1)[-1].rsplit(":", 1)[-1])[:40]
     return f"{name or 'repo'}-{digest}"
 
@@ -187,7 +197,7 @@ def git_env(url: GitUrl, token: str | None) -> tuple[dict[str, str], list[str]]:
         env["GIT_SSH_COMMAND"] = f"{base} -o BatchMode=yes -o ConnectTimeout=30"
     secrets: list[str] = []
     if token:
-        user = "x-access-token"
+        user = url.user or "x-access-token"  # Bitbucket and GitLab want the real login
         header = "Authorization: Basic " + base64.b64encode(f"{user}:{token}".encode()).decode()
         parts = urlsplit(url.url)
         scope = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/"  # port included

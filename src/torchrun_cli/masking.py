@@ -16,6 +16,15 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 _URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]+@")
+_URL_USER = re.compile(r"(://)([^/@:\s]+)@")
+_TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "glptt-")
+_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_.~-]{32,}$")
+
+
+def looks_like_token(user: str) -> bool:
+    """A URL user name that is really a token (`https://ghp_...@github.com/`): GitHub and
+    GitLab accept that form, so it is a secret like a password."""
+    return user.startswith(_TOKEN_PREFIXES) or bool(_TOKEN_CHARS.match(user))
 
 
 def is_secret(name: str) -> bool:
@@ -24,8 +33,9 @@ def is_secret(name: str) -> bool:
 
 
 def mask_text(value: str) -> str:
-    """A value with any URL password replaced by ****."""
-    return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", value)
+    """A value with any URL password, or user name that is a token, replaced by ****."""
+    value = _URL_PASSWORD.sub(rf"\g<1>{MASK}@", value)
+    return _URL_USER.sub(lambda m: f"{m[1]}{MASK}@" if looks_like_token(m[2]) else m[0], value)
 
 
 def mask_mapping(values: Mapping[str, str | bool]) -> dict[str, str | bool]:

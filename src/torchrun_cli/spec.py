@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from torchrun_cli.errors import Problem, SpecError
-from torchrun_cli.masking import mask_argv, mask_mapping
+from torchrun_cli.masking import mask_argv, mask_mapping, mask_text
 from torchrun_cli.speccheck import ENV_NAME, PARAM_KEY, Checker
 from torchrun_cli.yamlfile import Located, read_yaml
 
@@ -128,7 +128,7 @@ class JobSpec:
         """The effective spec for run.json and --dry-run, secret values replaced by ****."""
         return {
             "name": self.name,
-            "project": self.project,
+            "project": mask_text(self.project),
             "ref": self.ref,
             "script": self.script,
             "args": mask_argv(self.args),
