@@ -199,6 +199,51 @@ def test_prune_never_removes_an_environment_in_use(project: Path, iso: Env,
     assert ready_envs(iso) == []
 
 
+def test_rebuild_while_a_job_runs_neither_waits_for_it_nor_pulls_its_env(
+        project: Path, iso: Env, offline: Any) -> None:
+    """--rebuild builds beside the environment a running job uses: it does not wait for that
+    job (hours, for training), and the job's environment stays until prune finds it unused."""
+    write(project / "main.py", "import sys\nprint(sys.prefix, flush=True)\nsys.stdin.read()\n")
+    write(project / "requirements.txt", "tinyb==1.0\n")
+    job = subprocess.Popen([*TORCHJOB, "run", "-s", "main.py", "-p", str(project),
+                            "--env-manager", "uv"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert job.stdin is not None and job.stdout is not None
+    old_env = Path(job.stdout.readline().decode().strip())
+    try:
+        write(project / "quick.py", "import sys\nprint(sys.prefix)\n")
+        res = torchjob("run", "-s", "quick.py", "-p", str(project), "--env-manager", "uv",
+                       "--rebuild", timeout=120)
+        assert res.returncode == 0, res.stderr
+        new_env = Path(res.stdout.decode().strip())
+        assert new_env != old_env and new_env.parent == old_env.parent
+        assert (old_env / "bin" / "python").exists()  # still there for the running job
+        pruned = torchjob("env", "prune", "--unused-for", "300d")
+        assert pruned.returncode == 0 and pruned.stdout == b""  # nothing old: nothing removed
+        assert old_env.exists()  # and the tidy-up waits for the job's lease to go
+    finally:
+        job.stdin.close()
+    assert job.wait(timeout=60) == 0
+    assert torchjob("env", "prune", "--unused-for", "300d").returncode == 0
+    assert not old_env.exists() and (new_env / "bin" / "python").exists()
+    assert torchjob("run", "-s", "quick.py", "-p", str(project), "--env-manager",
+                    "uv").stdout.decode().strip() == str(new_env)
+
+
+def test_prune_keep_counts_ready_environments_only(project: Path, iso: Env,
+                                                   offline: Any) -> None:
+    write(project / "main.py", SHOW)
+    for requirement in ("tinya==1.0", "tinya==2.0"):
+        write(project / "requirements.txt", requirement + "\n")
+        assert torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager",
+                        "uv").returncode == 0
+    write(iso.home / "cache" / "envs" / ("f" * 24) / "env-1-abc" / "half", "built")  # newest
+    out = torchjob("env", "prune", "--keep", "1").stdout.decode()
+    assert out.count("removed") == 2, out
+    assert len(ready_envs(iso)) == 1
+    assert not (iso.home / "cache" / "envs" / ("f" * 24)).exists()
+
+
 def test_missing_conda_is_a_clear_setup_error(project: Path, iso: Env) -> None:
     write(project / "main.py", SHOW)
     env = {**os.environ, "PATH": "/usr/bin:/bin"}

@@ -302,13 +302,17 @@ def env_prune(
         raise UsageError(f"--unused-for {unused_for!r}: {exc}", "write e.g. 30d") from None
     found = sorted(env_cache.list_envs(), key=lambda e: e.last_used, reverse=True)
     now = time.time()
-    for i, env in enumerate(found):
+    rank = 0  # among ready environments: a half-built folder is not one of the N kept
+    for env in found:
         old = seconds is not None and now - env.last_used >= seconds
-        extra = keep is not None and i >= keep
+        extra = keep is not None and rank >= keep
+        rank += env.ready
         if not env.ready or old or extra:
             removed = env_cache.remove(env)
             word = "removed" if removed else "kept (in use)"
             sys.stdout.write(f"{word} {env.key[:16]} {env.manager} ({env.size_bytes} bytes)\n")
+        else:
+            env_cache.tidy(env)  # what a --rebuild replaced, once no job uses it
 
 
 @env_app.command("rm")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,8 +60,8 @@ class Obtained:
     lease: Lease
 
 
-def _lock_fd(folder: Path) -> int:
-    return os.open(folder.parent / f"{folder.name}.lock",
+def _lock_fd(folder: Path, kind: str = "lock") -> int:
+    return os.open(folder.parent / f"{folder.name}.{kind}",
                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
@@ -79,36 +80,48 @@ def _note_use(folder: Path, project: str) -> None:
 
 def obtain(key: str, meta: dict[str, Any], project: str, rebuild: bool,
            build: Callable[[Path], None]) -> Obtained:
-    """A ready environment for key: reused, or built once while other runs wait."""
+    """A ready environment for key: reused, or built once while other runs wait.
+
+    Two locks per key, so none is ever converted: `.lock` is the lease (shared, held while a
+    job runs; prune and rm need it exclusive), `.build` admits one builder at a time. A run
+    waiting to build therefore never waits for another run's job, only for its build.
+    """
     folder = folder_of(key)
     fd = _lock_fd(folder)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # the lease, from the start: nothing removes it now
         if not rebuild and store.is_ready(folder):
             _note_use(folder, project)
             return Obtained(env_path(folder), True, 0.0, Lease(fd))
         started = time.monotonic()
         waited_from = time.time()
-        fcntl.flock(fd, fcntl.LOCK_EX)  # one builder per key
-        ready = store.is_ready(folder)
-        if ready and (not rebuild or (folder / store.READY).stat().st_mtime >= waited_from):
-            fcntl.flock(fd, fcntl.LOCK_SH)  # another run built it while we waited
-            _note_use(folder, project)
-            return Obtained(env_path(folder), True, 0.0, Lease(fd))
-        store.remove_entry(folder)  # half-built or to rebuild: never used
-        folder.mkdir(parents=True)
-        # A fresh name per build: a tool left over from a killed build can only ever write
-        # into its own folder, never into the one this build marks ready.
-        name = f"{ENV}-{os.getpid()}-{os.urandom(3).hex()}"
+        build_fd = _lock_fd(folder, "build")
         try:
-            build(folder / name)
-        except BaseException:
-            store.remove_entry(folder)
-            raise
-        seconds = round(time.monotonic() - started, 3)
-        store.mark_ready(folder, json.dumps({**meta, "env": name, "created": time.time(),
-                                             "build_seconds": seconds}))
-        fcntl.flock(fd, fcntl.LOCK_SH)
+            fcntl.flock(build_fd, fcntl.LOCK_EX)  # one builder per key
+            ready = store.is_ready(folder)
+            if ready and (not rebuild or (folder / store.READY).stat().st_mtime >= waited_from):
+                _note_use(folder, project)  # another run built it while we waited
+                return Obtained(env_path(folder), True, 0.0, Lease(fd))
+            if not ready:  # half-built leftovers: no job can be using them
+                store.remove_entry(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            # A fresh name per build: a tool left over from a killed build can only ever
+            # write into its own folder; a rebuild leaves the environment that running jobs
+            # use in place, and prune removes it once they are done.
+            name = f"{ENV}-{os.getpid()}-{os.urandom(3).hex()}"
+            try:
+                build(folder / name)
+            except BaseException:  # nothing half-built stays; a rebuild's old env does
+                if ready:
+                    shutil.rmtree(folder / name, ignore_errors=True)
+                else:
+                    store.remove_entry(folder)
+                raise
+            seconds = round(time.monotonic() - started, 3)
+            store.mark_ready(folder, json.dumps({**meta, "env": name, "created": time.time(),
+                                                 "build_seconds": seconds}))
+        finally:
+            os.close(build_fd)
         _note_use(folder, project)
         return Obtained(folder / name, False, seconds, Lease(fd))
     except BaseException:
@@ -165,6 +178,22 @@ def list_envs() -> list[CachedEnv]:
 
 def remove(env: CachedEnv) -> bool:
     """Remove one environment unless a job holds it; True when removed."""
+    return _with_no_lease(env, lambda folder: store.remove_entry(folder))
+
+
+def tidy(env: CachedEnv) -> bool:
+    """Remove what a rebuild replaced (or a killed build left) beside the environment the
+    marker names, unless a job holds the key; True when nothing was in use."""
+    def clear(folder: Path) -> None:
+        current = marker(folder).get("env", ENV)
+        for old in folder.glob(f"{ENV}*"):
+            if old.name != current:
+                shutil.rmtree(old, ignore_errors=True)
+
+    return _with_no_lease(env, clear)
+
+
+def _with_no_lease(env: CachedEnv, action: Callable[[Path], None]) -> bool:
     folder = folder_of(env.key)
     fd = _lock_fd(folder)
     try:
@@ -172,7 +201,7 @@ def remove(env: CachedEnv) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False  # in use by a running job (or being built)
-        store.remove_entry(folder)
+        action(folder)
         return True
     finally:
         os.close(fd)
