@@ -244,6 +244,76 @@ def test_prune_keep_counts_ready_environments_only(project: Path, iso: Env,
     assert not (iso.home / "cache" / "envs" / ("f" * 24)).exists()
 
 
+def other_interpreter() -> str | None:
+    """A python whose real binary is not this one's, for launcher tests."""
+    mine = os.path.realpath(sys.executable)
+    for candidate in ("/usr/bin/python3.11", "/usr/bin/python3", shutil.which("python3.12")):
+        if candidate and os.path.exists(candidate) and os.path.realpath(candidate) != mine:
+            return candidate
+    return None
+
+
+def test_a_launcher_script_is_keyed_by_the_python_it_runs(project: Path, iso: Env,
+                                                          offline: Any) -> None:
+    """A pyenv shim picks its python from the folder or the environment; the same script
+    must never reuse an environment built for another python."""
+    other = other_interpreter()
+    if other is None:
+        pytest.skip("needs a second Python interpreter (Debian's /usr/bin/python3)")
+    launcher = write(iso.tmp / "bin" / "python", '#!/bin/sh\nexec "$TJ_PICK" "$@"\n')
+    launcher.chmod(0o755)
+    write(project / "main.py", "import sys\nprint(sys.base_prefix)\n")
+    prefixes = []
+    for pick in (sys.executable, other, sys.executable):
+        res = torchjob("run", "-s", "main.py", "-p", str(project), "--python", str(launcher),
+                       "--env-manager", "uv", env={**os.environ, "TJ_PICK": pick})
+        assert res.returncode == 0, res.stderr
+        prefixes.append((res.stdout.decode().strip(), newest(iso)["environment"]["reused"]))
+    assert prefixes[0][0] != prefixes[1][0]
+    assert [reused for _, reused in prefixes] == [False, False, True]
+    assert prefixes[2][0] == prefixes[0][0]
+
+
+def test_requirements_paths_are_the_project_s_and_includes_are_keyed(
+        project: Path, iso: Env, offline: dict[str, str], tmp_path: Path) -> None:
+    """`./wheels/x.whl` means the project's folder, wherever torchjob is started from; an
+    include written `-rbase.txt` or continued over two lines is part of the key."""
+    wheel = next(Path(offline["PIP_FIND_LINKS"]).glob("tinya-1.0-*.whl"))
+    shutil.copy(wheel, write(project / "wheels" / "x", "").parent / wheel.name)
+    write(project / "main.py", SHOW)
+    write(project / "base.txt", f"./wheels/{wheel.name}\n")
+    write(project / "requirements.txt", "-r base.txt\n-c limits.txt\n")
+    write(project / "limits.txt", "tinya<3\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv",
+                   cwd=elsewhere)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == b"tinya 1.0\n"
+    # pip's (not uv's) other spellings: an attached value, a continued line
+    write(project / "requirements.txt", "-rbase.txt\n-c \\\n  limits.txt\n")
+    keys = []
+    for name, text in (("limits.txt", "tinya<3\n"), ("base.txt", f"wheels/{wheel.name}\n"),
+                       ("limits.txt", "tinya<4\n"), ("limits.txt", "tinya<4\n")):
+        write(project / name, text)
+        plan = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv",
+                        "--dry-run", cwd=elsewhere)
+        assert plan.returncode == 0, plan.stderr
+        keys.append(next(line for line in plan.stdout.decode().splitlines()
+                         if "key " in line).split("key ")[1].split(":")[0])
+    assert len(set(keys[:3])) == 3 and keys[3] == keys[2]  # each include is keyed
+
+
+def test_a_python_version_the_interpreter_does_not_have_is_refused_before_building(
+        project: Path, iso: Env, offline: Any) -> None:
+    write(project / "main.py", SHOW)
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv",
+                   "--python-version", "3.9")
+    assert res.returncode == 125, res.stderr
+    assert b"python.version is 3.9" in res.stderr and b"Traceback" not in res.stderr
+    assert setup_log(iso, newest(iso)) == ""  # no uv, no pip: refused before any build
+
+
 def test_missing_conda_is_a_clear_setup_error(project: Path, iso: Env) -> None:
     write(project / "main.py", SHOW)
     env = {**os.environ, "PATH": "/usr/bin:/bin"}

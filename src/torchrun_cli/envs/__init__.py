@@ -74,19 +74,28 @@ def plan(spec: JobSpec, base: Environment, project_dir: Path) -> Planned:
     if req_path is None and spec.requirements is None and default.is_file():
         req_path = default
     conda_file = _project_file(spec.conda_file, project_dir, "python.conda_file")
+    facts = None if builder.name == "conda" else interpreter_facts(base.interpreter)
+    wanted = spec.python_version
+    if facts and wanted and not (facts["version"] + ".").startswith(wanted + "."):
+        raise SetupError(f"python.version is {wanted}, but {base.interpreter} is Python "
+                         f"{facts['version']}; {builder.name} builds from that interpreter",
+                         f"pass --python with a Python {wanted} interpreter, or drop "
+                         "--python-version", phase="environment")
     inputs = {
         "schema": SCHEMA,
         "manager": builder.name,
         "manager_version": builder.version(),
-        "interpreter": None if builder.name == "conda" else interpreter_facts(base.interpreter),
+        "interpreter": facts,
         "python_version": spec.python_version,
         "requirements": requirement_files(req_path) if req_path else [],
         "packages": list(spec.packages),
         "conda_file": file_digest(conda_file) if conda_file else None,
         "system_site_packages": spec.system_site_packages,
     }
-    request = BuildRequest(base.interpreter, spec.python_version, req_path, spec.packages,
-                           conda_file, spec.system_site_packages)
+    # the python a launcher script ran for the key (a pyenv shim), so the build uses that one
+    interpreter = (facts or {}).get("executable") or base.interpreter
+    request = BuildRequest(interpreter, spec.python_version, req_path, spec.packages,
+                           conda_file, spec.system_site_packages, project=project_dir)
     return Planned(canonical_hash(inputs), inputs, request)
 
 

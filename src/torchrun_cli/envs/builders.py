@@ -4,6 +4,7 @@ through proc.run_tool (argv lists, own process group, output in setup.log)."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -31,6 +32,7 @@ class BuildRequest:
     conda_file: Path | None
     system_site_packages: bool
     donors: tuple[Path, ...] = ()  # ready environments whose bytecode a build may reuse
+    project: Path | None = None  # the tools run here: `./pkg` lines mean the project's
 
 
 class Builder(Protocol):
@@ -53,17 +55,17 @@ def python_of(env: Path) -> Path:
 
 
 def step(name: str, argv: list[str], log: Path, progress: Progress,
-         env: dict[str, str] | None = None) -> str:
+         cwd: Path | None = None) -> str:
     """Run one build step; a failure becomes a SetupError naming the step and the command."""
     progress(name)
     try:
-        return run_tool(argv, env=env, timeout=BUILD_TIMEOUT_S, log=log, on_line=progress,
+        return run_tool(argv, cwd=cwd, timeout=BUILD_TIMEOUT_S, log=log, on_line=progress,
                         die_with_parent=True)
     except ToolFailed as exc:
         what = "not found" if exc.missing else (
             "timed out" if exc.timed_out else f"failed (exit {exc.returncode})")
         raise SetupError(
-            f"{name} {what}: {' '.join(argv[:6])}{' ...' if len(argv) > 6 else ''}\n"
+            f"{name} {what}: {shlex.join(argv)}\n"
             + (exc.tail(20) if exc.output.strip() else "(no output)"),
             f"read {log}", phase="environment") from None
 
@@ -100,7 +102,8 @@ class Virtualenv:
         step("create the virtualenv", [*argv, str(env)], log, progress)
         if req.requirements or req.packages:
             step("pip install", [str(python_of(env)), "-m", "pip", "install",
-                                 "--disable-pip-version-check", *_pip_args(req)], log, progress)
+                                 "--disable-pip-version-check", *_pip_args(req)], log, progress,
+                 req.project)
 
     def check(self, env: Path, log: Path) -> None:
         step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, lambda _: None)
@@ -136,7 +139,7 @@ class Uv:
         if req.requirements or req.packages:
             python = str(python_of(env))
             step("uv pip install", [uv, "pip", "install", "--python", python, *_pip_args(req)],
-                 log, progress)
+                 log, progress, req.project)
             step("compile bytecode", [python, "-I", str(BYTECODE),
                                       *map(str, req.donors)], log, progress)
 
@@ -170,7 +173,8 @@ class Conda:
                                       "--file", str(req.conda_file)], log, progress)
         if req.requirements or req.packages:
             step("pip install", [str(python_of(env)), "-m", "pip", "install",
-                                 "--disable-pip-version-check", *_pip_args(req)], log, progress)
+                                 "--disable-pip-version-check", *_pip_args(req)], log, progress,
+                 req.project)
 
     def check(self, env: Path, log: Path) -> None:
         step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, lambda _: None)

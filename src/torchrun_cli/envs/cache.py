@@ -164,15 +164,18 @@ def list_envs() -> list[CachedEnv]:
     for folder in sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []:
         ready = store.is_ready(folder)
         meta = marker(folder) if ready else {}
-        used = folder / "used"
-        projects = folder / "projects"
+        try:
+            used = folder / "used"
+            last_used = used.stat().st_mtime if used.exists() else folder.stat().st_mtime
+            projects = folder / "projects"
+            listed = projects.read_text().splitlines() if projects.exists() else []
+        except OSError:  # removed meanwhile by a prune or a build's clean-up
+            continue
         out.append(CachedEnv(
             key=meta.get("key", folder.name), manager=meta.get("manager", "?"),
             python_version=meta.get("python_version", "?"),
             size_bytes=store.tree_size(folder), created=meta.get("created", 0.0),
-            last_used=used.stat().st_mtime if used.exists() else folder.stat().st_mtime,
-            projects=projects.read_text().splitlines() if projects.exists() else [],
-            ready=ready, inputs=meta.get("inputs", {})))
+            last_used=last_used, projects=listed, ready=ready, inputs=meta.get("inputs", {})))
     return out
 
 

@@ -21,10 +21,11 @@ from torchrun_cli import store
 from torchrun_cli.errors import SetupError
 
 SCHEMA = 1
-_INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)(?:\s+|=)(\S+)")
-_FACTS = ("import json, platform, sys; print(json.dumps({'version': platform.python_version(), "
-          "'implementation': platform.python_implementation(), 'platform': sys.platform, "
-          "'machine': platform.machine()}))")
+_INCLUDE = re.compile(r"^\s*(?:--requirement|--constraint|-r|-c)(?:\s*=\s*|\s*)([^\s#]+)")
+_FACTS = ("import json, os, platform, sys; print(json.dumps({'version': "
+          "platform.python_version(), 'implementation': platform.python_implementation(), "
+          "'platform': sys.platform, 'machine': platform.machine(), "
+          "'executable': os.path.realpath(sys.executable)}))")
 
 
 def canonical_hash(data: Any) -> str:
@@ -55,25 +56,37 @@ def requirement_files(path: Path) -> list[list[str]]:
                              "check python.requirements and its -r/-c includes",
                              phase="environment") from None
         out.append([os.path.relpath(p, top), hashlib.sha256(text.encode()).hexdigest()])
-        for line in text.splitlines():
+        for line in text.replace("\\\n", "").splitlines():  # pip joins continued lines
             if m := _INCLUDE.match(line):
-                visit(p.parent / m.group(1))
+                if "://" in m.group(1):  # a remote include is keyed by its URL: no network
+                    out.append([m.group(1), "url"])
+                else:
+                    visit(p.parent / m.group(1))
 
     visit(path)
     return out
 
 
 def interpreter_facts(path: str) -> dict[str, str]:
-    """Real path, version, implementation and platform; started once per binary, then cached."""
-    real = os.path.realpath(path)
-    st = os.stat(real)
+    """Real path, version, implementation and platform; started once per binary, then cached.
+
+    A launcher script (a pyenv shim, say) picks its python from the folder or the environment,
+    so its facts are never cached, and the key names the python it ran (`executable`)."""
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        with open(real, "rb") as fh:
+            script = fh.read(2) == b"#!"
+    except OSError as exc:
+        raise SetupError(f"cannot use the interpreter {path}: {exc.strerror}",
+                         "pass a working interpreter with --python", phase="environment") from None
     signature = f"{real}:{st.st_size}:{int(st.st_mtime)}:{st.st_ino}"
     cache = store.cache_home() / "interpreters.json"
     try:
         known = json.loads(cache.read_text())
     except (OSError, ValueError):
         known = {}
-    if isinstance(known, dict) and signature in known:
+    if not script and isinstance(known, dict) and signature in known:
         facts: dict[str, str] = known[signature]
         return facts
     try:
@@ -83,6 +96,10 @@ def interpreter_facts(path: str) -> dict[str, str]:
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         raise SetupError(f"cannot start the interpreter {path}: {exc}",
                          "pass a working interpreter with --python", phase="environment") from None
+    if facts.get("executable") == real:
+        del facts["executable"]  # the same binary: keys of plain interpreters stay as they were
+    if script:
+        return facts
     known = known if isinstance(known, dict) else {}
     known[signature] = facts
     cache.parent.mkdir(parents=True, exist_ok=True)
