@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TORCHJOB, Env, torchjob, write
+from tests.test_signals import gone_within
 
 MANAGERS = ["virtualenv", "uv"]
 SHOW = "import sys, tinya\nprint(tinya.VALUE)\n"
@@ -417,3 +418,42 @@ def test_missing_uv_and_a_broken_interpreter_are_clear_setup_errors(project: Pat
     res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "virtualenv",
                    "--python", str(broken))
     assert res.returncode == 125 and b"cannot start the interpreter" in res.stderr
+
+
+STALLING_CONDA = r'''#!{python}
+"""A stand-in for a conda create that takes long (no conda channel is reachable here): it
+starts a child of its own, as conda does, writes both pids, and waits."""
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+with open({pids!r} + ".tmp", "w") as fh:
+    fh.write(f"{{os.getpid()}} {{child.pid}}")
+os.rename({pids!r} + ".tmp", {pids!r})
+time.sleep(600)
+'''
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_during_a_build_stops_the_tools_and_records_cancelled(
+        project: Path, iso: Env, signum: int) -> None:
+    """`torchjob cancel` sends SIGTERM: during a build (a stand-in conda that stalls, since
+    no real build can be held still), the tool and its child go, no marker, exit 128+N."""
+    pids = iso.tmp / "conda.pids"
+    conda = write(iso.tmp / "bin" / "conda", STALLING_CONDA.format(python=sys.executable,
+                                                                   pids=str(pids)))
+    conda.chmod(0o755)
+    write(project / "main.py", SHOW)
+    job = subprocess.Popen([*TORCHJOB, "run", "-s", "main.py", "-p", str(project),
+                            "--env-manager", "conda", "--python-version", "3.11"],
+                           env={**os.environ, "TORCHJOB_CONDA": str(conda)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not pids.exists() and job.poll() is None and time.monotonic() < deadline:
+        os.sched_yield()  # waiting for the stand-in to say it runs
+    assert pids.exists(), "the stand-in never started"
+    tool_pids = [int(p) for p in pids.read_text().split()]
+    job.send_signal(signum)
+    assert job.wait(timeout=60) == 128 + signum
+    assert gone_within(tool_pids, 30)
+    rec = newest(iso)
+    assert (rec["status"], rec["exit_code"]) == ("cancelled", 128 + signum)
+    assert ready_envs(iso) == []

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,30 @@ def launch_problem(launch: Launch, interpreter: str) -> LaunchError | None:
     return None
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while git, pip or uv run: unwinds like Ctrl-C, so each tool's process
+    group is killed, no half-built cache entry is kept, and run.json says cancelled."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stoppable() -> Iterator[None]:
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped(signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 def _check_checkout(spec: JobSpec, src: source.Source) -> None:
     """For git and archive sources the script must be a file inside the checkout: 125."""
     if src.kind == "local":
@@ -188,12 +213,13 @@ def execute(
     if spec.distributed is not None or spec.backend is not None:  # only jobs that need them
         from torchrun_cli import distributed, slurm
     try:
-        src = source.materialize(spec, run_dir, run_dir / SETUP_LOG)
-        rec = rec.finish(source=src.record())
-        on_source(src)
-        _check_checkout(spec, src)
-        env, lease = envs.materialize(spec, plan.environment, src.path, project_id(spec),
-                                      run_dir / SETUP_LOG, rebuild, on_progress)
+        with _stoppable():  # SIGTERM/SIGHUP during setup: like Ctrl-C, the tools' groups go
+            src = source.materialize(spec, run_dir, run_dir / SETUP_LOG)
+            rec = rec.finish(source=src.record())
+            on_source(src)
+            _check_checkout(spec, src)
+            env, lease = envs.materialize(spec, plan.environment, src.path, project_id(spec),
+                                          run_dir / SETUP_LOG, rebuild, on_progress)
         rec = rec.finish(environment=env.record(), interpreter=env.interpreter)
         launch = make_launch(spec, env, src, run_dir)
         rec = rec.finish(argv=launch.shown_argv(), cwd=str(launch.cwd))
@@ -249,8 +275,10 @@ def execute(
     except OSError as exc:  # the trampoline itself could not start (cwd gone, no fork)
         end = {"status": "failed", "exit_code": 126 if exc.errno == errno.EACCES else 127,
                "phase": "launch", "error": f"cannot start the job: {exc}"}
-    except KeyboardInterrupt:  # Ctrl-C before the supervisor took over signals
-        end = {"status": "cancelled", "exit_code": 130, "error": "interrupted before launch"}
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM before the supervisor took over
+        signum = exc.signum if isinstance(exc, _Stopped) else 2
+        end = {"status": "cancelled", "exit_code": 128 + signum,
+               "error": f"interrupted by {supervise.signal_name(signum)} before launch"}
     finally:
         if lease is not None:
             lease.close()
