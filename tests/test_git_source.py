@@ -354,3 +354,31 @@ def test_remotes_that_differ_only_by_dot_git_get_their_own_mirrors(tmp_path: Pat
         assert res.returncode == 0, res.stderr
         assert res.stdout == f"I am {name}\n".encode()
     assert len(list((iso.home / "cache" / "repos").glob("*/mirror.git"))) == 2
+
+
+def test_a_new_default_branch_of_the_remote_is_followed(tmp_path: Path, iso: Env) -> None:
+    """No ref means the remote's default branch as it is now, not as it was at the clone."""
+    bare = tmp_path / "r.git"
+    shas = repo_with_history(bare)
+    url = f"file://{bare}#mnist"
+    assert run_git(url).returncode == 0
+    assert newest(iso)["source"]["ref"] == "main"
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True)
+    git_env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "-C", str(work), "checkout", "-q", "-b", "trunk"], check=True)
+    (work / "mnist" / "version.txt").write_text("trunk")
+    subprocess.run(["git", "-C", str(work), "commit", "-qam", "trunk"], check=True, env=git_env)
+    subprocess.run(["git", "-C", str(work), "push", "-q", "origin", "trunk"], check=True)
+    subprocess.run(["git", "--git-dir", str(bare), "symbolic-ref", "HEAD", "refs/heads/trunk"],
+                   check=True)
+    subprocess.run(["git", "--git-dir", str(bare), "branch", "-D", "main"], check=True,
+                   capture_output=True)
+    res = run_git(url)
+    assert res.returncode == 0, res.stderr
+    rec = newest(iso)
+    trunk = subprocess.run(["git", "--git-dir", str(bare), "rev-parse", "trunk"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert rec["source"]["commit"] == trunk != shas[2]
+    assert rec["source"]["ref"] == "trunk"

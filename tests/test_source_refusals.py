@@ -3,6 +3,7 @@ injection attempt never runs (its sentinel file never appears)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -77,10 +78,20 @@ def test_good_refs_pass_like_git_check_ref_format(ref: str) -> None:
 def test_bad_subdirectories_and_refs_refused_through_the_cli(project: Path, iso: Env) -> None:
     write(project / "a.py", "print('never')\n")
     for extra in (["-p", "git@127.0.0.1:x.git#../up"], ["-p", "git@127.0.0.1:x.git#/etc"],
-                  ["-p", "git@127.0.0.1:x.git", "-r", "--upload-pack=touch x"]):
-        res = torchjob("run", "-s", "a.py", *extra, cwd=project)
-        assert res.returncode == 125, res.stderr
-        assert b"refused" in res.stderr
+                  ["-p", "git@127.0.0.1:x.git", "-r", "--upload-pack=touch x"],
+                  ["-p", "git@127.0.0.1:x.git", "-r", "a..b"]):
+        for dry in ([], ["--dry-run"]):  # the plan refuses what the run would
+            res = torchjob("run", "-s", "a.py", *extra, *dry, cwd=project)
+            assert res.returncode == 125, (extra, dry, res.stderr)
+            assert b"refused" in res.stderr
+
+
+def test_a_bad_limit_in_the_environment_is_one_clear_line(project: Path) -> None:
+    res = torchjob("run", "-s", "a.py", "-p", "git@127.0.0.1:x.git",
+                   env={**os.environ, "TORCHJOB_GIT_TIMEOUT": "ten"})
+    assert res.returncode == 2
+    assert res.stderr.decode().strip().startswith("torchjob: error: TORCHJOB_GIT_TIMEOUT='ten'")
+    assert b"Traceback" not in res.stderr and b"internal error" not in res.stderr
 
 
 def test_credentials_never_shown_in_refusals(project: Path) -> None:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from torchrun_cli import store
 from torchrun_cli.errors import SetupError
 
-MAX_BYTES = int(os.environ.get("TORCHJOB_ARCHIVE_MAX_BYTES", str(4 << 30)))
+MAX_BYTES = int(store.env_number("TORCHJOB_ARCHIVE_MAX_BYTES", 4 << 30))
 MAX_ENTRIES = 200_000
 DOWNLOAD_TIMEOUT_S = 60.0
 

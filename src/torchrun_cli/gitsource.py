@@ -27,9 +27,11 @@ from torchrun_cli.proc import ToolFailed, run_tool
 
 SECURE = ("https", "ssh")
 INSECURE = ("http", "git", "file")
-GIT_TIMEOUT_S = float(os.environ.get("TORCHJOB_GIT_TIMEOUT", "600"))
+GIT_TIMEOUT_S = store.env_number("TORCHJOB_GIT_TIMEOUT", 600)
 RETRY_DELAYS_S = (1.0, 3.0)
 MIRROR = "mirror.git"
+_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+REMOTE_HEAD = "refs/torchjob/remote-head"  # the commit the remote's HEAD named at the last fetch
 _SCP = re.compile(r"^(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*"
                   r"|\[[0-9A-Fa-f:.]+\]):(?P<path>[^\s]+)$")
 _HOST = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])$")
@@ -191,6 +193,7 @@ def git_env(url: GitUrl, token: str | None) -> tuple[dict[str, str], list[str]]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("GIT_") or k in _GIT_ENV_KEEP}
     env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GIT_LFS_SKIP_SMUDGE"] = "1"  # checkouts use the mirror alone: LFS files stay pointers
     env["GIT_ASKPASS"] = ""  # empty: no askpass program either (core.askPass, SSH_ASKPASS)
     if url.scheme == "ssh" and "GIT_SSH" not in env:
         base = env.get("GIT_SSH_COMMAND") or _configured_ssh_command() or "ssh"
@@ -299,6 +302,7 @@ class Mirror:
             shutil.rmtree(leftover, ignore_errors=True)
         tmp = self.folder / f"{MIRROR}.tmp-{os.getpid()}"
         argv = [*self.base, "clone", "--bare", "--quiet", "--", self.url.url, str(tmp)]
+        started = time.time()
         for i, delay in enumerate((0.0, *RETRY_DELAYS_S)):
             time.sleep(delay)
             try:
@@ -309,12 +313,12 @@ class Mirror:
                 shutil.rmtree(tmp, ignore_errors=True)
                 if i == len(RETRY_DELAYS_S) or not any(t in exc.output for t in _TRANSIENT):
                     raise self.explain(exc) from None
-        for spec in ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"):
+        for spec in _REFSPECS:
             run_tool([*self.base, f"--git-dir={tmp}", "config", "--add", "remote.origin.fetch",
                       spec], env=self.env, timeout=60, log=self.log)
         os.replace(tmp, self.path)
         store.mark_ready(self.folder, self.url.shown)
-        store.touch(self.folder / "fetched")
+        self._stamp(started)
         return True
 
     def is_ready(self) -> bool:
@@ -326,8 +330,19 @@ class Mirror:
             lock.unlink(missing_ok=True)
 
     def fetch(self) -> None:
-        self.git("fetch", "--prune", "--quiet", "origin", network=True)
-        store.touch(self.folder / "fetched")
+        """Branches, tags and what the remote's HEAD names now (its default branch may have
+        moved to another branch since the clone), in one fetch."""
+        started = time.time()
+        self.git("fetch", "--prune", "--quiet", "origin", *_REFSPECS, f"+HEAD:{REMOTE_HEAD}",
+                 network=True)
+        self._stamp(started)
+
+    def _stamp(self, started: float) -> None:
+        """When the last fetch started: a run that began waiting after that moment may skip
+        its own fetch; one that began before may not (a push could fall in between)."""
+        stamp = self.folder / "fetched"
+        store.touch(stamp)
+        os.utime(stamp, (started, started))
 
     def fetched_since(self, moment: float) -> bool:
         try:
@@ -357,15 +372,27 @@ class Mirror:
     def resolve(self, ref: str | None) -> str | None:
         """Branch, then tag, then commit; None for the remote's default branch -> HEAD."""
         if ref is None:
-            return self.commit_of("HEAD")
+            return self.commit_of(REMOTE_HEAD) or self.commit_of("HEAD")
         for name in (f"refs/heads/{ref}", f"refs/tags/{ref}"):
             if commit := self.commit_of(name):
                 return commit
         return self.commit_of(ref) if _HEX.match(ref) else None
 
-    def default_branch(self) -> str:
-        out = self.git("symbolic-ref", "--quiet", "--short", "HEAD")
-        return out.strip() or "HEAD"
+    def default_branch(self, commit: str) -> str:
+        """The remote's default branch by name: HEAD's, or the one branch at its commit after
+        the remote switched (HEAD then follows it)."""
+        try:
+            name = self.git("symbolic-ref", "--quiet", "--short", "HEAD", probe=True).strip()
+        except SetupError:  # HEAD is not a branch
+            name = ""
+        if name and self.commit_of(f"refs/heads/{name}") == commit:
+            return name
+        at = self.git("for-each-ref", f"--points-at={commit}", "--format=%(refname:short)",
+                      "refs/heads", probe=True).split()
+        if len(at) != 1:
+            return "HEAD"
+        self.git("symbolic-ref", "HEAD", f"refs/heads/{at[0]}")
+        return at[0]
 
     def checkout(self, commit: str, dest: Path, index: Path) -> None:
         """A working tree of exactly `commit`, from the mirror alone (no network)."""
@@ -405,7 +432,7 @@ def materialize(mirror: Mirror, ref: str | None, dest: Path, index: Path) -> Che
             raise SetupError(f"unknown ref {ref!r} in {mirror.url.shown}",
                              "give an existing branch, tag or commit (git ls-remote lists them)",
                              phase="source")
-        shown_ref = ref or mirror.default_branch()
+        shown_ref = ref or mirror.default_branch(commit)
         mirror.checkout(commit, dest, index)
         store.touch(mirror.folder / "used")
     return Checkout(dest, commit, shown_ref, cached, round(time.monotonic() - started, 3))

@@ -44,9 +44,13 @@ def describe(spec: JobSpec, tree: Path) -> Source:
     from torchrun_cli import gitsource
 
     location, subdir = gitsource.split_fragment(spec.project)
+    if subdir is not None:
+        gitsource.check_subdir(subdir)  # --dry-run refuses what the run would refuse
     root = tree / subdir if subdir else tree
     if spec.project_kind == "git":
         url = gitsource.parse_url(location, spec.allow_insecure_source)
+        if spec.ref is not None:
+            gitsource.check_ref(spec.ref)
         return Source("git", root, url.shown, spec.ref, None, subdir)
     return Source("archive", root, location, None, None, subdir)
 
@@ -175,11 +179,15 @@ def _local_git(path: Path, log: Path) -> tuple[str | None, bool | None]:
         if probe.parent == probe:
             return None, None
         probe = probe.parent
-    base = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-C", str(path)]
+    base = ["git", "--no-optional-locks", "-c", "core.hooksPath=/dev/null", "-c",
+            "core.fsmonitor=false", "-C", str(path)]
+    env = {k: v for k, v in os.environ.items()  # an inherited GIT_DIR would name another repo
+           if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR")}
     try:
-        commit = run_tool([*base, "rev-parse", "--verify", "HEAD"], timeout=10, log=log).strip()
-        status = run_tool([*base, "status", "--porcelain", "--untracked-files=no"], timeout=30,
-                          log=log)
+        commit = run_tool([*base, "rev-parse", "--verify", "HEAD"], env=env, timeout=10,
+                          log=log).strip()
+        status = run_tool([*base, "status", "--porcelain", "--untracked-files=no"], env=env,
+                          timeout=30, log=log)
     except ToolFailed:  # no commit yet, or git missing: the run goes on without the facts
         return None, None
     return commit, bool(status.strip())

@@ -41,6 +41,23 @@ CACHEDIR_TAG = (
 READY = ".ready"
 
 
+def env_number(name: str, default: float) -> float:
+    """A positive number from the environment (a time limit, a size): a bad value is the
+    user's mistake, told as one line, not an internal error."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        from torchrun_cli.errors import UsageError
+
+        raise UsageError(f"{name}={text!r} is not a positive number", f"unset {name} or fix it")
+    return value
+
+
 def cache_dir(kind: str) -> Path:
     """A folder under the cache root (`repos`, `archives`, `envs`), tagged as a cache."""
     root = cache_home()

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from torchrun_cli import store
 from torchrun_cli.envs.inputs import tool_identity
 from torchrun_cli.errors import SetupError
 from torchrun_cli.proc import ToolFailed, run_tool
 
-BUILD_TIMEOUT_S = float(os.environ.get("TORCHJOB_BUILD_TIMEOUT", "3600"))
+BUILD_TIMEOUT_S = store.env_number("TORCHJOB_BUILD_TIMEOUT", 3600)
 Progress = Callable[[str], None]
 BYTECODE = Path(__file__).with_name("bytecode.py")  # run by the new environment's python
 
