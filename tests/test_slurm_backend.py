@@ -146,3 +146,31 @@ def test_multi_node_script_starts_one_torchrun_per_node(tmp_path: Path) -> None:
     assert "--standalone" not in line and "--nnodes 1" not in line
     path = write(tmp_path / "job.sbatch", script)
     assert subprocess.run(["bash", "-n", str(path)], check=False).returncode == 0
+
+
+def test_a_detached_job_keeps_its_environment_from_prune(project: Path, iso: Env,
+                                                         slurm: Any) -> None:
+    """torchjob has exited, the job still runs in the cached environment: the batch script
+    holds the environment's lease (flock -s), so prune and rm leave it alone."""
+    write(project / "job.py", JOB)
+    env = {**os.environ, **slurm.env}
+    res = run(slurm, project, "--detach", "--env-manager", "uv", "--", "sleep")
+    assert res.returncode == 0, res.stderr
+    rec = record(iso)
+    assert "flock -s 9" in (iso.runs / rec["id"] / "job.sbatch").read_text()
+    deadline = time.monotonic() + 120
+    while b"out" not in (iso.runs / rec["id"] / "stdout.log").read_bytes():  # it is running
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    pruned = torchjob("env", "prune", "--keep", "0", env=env)
+    assert b"kept (in use)" in pruned.stdout, pruned.stdout
+    assert torchjob("cancel", rec["id"], env=env).returncode == 0
+    deadline = time.monotonic() + 120
+    while json.loads(torchjob("show", rec["id"], "--json", env=env).stdout)["status"] \
+            == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    deadline = time.monotonic() + 60
+    while b"removed" not in (pruned := torchjob("env", "prune", "--keep", "0", env=env)).stdout:
+        assert time.monotonic() < deadline, pruned.stdout  # the job's processes are ending
+        time.sleep(0.2)

@@ -116,6 +116,14 @@ def launch_problem(launch: Launch, interpreter: str) -> LaunchError | None:
     return None
 
 
+def _lease_file(env: envs.Environment) -> Path | None:
+    if env.key is None:
+        return None
+    from torchrun_cli.envs import cache
+
+    return cache.lease_file(env.key)
+
+
 class _Stopped(KeyboardInterrupt):
     """SIGTERM or SIGHUP while git, pip or uv run: unwinds like Ctrl-C, so each tool's process
     group is killed, no half-built cache entry is kept, and run.json says cancelled."""
@@ -239,7 +247,7 @@ def execute(
                 script.write_text(slurm.batch_script(
                     launch.argv, cwd=launch.cwd, env=variables, run_dir=run_dir,
                     name=spec.name, backend=spec.backend, timeout=spec.timeout,
-                    distributed=spec.distributed))
+                    distributed=spec.distributed, lease=_lease_file(env)))
                 job_id = slurm.submit(script, run_dir / SETUP_LOG)
                 rec = rec.finish(backend={"type": "slurm", "job_id": job_id,
                                           "script": str(script), "detached": detach})

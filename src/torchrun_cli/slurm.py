@@ -57,7 +57,7 @@ def duration_hms(seconds: float) -> str:
 
 def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_dir: Path,
                  name: str, backend: Mapping[str, Any], timeout: float | None,
-                 distributed: Mapping[str, Any] | None) -> str:
+                 distributed: Mapping[str, Any] | None, lease: Path | None = None) -> str:
     """The batch script: #SBATCH lines, the job's variables, then the command (through srun
     and a c10d rendezvous on the allocation's first node for multi-node torchrun)."""
     q = shlex.quote
@@ -77,6 +77,8 @@ def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_
         lines.append(f"#SBATCH --time={duration_hms(timeout)}")
     lines += [f"#SBATCH {arg}" for arg in backend.get("extra_args", [])]
     lines += ["", "# written by torchjob: the job's environment, then the command", "set -u"]
+    if lease is not None:  # as a local run does: env prune/rm leave the environment alone
+        lines.append(f"exec 9<>{q(str(lease))} && flock -s 9")
     lines += [f"export {k}={q(v)}" for k, v in sorted(env.items())]
     command = list(argv)
     if distributed is not None and nodes > 1:

@@ -60,6 +60,13 @@ class Obtained:
     lease: Lease
 
 
+def lease_file(key: str) -> Path:
+    """The lock a job holds shared while it runs in the environment (a Slurm batch script
+    takes it too, with flock -s)."""
+    folder = folder_of(key)
+    return folder.parent / f"{folder.name}.lock"
+
+
 def _lock_fd(folder: Path, kind: str = "lock") -> int:
     return os.open(folder.parent / f"{folder.name}.{kind}",
                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
