@@ -357,6 +357,9 @@ def test_conda_commands_with_a_stand_in(project: Path, iso: Env, offline: Any) -
     assert res.stdout == b"tinya 1.0\n"
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     prefix = newest(iso)["environment"]["path"]
+    # what the health check measured, not the "3.11" asked for
+    assert newest(iso)["environment"]["python_version"] == ".".join(
+        map(str, sys.version_info[:3]))
     assert calls == [
         ["create", "--yes", "--quiet", "--prefix", prefix, "python=3.11"],
         ["env", "update", "--prefix", prefix, "--file", str(project / "environment.yml")],

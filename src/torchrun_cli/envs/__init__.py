@@ -129,6 +129,7 @@ def materialize(spec: JobSpec, base: Environment, project_dir: Path, project: st
             raise SetupError(f"the new environment runs Python {version}, not {expected}",
                              "check python.version and the interpreter", phase="environment")
         builder.check(env, log)
+        meta["python_version"] = version  # what it runs, for run.json and env list
 
     meta = {"key": planned.key, "manager": spec.manager, "project": project,
             "python_version": expected or "?", "inputs": planned.inputs}
