@@ -261,13 +261,20 @@ def test_https_archive_download_is_cached(tmp_path: Path, iso: Env, https_server
             info.size = len(payload)
             tf.addfile(info, io.BytesIO(payload))
     env = {**os.environ, "SSL_CERT_FILE": str(https_server.ca_file)}
-    url = https_server.url("/files/code.tgz") + "#mnist"
+    signature = "Sig" + os.urandom(8).hex()  # a pre-signed URL's query: a credential
+    url = https_server.url("/files/code.tgz") + f"?X-Signature={signature}#mnist"
     for _ in range(2):
         res = torchjob("run", "-s", "main.py", "-p", url, env=env)
         assert res.returncode == 0, res.stderr
         assert res.stdout.split()[:2] == [b"v", b"tgz"]
-    setup = (iso.runs / newest(iso)["id"] / "setup.log").read_text()
+        assert signature.encode() not in res.stdout + res.stderr
+    run_dir = iso.runs / newest(iso)["id"]
+    setup = (run_dir / "setup.log").read_text()
     assert "unchanged (304)" in setup
+    assert newest(iso)["source"]["url"] == https_server.url("/files/code.tgz") + "?****"
+    for path in [*run_dir.glob("*"), *(iso.home / "cache").rglob("*")]:
+        if path.is_file():
+            assert signature.encode() not in path.read_bytes(), path
     res = torchjob("run", "-s", "main.py", "-p", url)  # the CA is not trusted: refused
     assert res.returncode == 125 and b"cannot download" in res.stderr
 

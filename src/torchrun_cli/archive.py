@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from torchrun_cli import store
 from torchrun_cli.errors import SetupError
+from torchrun_cli.masking import hide_query
 
 MAX_BYTES = int(store.env_number("TORCHJOB_ARCHIVE_MAX_BYTES", 4 << 30))
 MAX_ENTRIES = 200_000
@@ -37,11 +38,12 @@ def download(url: str, allow_insecure: bool, log: Path | None) -> Path:
     import urllib.request
 
     parts = urlsplit(url)
+    shown = hide_query(url)
     if parts.username or parts.password:
         raise _err(f"refused archive URL {parts.scheme}://{parts.hostname}{parts.path}: "
                    "credentials in URLs are not accepted", "remove them from the URL")
     if parts.scheme != "https" and not (parts.scheme == "http" and allow_insecure):
-        raise _err(f"refused archive URL {url}: only https (http with "
+        raise _err(f"refused archive URL {shown}: only https (http with "
                    "--allow-insecure-source)", "use an https URL")
     folder = store.cache_dir("archives") / hashlib.sha256(url.encode()).hexdigest()[:20]
     folder.mkdir(exist_ok=True)
@@ -65,20 +67,20 @@ def download(url: str, allow_insecure: bool, log: Path | None) -> Path:
                     os.replace(tmp, data)
                 finally:
                     tmp.unlink(missing_ok=True)  # a broken download leaves nothing behind
-                meta = {"url": url, "etag": resp.headers.get("ETag"),
+                meta = {"url": shown, "etag": resp.headers.get("ETag"),
                         "last_modified": resp.headers.get("Last-Modified")}
                 store.write_atomic(meta_path, json.dumps(meta).encode())
-                store.mark_ready(folder, url)
-                _note(log, f"downloaded {url} ({data.stat().st_size} bytes)")
+                store.mark_ready(folder, shown)
+                _note(log, f"downloaded {shown} ({data.stat().st_size} bytes)")
         except urllib.error.HTTPError as exc:
             if exc.code == 304:
-                _note(log, f"{url} unchanged (304): using the cached copy")
+                _note(log, f"{shown} unchanged (304): using the cached copy")
                 return data
-            raise _err(f"cannot download {url}: HTTP {exc.code} {exc.reason}",
+            raise _err(f"cannot download {shown}: HTTP {exc.code} {exc.reason}",
                        "check the URL and that the server allows access") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise _err(f"cannot download {url}: {reason}",
+            raise _err(f"cannot download {shown}: {reason}",
                        "check the host, the network and the certificate (SSL_CERT_FILE)") from None
     return data
 

@@ -38,6 +38,16 @@ def mask_text(value: str) -> str:
     return _URL_USER.sub(lambda m: f"{m[1]}{MASK}@" if looks_like_token(m[2]) else m[0], value)
 
 
+def hide_query(url: str) -> str:
+    """A download URL without its query string, which may carry a signature (a pre-signed S3
+    URL): the part that names the file is enough to read."""
+    if "://" in url and "?" in url:
+        head, _, rest = url.partition("?")
+        fragment = rest.partition("#")[2]
+        return f"{head}?{MASK}" + (f"#{fragment}" if fragment else "")
+    return url
+
+
 def mask_mapping(values: Mapping[str, str | bool]) -> dict[str, str | bool]:
     """A copy with the values of secret-looking names masked, and URL passwords in the rest."""
     return {k: v if isinstance(v, bool) else MASK if is_secret(k) else mask_text(v)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from torchrun_cli.errors import SetupError
+from torchrun_cli.masking import hide_query
 from torchrun_cli.proc import ToolFailed, run_tool
 from torchrun_cli.spec import JobSpec
 
@@ -52,7 +53,7 @@ def describe(spec: JobSpec, tree: Path) -> Source:
         if spec.ref is not None:
             gitsource.check_ref(spec.ref)
         return Source("git", root, url.shown, spec.ref, None, subdir)
-    return Source("archive", root, location, None, None, subdir)
+    return Source("archive", root, hide_query(location), None, None, subdir)
 
 
 def materialize(spec: JobSpec, run_dir: Path, log: Path) -> Source:
@@ -117,7 +118,8 @@ def _archive(spec: JobSpec, tree: Path, log: Path) -> Source:
     else:
         path = Path(location)
     archive.extract(path, tree)
-    return Source("archive", _subdir(tree, subdir, location), location, None, None, subdir)
+    shown = hide_query(location)
+    return Source("archive", _subdir(tree, subdir, shown), shown, None, None, subdir)
 
 
 def _subdir(tree: Path, subdir: str | None, where: str) -> Path:

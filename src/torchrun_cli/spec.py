@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from torchrun_cli.errors import Problem, SpecError
-from torchrun_cli.masking import mask_argv, mask_mapping, mask_text
+from torchrun_cli.masking import hide_query, mask_argv, mask_mapping, mask_text
 from torchrun_cli.speccheck import ENV_NAME, PARAM_KEY, Checker
 from torchrun_cli.yamlfile import Located, read_yaml
 
@@ -39,7 +39,8 @@ ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
 def project_kind(project: str) -> str:
     """`local` folder, `archive` (a local file or a URL), or `git`, from how it is written."""
     location = project.split("#", 1)[0]
-    is_archive = location.lower().endswith(ARCHIVE_SUFFIXES)
+    path = location.split("?", 1)[0] if "://" in location else location  # a signed URL
+    is_archive = path.lower().endswith(ARCHIVE_SUFFIXES)
     if _REMOTE.search(project):
         return "archive" if is_archive and "://" in location else "git"
     return "archive" if is_archive else "local"
@@ -128,7 +129,7 @@ class JobSpec:
         """The effective spec for run.json and --dry-run, secret values replaced by ****."""
         return {
             "name": self.name,
-            "project": mask_text(self.project),
+            "project": hide_query(mask_text(self.project)),
             "ref": self.ref,
             "script": self.script,
             "args": mask_argv(self.args),
