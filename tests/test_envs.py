@@ -83,6 +83,9 @@ def test_inputs_change_the_key(project: Path, iso: Env, offline: Any, manager: s
     out = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager,
                    "--dry-run").stdout.decode()
     assert "hit" in out
+    out = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager,
+                   "--dry-run", "--rebuild").stdout.decode()
+    assert "built afresh (--rebuild)" in out and "hit" not in out
     write(project / "base.txt", "tinya==1.0\n")
     out = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager,
                    "--dry-run").stdout.decode()

@@ -389,3 +389,19 @@ def test_a_new_default_branch_of_the_remote_is_followed(tmp_path: Path, iso: Env
                            capture_output=True, text=True, check=True).stdout.strip()
     assert rec["source"]["commit"] == trunk != shas[2]
     assert rec["source"]["ref"] == "trunk"
+
+
+def test_an_ambiguous_short_sha_is_named_as_such(tmp_path: Path, iso: Env) -> None:
+    """1,000 fixed blobs: some four-digit prefix is shared (the same one on every run, as the
+    contents and dates are fixed); git resolves such a prefix to nothing."""
+    bare = tmp_path / "many.git"
+    make_bare_repo(bare, [{"main.py": MAIN, **{f"d/{i}.txt": f"{i}\n" for i in range(1000)}}])
+    listing = subprocess.run(["git", "--git-dir", str(bare), "cat-file", "--batch-all-objects",
+                              "--batch-check=%(objectname)"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    prefixes = [p for p in {sha[:4] for sha in listing}
+                if sum(sha.startswith(p) for sha in listing) > 1]
+    assert prefixes, "no shared prefix among the fixed objects"
+    res = run_git(f"file://{bare}", "-r", prefixes[0])
+    assert res.returncode == 125
+    assert b"names more than one object" in res.stderr, res.stderr

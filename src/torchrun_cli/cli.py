@@ -141,8 +141,9 @@ def run(
         from torchrun_cli import envs, source
 
         problem = jobs.launch_problem(plan.launch, plan.environment.interpreter)
-        env_state = (envs.explain(job, plan.environment, plan.source.path, jobs.project_id(job))
-                     if plan.source.kind == "local" else "computed after the checkout")
+        env_state = (envs.explain(job, plan.environment, plan.source.path, jobs.project_id(job),
+                                  rebuild) if plan.source.kind == "local"
+                     else "computed after the checkout")
         console.plan(plan, problem, source.cache_state(job), env_state)
         return
 

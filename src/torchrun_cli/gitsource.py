@@ -378,6 +378,14 @@ class Mirror:
                 return commit
         return self.commit_of(ref) if _HEX.match(ref) else None
 
+    def ambiguous(self, prefix: str) -> bool:
+        """Whether an abbreviated SHA matches several objects (git then resolves none)."""
+        try:
+            out = self.git("rev-parse", f"--disambiguate={prefix}", probe=True)
+        except SetupError:
+            return False
+        return len(out.split()) > 1
+
     def default_branch(self, commit: str) -> str:
         """The remote's default branch by name: HEAD's, or the one branch at its commit after
         the remote switched (HEAD then follows it)."""
@@ -428,6 +436,10 @@ def materialize(mirror: Mirror, ref: str | None, dest: Path, index: Path) -> Che
         if commit is None and ref is not None and re.fullmatch(r"[0-9a-fA-F]{40}", ref):
             mirror.git("fetch", "--quiet", "origin", ref, network=True)  # unadvertised SHA
             commit = mirror.commit_of(ref)
+        if commit is None and ref is not None and _HEX.match(ref) and mirror.ambiguous(ref):
+            raise SetupError(f"short SHA {ref!r} names more than one object in "
+                             f"{mirror.url.shown}", "give more digits of the commit SHA",
+                             phase="source")
         if commit is None:
             raise SetupError(f"unknown ref {ref!r} in {mirror.url.shown}",
                              "give an existing branch, tag or commit (git ls-remote lists them)",

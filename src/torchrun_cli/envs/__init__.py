@@ -147,13 +147,16 @@ def _recorded_version(folder: Path) -> str | None:
     return version if isinstance(version, str) and version != "?" else None
 
 
-def explain(spec: JobSpec, base: Environment, project_dir: Path, project: str) -> str:
+def explain(spec: JobSpec, base: Environment, project_dir: Path, project: str,
+            rebuild: bool = False) -> str:
     """For --dry-run: the key, hit or miss, and on a miss which inputs differ from the newest
     environment built for the same project and manager."""
     if spec.manager == "none":
         return "the interpreter as it is"
     from torchrun_cli.envs import cache
     planned = plan(spec, base, project_dir)
+    if rebuild:
+        return f"key {planned.key[:16]}: built afresh (--rebuild)"
     if store.is_ready(cache.folder_of(planned.key)):
         return f"key {planned.key[:16]}: hit (reused, nothing installed)"
     same = [e for e in cache.list_envs() if e.ready and e.manager == spec.manager

@@ -175,7 +175,8 @@ def list_envs() -> list[CachedEnv]:
             used = folder / "used"
             last_used = used.stat().st_mtime if used.exists() else folder.stat().st_mtime
             projects = folder / "projects"
-            listed = projects.read_text().splitlines() if projects.exists() else []
+            listed = list(dict.fromkeys(  # two first uses at once may both append a line
+                projects.read_text().splitlines() if projects.exists() else []))
         except OSError:  # removed meanwhile by a prune or a build's clean-up
             continue
         out.append(CachedEnv(
