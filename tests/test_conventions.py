@@ -98,7 +98,7 @@ hps = json.loads(os.environ["SM_HPS"])
 with open(os.path.join(args.model_dir, "model.txt"), "w") as f:
     f.write(f"{args.epochs} {hps['epochs']} {os.listdir(args.train)} "
             f"{json.loads(os.environ['SM_CHANNELS'])} {os.environ['SM_NUM_GPUS']} "
-            f"{os.environ['SM_HP_EPOCHS']}")
+            f"{os.environ['SM_HP_EPOCHS']} {os.environ['SM_HP_OPTIM_LR']}")
 with open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "metrics.json"), "w") as f:
     json.dump({"epochs_done": args.epochs}, f)
 '''
@@ -117,10 +117,11 @@ def test_sagemaker_and_ti_scripts_run_unchanged(project: Path, iso: Env) -> None
     write(project / "sm.py", SAGEMAKER_SCRIPT)
     write(project / "ti.py", TI_SCRIPT)
     res = torchjob("run", "-s", "sm.py", "-p", str(project), "--compat", "sagemaker",
-                   "--input", f"train={data}", "-P", "epochs=2")
+                   "--input", f"train={data}", "-P", "epochs=2", "-P", "optim.lr=0.1")
     assert res.returncode == 0, res.stderr
     run_dir = max(iso.run_dirs())
-    assert (run_dir / "model" / "model.txt").read_text() == "2 2 ['a.csv'] ['train'] 0 2"
+    # optim.lr: a shell name too (a Slurm batch script exports it)
+    assert (run_dir / "model" / "model.txt").read_text() == "2 2 ['a.csv'] ['train'] 0 2 0.1"
     assert json.loads((run_dir / "run.json").read_text())["outputs"] == {"epochs_done": 2}
     res = torchjob("run", "-s", "ti.py", "-p", str(project), "--compat", "ti",
                    "--input", f"train={data}")

@@ -6,15 +6,21 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import TORCHJOB, Env, torchjob, write
 
+# Each line is one write(2): the two streams reach Slurm's file through separate pipes, so
+# print()'s several writes per line could interleave with the other stream inside a line.
 JOB = ("import os, sys, time\n"
-       "print('out', os.environ.get('SLURM_JOB_ID'), os.environ['TORCHJOB_RUN_ID'], flush=True)\n"
-       "sys.stderr.write('err line\\n')\n"
+       "os.write(1, f\"out {os.environ.get('SLURM_JOB_ID')} {os.environ['TORCHJOB_RUN_ID']}\\n\""
+       ".encode())\n"
+       "os.write(2, b'err line\\n')\n"
        "if 'sleep' in sys.argv: time.sleep(600)\n"
        "sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 0)\n")
 
@@ -127,12 +133,16 @@ def test_no_sbatch_is_a_setup_error(project: Path, iso: Env) -> None:
 
 
 def test_multi_node_script_starts_one_torchrun_per_node(tmp_path: Path) -> None:
-    """One node is all this machine has: the multi-node script is checked as text and by
-    `bash -n`; the c10d rendezvous sits on the allocation's first node."""
+    """One node is all this machine has, so the multi-node script runs with stand-ins for
+    `srun` and `scontrol` on PATH: srun records the argv and the rendezvous variables it got.
+    The script's own arguments arrive word for word ($(...) is not run, its --nnodes kept)."""
+    from torchrun_cli.distributed import torchrun_args
     from torchrun_cli.slurm import batch_script
 
-    argv = ["/env/bin/python", "-m", "torch.distributed.run", "--nproc-per-node", "2",
-            "--standalone", "--nnodes", "1", "--log-dir", "/r/ranks", "train.py", "--lr", "0.1"]
+    pwned = tmp_path / "PWNED"
+    argv = ["/env/bin/python", *torchrun_args({"nproc_per_node": "2"}, 0, Path("/r/ranks"),
+                                              slurm_nodes=2),
+            "train.py", "--msg", f"$(touch {pwned})", "--nnodes", "4"]
     script = batch_script(argv, cwd=tmp_path, env={"A": "it's $HOME"}, run_dir=tmp_path,
                           name="big job", backend={"type": "slurm", "nodes": "2",
                                                    "gpus_per_node": "4",
@@ -142,12 +152,24 @@ def test_multi_node_script_starts_one_torchrun_per_node(tmp_path: Path) -> None:
     assert "#SBATCH --time=0-01:30:00" in script and "#SBATCH --exclusive" in script
     assert "#SBATCH --job-name='big job'" in script
     assert "export A='it'\"'\"'s $HOME'" in script  # quoted: no expansion, no injection
-    assert 'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in script
-    line = next(x for x in script.splitlines() if x.startswith("{ srun "))
-    assert "--rdzv-endpoint $head:29500" in line and "--nnodes 2" in line
-    assert "--standalone" not in line and "--nnodes 1" not in line
+    assert "--standalone" not in script and "--rdzv" not in script
     path = write(tmp_path / "job.sbatch", script)
     assert subprocess.run(["bash", "-n", str(path)], check=False).returncode == 0
+    stubs = tmp_path / "stubs"
+    seen = tmp_path / "srun.json"
+    write(stubs / "srun", f"#!{sys.executable}\nimport json, os, sys\n"
+          f"json.dump({{'argv': sys.argv[1:], 'env': {{k: v for k, v in os.environ.items() "
+          f"if k.startswith('PET_')}}}}, open({str(seen)!r}, 'w'))\n").chmod(0o755)
+    write(stubs / "scontrol", "#!/bin/sh\necho node7\necho node8\n").chmod(0o755)
+    done = subprocess.run(["bash", str(path)], capture_output=True, check=False, env={
+        **os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NODELIST": "node[7-8]"})
+    assert done.returncode == 0, done.stderr
+    got = json.loads(seen.read_text())
+    assert got["argv"] == ["--kill-on-bad-exit=1", *argv]
+    assert got["env"] == {"PET_NNODES": "2", "PET_RDZV_BACKEND": "c10d", "PET_RDZV_ID": "4242",
+                          "PET_RDZV_ENDPOINT": "node7:24242"}
+    assert not pwned.exists()
 
 
 def test_a_detached_job_keeps_its_environment_from_prune(project: Path, iso: Env,
@@ -176,3 +198,41 @@ def test_a_detached_job_keeps_its_environment_from_prune(project: Path, iso: Env
     while b"removed" not in (pruned := torchjob("env", "prune", "--keep", "0", env=env)).stdout:
         assert time.monotonic() < deadline, pruned.stdout  # the job's processes are ending
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize(("state", "code", "sig", "status", "exit_code"), [
+    ("COMPLETED", 0, 0, "succeeded", 0),
+    ("FAILED", 3, 0, "failed", 3),
+    ("FAILED", 0, 0, "failed", 1),        # Slurm said failed: never a 0 for cron
+    ("PREEMPTED", 0, 0, "failed", 1),
+    ("DEADLINE", 0, 0, "failed", 1),
+    ("OUT_OF_MEMORY", 0, 0, "failed", 137),  # the job ran: not a setup error
+    ("CANCELLED", 0, 0, "cancelled", 143),   # scancel's SIGTERM
+    ("BOOT_FAIL", 0, 0, "setup_error", 125),
+])
+def test_slurm_end_states_map_to_the_exit_table(state: str, code: int, sig: int, status: str,
+                                                exit_code: int) -> None:
+    from torchrun_cli.slurm import JobState, conclude
+
+    end = conclude(JobState(state, code, sig, ""), None)
+    assert (end["status"], end["exit_code"]) == (status, exit_code)
+
+
+def test_a_controller_that_does_not_answer_is_not_a_finished_job(tmp_path: Path,
+                                                                 monkeypatch: Any) -> None:
+    """Stand-ins for scontrol and sacct on PATH (the real controller cannot be made to fail
+    on cue here): 'Unable to contact' means unknown, 'Invalid job id' means forgotten."""
+    from torchrun_cli.slurm import SlurmUnavailable, query
+
+    stubs = tmp_path / "stubs"
+    for name in ("scontrol", "sacct"):
+        write(stubs / name, '#!/bin/sh\necho "$STUB_SAYS" >&2\nexit 1\n').chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stubs}:{os.environ['PATH']}")
+    monkeypatch.setenv("STUB_SAYS", "slurm_load_jobs error: Unable to contact slurm controller")
+    with pytest.raises(SlurmUnavailable):
+        query("17", tmp_path)
+    monkeypatch.setenv("STUB_SAYS", "slurm_load_jobs error: Invalid job id specified")
+    assert query("17", tmp_path) is None
+    write(tmp_path / "slurm-exit-code", "3\n")  # what the batch script leaves at its end
+    state = query("17", tmp_path)
+    assert state is not None and (state.state, state.exit_code) == ("FAILED", 3)

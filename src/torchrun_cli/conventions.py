@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -78,7 +79,7 @@ def job_env(spec: JobSpec, model_dir: Path, output_dir: Path, resume: str | None
                     "SM_HPS": json.dumps(params, ensure_ascii=False),
                     "SM_NUM_GPUS": str(gpus)})
         env.update({f"SM_CHANNEL_{n.upper()}": str(p) for n, p in spec.inputs.items()})
-        env.update({f"SM_HP_{k.upper().replace('-', '_')}": str(v)
+        env.update({"SM_HP_" + re.sub(r"[^A-Z0-9_]", "_", k.upper()): str(v)  # optim.lr too
                     for k, v in params.items()})
     elif spec.compat == "ti":
         env.update({"TM_MODEL_DIR": str(model_dir), "TM_OUTPUT_DATA_DIR": str(output_dir),

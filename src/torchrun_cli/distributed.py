@@ -22,12 +22,16 @@ def nproc(value: Any, gpus: int) -> int:
     return max(gpus, 1) if value in (None, "auto") else int(value)
 
 
-def torchrun_args(dist: Mapping[str, Any], gpus: int, log_dir: Path) -> list[str]:
-    """torchrun's own options: --standalone for one node, c10d rendezvous for more."""
+def torchrun_args(dist: Mapping[str, Any], gpus: int, log_dir: Path,
+                  slurm_nodes: int = 1) -> list[str]:
+    """torchrun's own options: --standalone for one node, c10d rendezvous for more; on more
+    than one Slurm node the batch script gives the rendezvous (PET_* variables)."""
     args = ["-m", "torch.distributed.run", "--nproc-per-node",
             str(nproc(dist.get("nproc_per_node"), gpus))]
     nnodes = str(dist.get("nnodes", 1))
-    if nnodes == "1" and not dist.get("rdzv_endpoint"):
+    if slurm_nodes > 1:
+        pass
+    elif nnodes == "1" and not dist.get("rdzv_endpoint"):
         args += ["--standalone", "--nnodes", "1"]
     else:
         args += ["--nnodes", nnodes, "--rdzv-backend", "c10d",

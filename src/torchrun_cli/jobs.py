@@ -56,8 +56,8 @@ def make_launch(spec: JobSpec, env: envs.Environment, src: source.Source,
         from torchrun_cli import distributed
 
         ranks = run_dir / distributed.RANKS
-        launcher = distributed.torchrun_args(spec.distributed,
-                                             conventions.gpu_count(spec.gpus), ranks)
+        launcher = distributed.torchrun_args(spec.distributed, job_gpus(spec), ranks,
+                                             int((spec.backend or {}).get("nodes") or 1))
         overlay["TORCHELASTIC_ERROR_FILE"] = str(ranks / "error.json")
     if spec.gpus is not None:
         overlay["CUDA_VISIBLE_DEVICES"] = spec.gpus
@@ -114,6 +114,14 @@ def launch_problem(launch: Launch, interpreter: str) -> LaunchError | None:
         return LaunchError(f"script is not a readable file: {script}", 126,
                            "point `script` at a Python file")
     return None
+
+
+def job_gpus(spec: JobSpec) -> int:
+    """GPUs per node the job gets: for Slurm what it asks of Slurm (the submitting host's
+    GPUs say nothing about the node's), here the visible ones."""
+    if spec.backend is not None:
+        return int(spec.backend.get("gpus_per_node") or 0)
+    return conventions.gpu_count(spec.gpus)
 
 
 def _lease_file(env: envs.Environment) -> Path | None:
@@ -238,7 +246,7 @@ def execute(
         else:
             model_dir.mkdir(parents=True, exist_ok=True)
             output_dir.mkdir(parents=True, exist_ok=True)
-            gpus = conventions.gpu_count(spec.gpus)
+            gpus = job_gpus(spec)
             extra = conventions.job_env(spec, model_dir, output_dir, plan.resume, gpus)
             if spec.backend is not None:
                 script = run_dir / slurm.SCRIPT
@@ -304,7 +312,10 @@ def refresh(run_dir: Path) -> record.RunRecord:
         return rec
     from torchrun_cli import slurm
 
-    state = slurm.query(str(backend["job_id"]), run_dir)
+    try:
+        state = slurm.query(str(backend["job_id"]), run_dir)
+    except slurm.SlurmUnavailable:  # unknown is not ended: the record stays as it is
+        return rec
     if state is not None and not state.done:
         return rec
     end = slurm.conclude(state or slurm.JobState("UNKNOWN", None, None, "forgotten"), None)

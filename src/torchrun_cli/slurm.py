@@ -32,8 +32,8 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
 # sbatch options a spec may add; each becomes one `#SBATCH` line.
 EXTRA_ALLOWED = ("exclusive", "reservation", "nice", "mail-type", "mail-user", "begin",
                  "exclude", "nodelist", "licenses", "gres", "time-min", "requeue", "no-requeue",
-                 "ntasks-per-node", "mem-per-cpu", "hint", "signal", "comment", "wckey")
-_EXTRA = re.compile(r"^--([a-z][a-z-]*)(?:=([^\s]+))?$")
+                 "mem-per-cpu", "hint", "signal", "comment", "wckey")
+_EXTRA = re.compile(r"--([a-z][a-z-]*)(?:=([^\s#]+))?")  # used with fullmatch
 _POLL_S = 0.5
 _FIRST_POLL_S = 0.05  # the first line comes ~1 s after sbatch: poll fast, then slow down
 
@@ -42,7 +42,7 @@ def check_extra(args: Sequence[str]) -> list[str]:
     """The extra sbatch options that are not on the allow-list, or malformed."""
     bad = []
     for arg in args:
-        m = _EXTRA.match(arg)
+        m = _EXTRA.fullmatch(arg)
         if not m or m.group(1) not in EXTRA_ALLOWED:
             bad.append(arg)
     return bad
@@ -62,8 +62,14 @@ def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_
     and a c10d rendezvous on the allocation's first node for multi-node torchrun)."""
     q = shlex.quote
     nodes = int(backend.get("nodes", 1))
+    for value in (name, str(cwd), str(run_dir), *map(str, backend.values())):
+        if re.search(r"[\x00-\x1f\x7f]", value):  # bash would run the rest of an #SBATCH line
+            raise SetupError(f"refused {value!r} in the batch script: a control character",
+                             "rename it without newlines or control characters",
+                             phase="backend")
+    output = str(run_dir / "stdout.log").replace("%", "%%")  # % starts a Slurm file pattern
     lines = ["#!/bin/bash", f"#SBATCH --job-name={q(name)}",
-             f"#SBATCH --output={q(str(run_dir / 'stdout.log'))}",
+             f"#SBATCH --output={q(output)}",
              f"#SBATCH --chdir={q(str(cwd))}", f"#SBATCH --nodes={nodes}",
              "#SBATCH --ntasks-per-node=1"]
     for key, option in (("partition", "partition"), ("cpus_per_task", "cpus-per-task"),
@@ -80,18 +86,16 @@ def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_
     if lease is not None:  # as a local run does: env prune/rm leave the environment alone
         lines.append(f"exec 9<>{q(str(lease))} && flock -s 9")
     lines += [f"export {k}={q(v)}" for k, v in sorted(env.items())]
-    command = list(argv)
     if distributed is not None and nodes > 1:
-        i = command.index("torch.distributed.run") + 1
-        lines.append('head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)')
-        rdzv = ["--nnodes", str(nodes), "--rdzv-backend", "c10d", "--rdzv-id",
-                "$SLURM_JOB_ID", "--rdzv-endpoint", "$head:29500"]
-        flags = [a for a in command[i:] if a not in ("--standalone",)]
-        command = [*command[:i], *rdzv, *_drop_option(flags, "--nnodes")]
-        shown = " ".join(a if a.startswith("$") else q(a) for a in command)
-        run = f"srun --kill-on-bad-exit=1 {shown}"
+        # torchrun reads its rendezvous from PET_* variables: the command itself stays quoted
+        # word for word, and a port per job lets two jobs share a head node.
+        lines += ['head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+                  f"export PET_NNODES={nodes} PET_RDZV_BACKEND=c10d",
+                  'export PET_RDZV_ID="$SLURM_JOB_ID" '
+                  'PET_RDZV_ENDPOINT="$head:$((20000 + SLURM_JOB_ID % 20000))"']
+        run = f"srun --kill-on-bad-exit=1 {shlex.join(argv)}"
     else:
-        run = shlex.join(command)
+        run = shlex.join(argv)
     # stderr goes to stderr.log and stdout to a stdout-only file (for the console copies);
     # both also reach Slurm's output, stdout.log. Pipes, so the script waits for every tee.
     err, out = q(str(run_dir / "stderr.log")), q(str(run_dir / STDOUT_ONLY))
@@ -99,20 +103,10 @@ def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_
               f"3>&1 | tee -a {out}", "code=${PIPESTATUS[0]}",
               # Slurm forgets a finished job after MinJobAge and sacct needs accounting:
               # the script keeps the job's status in the run folder itself.
-              f'echo "$code" > {q(str(run_dir / EXIT_FILE))}', 'exit "$code"']
+              f'echo "$code" > {q(str(run_dir / EXIT_FILE))}.tmp && '
+              f'mv -f {q(str(run_dir / EXIT_FILE))}.tmp {q(str(run_dir / EXIT_FILE))}',
+              'exit "$code"']
     return "\n".join(lines) + "\n"
-
-
-def _drop_option(args: list[str], name: str) -> list[str]:
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-        elif a == name:
-            skip = True
-        else:
-            out.append(a)
-    return out
 
 
 def submit(script: Path, log: Path) -> str:
@@ -144,17 +138,26 @@ class JobState:
         return self.state in TERMINAL
 
 
+class SlurmUnavailable(Exception):
+    """Slurm did not answer (its controller is down or busy): the job's state is unknown, not
+    ended; ask again later."""
+
+
 def query(job_id: str, run_dir: Path | None = None) -> JobState | None:
     """From `scontrol show job` (accounting off), else `sacct`, else the exit code the batch
-    script left in the run folder; None if nothing knows the job."""
+    script left in the run folder; None if Slurm has forgotten the job and nothing else knows
+    it. Raises SlurmUnavailable when Slurm could not be asked."""
+    forgotten = False
     try:
         out = run_tool(["scontrol", "show", "job", "-o", job_id], timeout=30, log=None)
-        fields = dict(re.findall(r"(\w+)=(\S*)", out))
-        code, _, sig = fields.get("ExitCode", "0:0").partition(":")
-        return JobState(fields.get("JobState", "UNKNOWN"), int(code or 0), int(sig or 0),
+        fields: dict[str, str] = {}
+        for key, value in re.findall(r"(?:^|\s)(\w+)=(\S*)", out):
+            fields.setdefault(key, value)  # the first: a later WorkDir=... cannot override
+        status, _, sig = fields.get("ExitCode", "0:0").partition(":")
+        return JobState(fields.get("JobState", "UNKNOWN"), int(status or 0), int(sig or 0),
                         fields.get("Reason", ""))
-    except ToolFailed:
-        pass
+    except ToolFailed as exc:
+        forgotten = "Invalid job id" in exc.output
     try:
         out = run_tool(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode"],
                        timeout=30, log=None)
@@ -168,6 +171,8 @@ def query(job_id: str, run_dir: Path | None = None) -> JobState | None:
     except (OSError, ValueError):
         code = None
     if code is None:
+        if not forgotten:
+            raise SlurmUnavailable(f"scontrol could not tell the state of job {job_id}")
         return None
     return JobState("COMPLETED" if code == 0 else "FAILED", code, 0, "from the batch script")
 
@@ -202,7 +207,11 @@ def follow(job_id: str, run_dir: Path, echo: bool,
                 cancel(job_id, run_dir / "setup.log")
             for path, fd in streams.items():
                 offsets[path] = _copy_new(path, offsets[path], fd if echo else None)
-            state = query(job_id, run_dir)
+            try:
+                state = query(job_id, run_dir)
+            except SlurmUnavailable:  # a blip of the controller: the job goes on
+                time.sleep(_POLL_S)
+                continue
             if state is None or state.done:
                 time.sleep(_POLL_S)  # the last lines may still be in flight from the node
                 for path, fd in streams.items():
@@ -238,15 +247,21 @@ def conclude(state: JobState, cancelled_by: int | None) -> dict[str, object]:
                          "the Slurm job was cancelled"}
     if state.state == "TIMEOUT":
         return {"status": "timeout", "exit_code": 124, "error": "Slurm's time limit"}
-    if state.state == "CANCELLED":
-        return {"status": "cancelled", "exit_code": 130, "error": "cancelled in Slurm"}
+    if state.state == "CANCELLED":  # scancel sends SIGTERM
+        return {"status": "cancelled", "exit_code": 128 + (state.signal or 15),
+                "error": "cancelled in Slurm"}
     if state.signal:
         return {"status": "failed", "exit_code": 128 + state.signal,
                 "signal": signal.Signals(state.signal).name if state.signal < 65 else None}
     code = state.exit_code if state.exit_code is not None else 1
-    if state.state in ("NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY") or \
+    if state.state == "OUT_OF_MEMORY":  # the kernel's SIGKILL
+        return {"status": "failed", "exit_code": code or 137,
+                "error": "the job ran out of memory (Slurm's OUT_OF_MEMORY)"}
+    if state.state in ("NODE_FAIL", "BOOT_FAIL") or \
             (state.state == "FAILED" and "launch" in state.reason.lower()):
         return {"status": "setup_error", "exit_code": 125, "phase": "backend",
                 "error": f"the Slurm job failed to start: {state.state} {state.reason}"}
-    return {"status": "succeeded" if code == 0 and state.state == "COMPLETED" else "failed",
-            "exit_code": code}
+    if state.state == "COMPLETED" and code == 0:
+        return {"status": "succeeded", "exit_code": 0}
+    return {"status": "failed", "exit_code": code or 1,  # PREEMPTED, DEADLINE: never a 0
+            **({} if code else {"error": f"Slurm ended the job as {state.state}"})}

@@ -256,6 +256,9 @@ def load(spec_file: Path | None, flags: Overrides, cwd: Path) -> JobSpec:
                       f"checkpoint {resume} does not exist", "give a checkpoint path, or last")
     dist, gpus = _distributed_section(data, src, check, origins, flags)
     backend = _backend_section(data, src, check, flags)
+    if backend is not None:
+        _nodes_agree(dist, backend, src.where(data, "backend") if "backend" in data
+                     else "command line", check)
     for path, where in files:
         if not path.exists():
             check.add(where, "--file" if where == "command line" else "files",
@@ -393,7 +396,8 @@ def _distributed_section(data: dict[str, Any], src: Located, check: Checker,
         if value is not None:
             dist = {**(dist or {}), key: value}
             origins[f"distributed.{key}"] = f"flag --{key.replace('_', '-')}"
-    for key, pattern in (("nproc_per_node", r"auto|[1-9]\d*"), ("nnodes", r"\d+(:\d+)?"),
+    for key, pattern in (("nproc_per_node", r"auto|[1-9]\d*"),
+                         ("nnodes", r"[1-9]\d*(:[1-9]\d*)?"),
                          ("node_rank", r"\d+"), ("max_restarts", r"\d+"),
                          ("monitor_interval", r"\d+(\.\d+)?")):
         if dist and key in dist and not re.fullmatch(pattern, str(dist[key])):
@@ -401,6 +405,11 @@ def _distributed_section(data: dict[str, Any], src: Located, check: Checker,
                       else (src.where(data, "distributed") if "distributed" in data
                             else "command line"), f"distributed.{key}",
                       f"bad value {dist[key]!r}", "see `torchjob run --help` for the forms")
+    low, _, high = str((dist or {}).get("nnodes", "1")).partition(":")
+    if high.isdigit() and low.isdigit() and int(low) > int(high):
+        check.add(_where(origins, "distributed.nnodes") if "distributed.nnodes" in origins
+                  else src.where(data, "distributed"), "distributed.nnodes",
+                  f"{low}:{high} has its minimum above its maximum", "write MIN:MAX")
     gpus = data.get("gpus") if isinstance(data.get("gpus"), str) else None
     if "gpus" in data and gpus is None:
         gpus = check.scalar_text(data["gpus"], src.where(data, "gpus"), "gpus")
@@ -410,6 +419,21 @@ def _distributed_section(data: dict[str, Any], src: Located, check: Checker,
         check.add(src.where(data, "gpus") if flags.gpus is None else "command line", "gpus",
                   f"bad GPU list {gpus!r}", 'write GPU ids like "0,1"')
     return dist, gpus
+
+
+def _nodes_agree(dist: dict[str, Any] | None, backend: dict[str, Any], where: str,
+                 check: Checker) -> None:
+    """Slurm's node count and torchrun's must be one number: other nodes would idle, or the
+    rendezvous would wait for nodes that never come."""
+    nodes = str(backend.get("nodes") or 1)
+    if not nodes.isdigit():
+        return  # reported by _backend_section
+    if dist is None and nodes != "1":
+        check.add(where, "backend.nodes", f"{nodes} nodes, but only torchrun (`distributed:`) "
+                  "runs on more than one", "add `distributed:`, or use nodes: 1")
+    elif dist is not None and "nnodes" in dist and str(dist["nnodes"]) != nodes:
+        check.add(where, "distributed.nnodes", f"nnodes {dist['nnodes']} but Slurm nodes "
+                  f"{nodes}", "leave distributed.nnodes out: under Slurm it is backend.nodes")
 
 
 def _backend_section(data: dict[str, Any], src: Located, check: Checker,
@@ -445,6 +469,10 @@ def _backend_section(data: dict[str, Any], src: Located, check: Checker,
     if bad := check_extra(backend.get("extra_args") or []):
         check.add(where, "backend.extra_args", f"not allowed: {' '.join(bad)}",
                   "use --option=value forms of sbatch options torchjob allows (see README)")
+    for key, value in backend.items():  # each becomes an #SBATCH line: one line, no comment
+        if isinstance(value, str) and re.search(r"[\x00-\x1f\x7f#]", value):
+            check.add(where, f"backend.{key}", f"{value!r} holds a control character or '#'",
+                      "write it on one line, without '#'")
     for key in ("nodes", "gpus_per_node", "cpus_per_task"):
         if backend.get(key) is not None and not re.fullmatch(r"[1-9]\d*", str(backend[key])):
             check.add(where, f"backend.{key}", f"bad value {backend[key]!r}",
