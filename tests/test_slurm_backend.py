@@ -236,3 +236,18 @@ def test_a_controller_that_does_not_answer_is_not_a_finished_job(tmp_path: Path,
     write(tmp_path / "slurm-exit-code", "3\n")  # what the batch script leaves at its end
     state = query("17", tmp_path)
     assert state is not None and (state.state, state.exit_code) == ("FAILED", 3)
+
+
+def test_secrets_reach_the_job_but_not_the_batch_script(project: Path, iso: Env,
+                                                        slurm: Any) -> None:
+    """job.sbatch is kept by Slurm (and shown by sacct --batch-script): secret variables, and
+    variables holding a secret parameter, go through sbatch's environment instead."""
+    write(project / "job.py", "import json, os, sys\n"
+          "print(os.environ['HF_TOKEN'], json.loads(os.environ['TORCHJOB_PARAMS'])['api_key'])\n")
+    res = run(slurm, project, "-E", "HF_TOKEN=hf_tokvalue123", "-P", "api_key=paramsecret99")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == b"hf_tokvalue123 paramsecret99\n"
+    script = (iso.runs / record(iso)["id"] / "job.sbatch").read_text()
+    assert "hf_tokvalue123" not in script and 'HF_TOKEN?' in script
+    assert "paramsecret99" not in script  # neither in TORCHJOB_PARAMS nor on the command line
+    assert "TORCHJOB_PARAMS?" in script and '"${TORCHJOB_ARG_' in script

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torchrun_cli import conventions, envs, record, source, supervise
 from torchrun_cli.errors import LaunchError, SetupError, UsageError
-from torchrun_cli.masking import mask_argv, mask_mapping
+from torchrun_cli.masking import is_secret, mask_argv, mask_mapping
 from torchrun_cli.spec import JobSpec
 
 SETUP_LOG = "setup.log"
@@ -252,11 +252,13 @@ def execute(
                 script = run_dir / slurm.SCRIPT
                 variables = {**extra, **launch.env_overlay, "TORCHJOB_RUN_ID": run_id,
                              "TORCHJOB_RUN_DIR": str(run_dir)}
+                hidden = slurm.secret_variables(variables, launch.argv, [
+                    str(v) for k, v in spec.params.items() if is_secret(k) and isinstance(v, str)])
                 script.write_text(slurm.batch_script(
                     launch.argv, cwd=launch.cwd, env=variables, run_dir=run_dir,
                     name=spec.name, backend=spec.backend, timeout=spec.timeout,
-                    distributed=spec.distributed, lease=_lease_file(env)))
-                job_id = slurm.submit(script, run_dir / SETUP_LOG)
+                    distributed=spec.distributed, lease=_lease_file(env), hidden=hidden))
+                job_id = slurm.submit(script, run_dir / SETUP_LOG, hidden)
                 rec = rec.finish(backend={"type": "slurm", "job_id": job_id,
                                           "script": str(script), "detached": detach})
                 if detach:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from torchrun_cli.errors import SetupError
+from torchrun_cli.masking import is_secret
 from torchrun_cli.proc import ToolFailed, run_tool
 
 KEYS = ("type", "partition", "nodes", "gpus_per_node", "cpus_per_task", "mem", "account",
@@ -57,7 +58,8 @@ def duration_hms(seconds: float) -> str:
 
 def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_dir: Path,
                  name: str, backend: Mapping[str, Any], timeout: float | None,
-                 distributed: Mapping[str, Any] | None, lease: Path | None = None) -> str:
+                 distributed: Mapping[str, Any] | None, lease: Path | None = None,
+                 hidden: Mapping[str, str] | None = None) -> str:
     """The batch script: #SBATCH lines, the job's variables, then the command (through srun
     and a c10d rendezvous on the allocation's first node for multi-node torchrun)."""
     q = shlex.quote
@@ -85,7 +87,10 @@ def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_
     lines += ["", "# written by torchjob: the job's environment, then the command", "set -u"]
     if lease is not None:  # as a local run does: env prune/rm leave the environment alone
         lines.append(f"exec 9<>{q(str(lease))} && flock -s 9")
-    lines += [f"export {k}={q(v)}" for k, v in sorted(env.items())]
+    hidden = hidden or {}
+    lines += [f"export {k}={q(v)}" for k, v in sorted(env.items()) if k not in hidden]
+    lines += [f': "${{{k}?torchjob: {k} did not reach the job: sbatch must pass the '
+              f'environment (--export=ALL)}}"' for k in sorted(hidden)]
     if distributed is not None and nodes > 1:
         # torchrun reads its rendezvous from PET_* variables: the command itself stays quoted
         # word for word, and a port per job lets two jobs share a head node.
@@ -93,9 +98,9 @@ def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_
                   f"export PET_NNODES={nodes} PET_RDZV_BACKEND=c10d",
                   'export PET_RDZV_ID="$SLURM_JOB_ID" '
                   'PET_RDZV_ENDPOINT="$head:$((20000 + SLURM_JOB_ID % 20000))"']
-        run = f"srun --kill-on-bad-exit=1 {shlex.join(argv)}"
+        run = f"srun --kill-on-bad-exit=1 {_command(argv, hidden)}"
     else:
-        run = shlex.join(argv)
+        run = _command(argv, hidden)
     # stderr goes to stderr.log and stdout to a stdout-only file (for the console copies);
     # both also reach Slurm's output, stdout.log. Pipes, so the script waits for every tee.
     err, out = q(str(run_dir / "stderr.log")), q(str(run_dir / STDOUT_ONLY))
@@ -109,10 +114,29 @@ def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_
     return "\n".join(lines) + "\n"
 
 
-def submit(script: Path, log: Path) -> str:
+def secret_variables(env: Mapping[str, str], argv: Sequence[str],
+                     secrets: Sequence[str]) -> dict[str, str]:
+    """The job's variables, and arguments (as TORCHJOB_ARG_<i>), that are or hold a secret:
+    they reach the job through sbatch's own environment (its --export=ALL default), never as
+    text in job.sbatch, which Slurm keeps and may show its admins (sacct --batch-script)."""
+    values = [v for v in [*secrets, *(v for k, v in env.items() if is_secret(k))] if len(v) >= 4]
+    hidden = {k: v for k, v in env.items() if is_secret(k) or any(s in v for s in values)}
+    hidden.update({f"TORCHJOB_ARG_{i}": a for i, a in enumerate(argv)
+                   if any(s in a for s in values)})
+    return hidden
+
+
+def _command(argv: Sequence[str], hidden: Mapping[str, str]) -> str:
+    """argv as shell words: quoted, or a quoted reference to the variable that carries it."""
+    return " ".join(f'"${{TORCHJOB_ARG_{i}}}"' if f"TORCHJOB_ARG_{i}" in hidden
+                    else shlex.quote(a) for i, a in enumerate(argv))
+
+
+def submit(script: Path, log: Path, hidden: Mapping[str, str] | None = None) -> str:
     """sbatch --parsable: the job id, or a setup error with Slurm's own message."""
     try:
-        out = run_tool(["sbatch", "--parsable", str(script)], timeout=120, log=log)
+        out = run_tool(["sbatch", "--parsable", str(script)], timeout=120, log=log,
+                       env={**os.environ, **(hidden or {})}, secrets=list((hidden or {}).values()))
     except ToolFailed as exc:
         if exc.missing:
             raise SetupError("sbatch is not on PATH: no Slurm here",
