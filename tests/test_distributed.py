@@ -118,3 +118,19 @@ def test_nproc_auto_follows_the_visible_gpus(project: Path, iso: Env) -> None:
     out = torchjob("run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "auto",
                    "--gpus", "0,1", "--dry-run").stdout.decode()
     assert "--nproc-per-node 2 " in out and "CUDA_VISIBLE_DEVICES=0,1" in out
+
+
+def test_the_root_cause_comes_from_the_last_attempt_even_past_nine(tmp_path: Path) -> None:
+    """torchrun numbers restarts attempt_0, attempt_1, ...: the eleventh is attempt_10, which
+    sorts before attempt_9 as text. (Logs written here, as torchrun lays them out.)"""
+    from torchrun_cli.distributed import summarize
+
+    ranks = tmp_path / "ranks"
+    for n in range(11):
+        write(ranks / "run_x" / f"attempt_{n}" / "1" / "stderr.log",
+              f'  File "train.py", line {n + 1}, in <module>\nValueError: attempt {n}\n')
+    stderr = write(tmp_path / "stderr.log", "Root Cause (first observed failure):\n"
+                   "  rank      : 1 (local_rank: 1)\n  exitcode  : 1 (pid: 9)\n")
+    out = summarize(ranks, stderr, {"nproc_per_node": "2", "max_restarts": "10"}, 0)
+    assert out["restarts"] == 10
+    assert out["root_cause"] == "rank 1 failed: ValueError at train.py:11"

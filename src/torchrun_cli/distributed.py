@@ -63,7 +63,7 @@ def summarize(log_dir: Path, stderr_log: Path, dist: Mapping[str, Any],
     """World size, nodes, per-rank exit codes, restarts and the root cause of a failure."""
     per_node = nproc(dist.get("nproc_per_node"), gpus)
     nnodes = str(dist.get("nnodes", 1))
-    attempts = sorted(log_dir.glob("*/attempt_*"))
+    attempts = sorted(log_dir.glob("*/attempt_*"), key=_attempt_number)  # 9 before 10
     out: dict[str, Any] = {
         "world_size": per_node * int(nnodes.split(":")[-1]), "nnodes": nnodes,
         "nproc_per_node": per_node, "restarts": max(len(attempts) - 1, 0), "ranks": {},
@@ -78,6 +78,11 @@ def summarize(log_dir: Path, stderr_log: Path, dist: Mapping[str, Any],
         for m in _ROOT_RANK.finditer(report.split("Root Cause", 1)[0].split("Failures:")[-1]):
             out["ranks"].setdefault(m.group(1), int(m.group(2)))
     return out
+
+
+def _attempt_number(path: Path) -> tuple[int, str]:
+    number = path.name.rpartition("_")[2]
+    return (int(number) if number.isdigit() else -1, str(path))
 
 
 def _exception(attempts: list[Path], rank: int) -> str:
