@@ -92,10 +92,19 @@ def test_inputs_change_the_key(project: Path, iso: Env, offline: Any, manager: s
     assert "miss (" in out and "requirements" in out  # which input differs, and from what
 
 
+def other_interpreter() -> str | None:
+    """A python whose real binary is not this one's, for launcher tests."""
+    mine = os.path.realpath(sys.executable)
+    for candidate in ("/usr/bin/python3.11", "/usr/bin/python3", shutil.which("python3.12")):
+        if candidate and os.path.exists(candidate) and os.path.realpath(candidate) != mine:
+            return candidate
+    return None
+
+
 def test_another_interpreter_is_another_environment(project: Path, iso: Env,
                                                     offline: Any) -> None:
-    other = shutil.which("python3.11", path="/usr/bin")
-    if other is None or os.path.realpath(other) == os.path.realpath(sys.executable):
+    other = other_interpreter()
+    if other is None:
         pytest.skip("no second interpreter on this machine")
     write(project / "main.py", "import sys\nprint(sys.base_prefix)\n")
     keys = set()
@@ -246,15 +255,6 @@ def test_prune_keep_counts_ready_environments_only(project: Path, iso: Env,
     assert out.count("removed") == 2, out
     assert len(ready_envs(iso)) == 1
     assert not (iso.home / "cache" / "envs" / ("f" * 24)).exists()
-
-
-def other_interpreter() -> str | None:
-    """A python whose real binary is not this one's, for launcher tests."""
-    mine = os.path.realpath(sys.executable)
-    for candidate in ("/usr/bin/python3.11", "/usr/bin/python3", shutil.which("python3.12")):
-        if candidate and os.path.exists(candidate) and os.path.realpath(candidate) != mine:
-            return candidate
-    return None
 
 
 def test_a_launcher_script_is_keyed_by_the_python_it_runs(project: Path, iso: Env,

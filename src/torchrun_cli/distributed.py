@@ -29,11 +29,10 @@ def torchrun_args(dist: Mapping[str, Any], gpus: int, log_dir: Path,
     args = ["-m", "torch.distributed.run", "--nproc-per-node",
             str(nproc(dist.get("nproc_per_node"), gpus))]
     nnodes = str(dist.get("nnodes", 1))
-    if slurm_nodes > 1:
-        pass
-    elif nnodes == "1" and not dist.get("rdzv_endpoint"):
+    ours = slurm_nodes == 1  # the rendezvous is in torchrun's argv, not in the batch script
+    if ours and nnodes == "1" and not dist.get("rdzv_endpoint"):
         args += ["--standalone", "--nnodes", "1"]
-    else:
+    elif ours:
         args += ["--nnodes", nnodes, "--rdzv-backend", "c10d",
                  "--rdzv-endpoint", str(dist.get("rdzv_endpoint", "127.0.0.1:29400")),
                  "--rdzv-id", str(dist.get("rdzv_id", "torchjob"))]

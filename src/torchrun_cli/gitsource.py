@@ -185,13 +185,19 @@ def inside(root: Path, relative: str, what: str) -> Path:
     return target
 
 
+def clean_env() -> dict[str, str]:
+    """The user's environment without the GIT_* variables that could redirect our commands
+    (GIT_DIR, GIT_WORK_TREE, GIT_INDEX_FILE, GIT_CONFIG_*): an allow-list keeps the rest."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("GIT_") or k in _GIT_ENV_KEEP}
+
+
 def git_env(url: GitUrl, token: str | None) -> tuple[dict[str, str], list[str]]:
     """The environment for git: no prompts, no inherited repo redirection, auth in memory.
 
     Returns the environment and the secret strings to mask in anything logged.
     """
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("GIT_") or k in _GIT_ENV_KEEP}
+    env = clean_env()
     env["GIT_TERMINAL_PROMPT"] = "0"
     env["GIT_LFS_SKIP_SMUDGE"] = "1"  # checkouts use the mirror alone: LFS files stay pointers
     env["GIT_ASKPASS"] = ""  # empty: no askpass program either (core.askPass, SSH_ASKPASS)
@@ -341,7 +347,7 @@ class Mirror:
         """When the last fetch started: a run that began waiting after that moment may skip
         its own fetch; one that began before may not (a push could fall in between)."""
         stamp = self.folder / "fetched"
-        store.touch(stamp)
+        stamp.touch()
         os.utime(stamp, (started, started))
 
     def fetched_since(self, moment: float) -> bool:
@@ -389,14 +395,14 @@ class Mirror:
     def default_branch(self, commit: str) -> str:
         """The remote's default branch by name: HEAD's, or the one branch at its commit after
         the remote switched (HEAD then follows it)."""
-        try:
-            name = self.git("symbolic-ref", "--quiet", "--short", "HEAD", probe=True).strip()
-        except SetupError:  # HEAD is not a branch
-            name = ""
-        if name and self.commit_of(f"refs/heads/{name}") == commit:
-            return name
         at = self.git("for-each-ref", f"--points-at={commit}", "--format=%(refname:short)",
                       "refs/heads", probe=True).split()
+        try:  # a bare repository's HEAD file: `ref: refs/heads/NAME`
+            name = (self.path / "HEAD").read_text().strip().removeprefix("ref: refs/heads/")
+        except OSError:
+            name = ""
+        if name in at:
+            return name
         if len(at) != 1:
             return "HEAD"
         self.git("symbolic-ref", "HEAD", f"refs/heads/{at[0]}")

@@ -253,7 +253,7 @@ def execute(
                 variables = {**extra, **launch.env_overlay, "TORCHJOB_RUN_ID": run_id,
                              "TORCHJOB_RUN_DIR": str(run_dir)}
                 hidden = slurm.secret_variables(variables, launch.argv, [
-                    str(v) for k, v in spec.params.items() if is_secret(k) and isinstance(v, str)])
+                    v for k, v in spec.params.items() if is_secret(k) and isinstance(v, str)])
                 script.write_text(slurm.batch_script(
                     launch.argv, cwd=launch.cwd, env=variables, run_dir=run_dir,
                     name=spec.name, backend=spec.backend, timeout=spec.timeout,

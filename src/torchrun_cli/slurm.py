@@ -36,6 +36,8 @@ EXTRA_ALLOWED = ("exclusive", "reservation", "nice", "mail-type", "mail-user", "
                  "mem-per-cpu", "hint", "signal", "comment", "wckey")
 _EXTRA = re.compile(r"--([a-z][a-z-]*)(?:=([^\s#]+))?")  # used with fullmatch
 _POLL_S = 0.5
+# In an #SBATCH line a newline would end the comment and bash would run the rest.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FIRST_POLL_S = 0.05  # the first line comes ~1 s after sbatch: poll fast, then slow down
 
 
@@ -65,7 +67,7 @@ def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_
     q = shlex.quote
     nodes = int(backend.get("nodes", 1))
     for value in (name, str(cwd), str(run_dir), *map(str, backend.values())):
-        if re.search(r"[\x00-\x1f\x7f]", value):  # bash would run the rest of an #SBATCH line
+        if CONTROL.search(value):
             raise SetupError(f"refused {value!r} in the batch script: a control character",
                              "rename it without newlines or control characters",
                              phase="backend")

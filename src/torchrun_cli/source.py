@@ -138,12 +138,12 @@ def _subdir(tree: Path, subdir: str | None, where: str) -> Path:
 def _place(item: Path, target: Path) -> None:
     """Copy a dependency file or folder to target (Tencent's component does the same). Never
     through a link: one in the way (from the checkout, say) is replaced, not followed."""
-    if target.is_symlink() or (target.exists() and not (target.is_dir() and item.is_dir()
-                                                        and not item.is_symlink())):
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        else:
-            target.unlink()
+    real_dir = target.is_dir() and not target.is_symlink()
+    merge = real_dir and item.is_dir() and not item.is_symlink()  # folder into folder
+    if real_dir and not merge:
+        shutil.rmtree(target)
+    elif not real_dir and (target.exists() or target.is_symlink()):
+        target.unlink()
     if item.is_symlink():
         os.symlink(os.readlink(item), target)
     elif item.is_dir():
@@ -183,8 +183,9 @@ def _local_git(path: Path, log: Path) -> tuple[str | None, bool | None]:
         probe = probe.parent
     base = ["git", "--no-optional-locks", "-c", "core.hooksPath=/dev/null", "-c",
             "core.fsmonitor=false", "-C", str(path)]
-    env = {k: v for k, v in os.environ.items()  # an inherited GIT_DIR would name another repo
-           if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR")}
+    from torchrun_cli.gitsource import clean_env
+
+    env = clean_env()  # an inherited GIT_DIR would name another repository
     try:
         commit = run_tool([*base, "rev-parse", "--verify", "HEAD"], env=env, timeout=10,
                           log=log).strip()

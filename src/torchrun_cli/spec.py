@@ -442,7 +442,7 @@ def _backend_section(data: dict[str, Any], src: Located, check: Checker,
     if "backend" not in data and flags.backend is None and flags.partition is None \
             and flags.nodes is None:
         return None
-    from torchrun_cli.slurm import KEYS, check_extra
+    from torchrun_cli.slurm import CONTROL, KEYS, check_extra
 
     backend: dict[str, Any] | None = None
     where = src.where(data, "backend") if "backend" in data else "command line"
@@ -470,7 +470,7 @@ def _backend_section(data: dict[str, Any], src: Located, check: Checker,
         check.add(where, "backend.extra_args", f"not allowed: {' '.join(bad)}",
                   "use --option=value forms of sbatch options torchjob allows (see README)")
     for key, value in backend.items():  # each becomes an #SBATCH line: one line, no comment
-        if isinstance(value, str) and re.search(r"[\x00-\x1f\x7f#]", value):
+        if isinstance(value, str) and (CONTROL.search(value) or "#" in value):  # Slurm: a comment
             check.add(where, f"backend.{key}", f"{value!r} holds a control character or '#'",
                       "write it on one line, without '#'")
     for key in ("nodes", "gpus_per_node", "cpus_per_task"):

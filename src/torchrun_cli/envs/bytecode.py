@@ -37,10 +37,10 @@ def _header_ok(pyc: str, st: os.stat_result) -> bool:
     if len(head) < 16 or head[:4] != importlib.util.MAGIC_NUMBER:
         return False
     flags, mtime, size = struct.unpack("<III", head[4:16])
-    if flags == 3:
-        return True
-    return bool(flags == 0 and mtime == int(st.st_mtime) & 0xFFFFFFFF
-                and size == st.st_size & 0xFFFFFFFF)
+    if flags not in _CHECKED:
+        return False
+    return bool(flags == 3 or (mtime == int(st.st_mtime) & 0xFFFFFFFF
+                               and size == st.st_size & 0xFFFFFFFF))
 
 
 def _link(src: str, st: os.stat_result, rel: str, donors: list[Path]) -> bool:

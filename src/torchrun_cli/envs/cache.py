@@ -60,16 +60,18 @@ class Obtained:
     lease: Lease
 
 
+def _lock_path(folder: Path, kind: str = "lock") -> Path:
+    return folder.parent / f"{folder.name}.{kind}"
+
+
 def lease_file(key: str) -> Path:
     """The lock a job holds shared while it runs in the environment (a Slurm batch script
     takes it too, with flock -s)."""
-    folder = folder_of(key)
-    return folder.parent / f"{folder.name}.lock"
+    return _lock_path(folder_of(key))
 
 
 def _lock_fd(folder: Path, kind: str = "lock") -> int:
-    return os.open(folder.parent / f"{folder.name}.{kind}",
-                   os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return os.open(_lock_path(folder, kind), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
 def _note_use(folder: Path, project: str) -> None:
