@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TORCHJOB, Env, torchjob, write
+from tests.test_envs import newest
 
 # Each line is one write(2): the two streams reach Slurm's file through separate pipes, so
 # print()'s several writes per line could interleave with the other stream inside a line.
@@ -33,8 +34,8 @@ def run(slurm: Any, project: Path, *extra: str, timeout: float = 300
 
 
 def record(iso: Env) -> dict[str, Any]:
-    rec: dict[str, Any] = json.loads((max(iso.run_dirs()) / "run.json").read_text())
-    return rec
+    """The newest run by its start time: two runs in one second have ids that do not sort."""
+    return newest(iso)
 
 
 def test_job_runs_in_slurm_with_its_exit_status(project: Path, iso: Env, slurm: Any) -> None:
