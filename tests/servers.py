@@ -16,7 +16,6 @@ import pwd
 import secrets
 import shlex
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -27,10 +26,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 from urllib.parse import unquote
 
 import pytest
+
+from tests.helpers import Daemon, unavailable
 
 HOST = "127.0.0.1"
 SSHD = Path("/usr/sbin/sshd")
@@ -122,61 +123,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def unavailable(reason: str) -> NoReturn:
-    """Skip a test whose server cannot run here, except in CI, where it is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: servers must run in CI; see .ci/system-deps.sh)")
-    pytest.skip(reason)
-
-
-class Daemon:
-    """A server process in its own session; its stderr is collected in `lines`, and it is
-    ready when a line holds `ready` (its own readiness output, no sleeps)."""
-
-    def __init__(self, argv: list[str], ready: str, env: dict[str, str] | None = None) -> None:
-        self.argv = argv
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self._marker = ready
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True, env=env,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            line = raw.decode(errors="replace").rstrip("\n")
-            self.lines.append(line)
-            if self._marker in line:
-                self._ready.set()
-        self._ready.set()  # end of output: the process is gone
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> bool:
-        return self._ready.wait(timeout) and self.proc.poll() is None
-
-    def stop(self) -> None:
-        """SIGTERM the whole process group (the server and its per-connection children), SIGKILL
-        what is left after 5 s. Idempotent."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                continue
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(timeout=5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-
 def start_on_free_port(
     make_argv: Callable[[int], list[str]], ready: str, env: dict[str, str] | None = None
 ) -> tuple[Daemon, int]:
@@ -184,8 +130,8 @@ def start_on_free_port(
     errors: list[str] = []
     for _ in range(5):
         port = free_port()
-        daemon = Daemon(make_argv(port), ready, env)
-        if daemon.wait_ready():
+        daemon = Daemon(make_argv(port), ready=ready, env=env)
+        if daemon.wait_ready(READY_TIMEOUT):
             return daemon, port
         daemon.stop()
         errors.append(" | ".join(daemon.lines[-5:]))

@@ -26,12 +26,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
+
+from tests.helpers import Daemon, unavailable, wait_until
 
 CLUSTER = "torchjob-test"
 PARTITION = "debug"
@@ -103,13 +104,6 @@ PartitionName={partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
 
 
-def unavailable(reason: str) -> NoReturn:
-    """Skip the tests that need Slurm, except under CI=true, where it is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: Slurm must run in CI; see .ci/slurm-deps.sh)")
-    pytest.skip(reason)
-
-
 class SlurmStartError(RuntimeError):
     """The cluster did not come up; the message carries the daemons' last log lines."""
 
@@ -165,16 +159,18 @@ class Slurm:
             return {}
         return parse_scontrol(done.stdout)
 
-    def wait_job(self, job_id: str, timeout: float = 30) -> dict[str, str]:
-        """Poll `scontrol show job` until the job is in a final state; return its fields."""
-        deadline = time.monotonic() + timeout
-        info: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            info = self.job(job_id)
-            if info.get("JobState") in FINAL_STATES:
-                return info
-            time.sleep(0.1)
-        raise TimeoutError(f"job {job_id} not finished after {timeout} s: {info}")
+    def wait_job(self, job_id: str, timeout: float = 30,
+                 states: Collection[str] = FINAL_STATES) -> dict[str, str]:
+        """Poll `scontrol show job` until the job is in one of `states` (by default a final
+        one); return its fields."""
+        seen: list[dict[str, str]] = [{}]
+
+        def in_state() -> dict[str, str] | None:
+            seen[0] = self.job(job_id)
+            return seen[0] if seen[0].get("JobState") in states else None
+
+        return wait_until(in_state, timeout,
+                          lambda: f"job {job_id} to reach {sorted(states)}: {seen[0]}")
 
     def jobs(self) -> list[str]:
         """Ids of the jobs not finished yet (pending, running, completing)."""
@@ -187,12 +183,7 @@ class Slurm:
         ids = self.jobs()
         if ids:
             self.run("scancel", *ids, timeout=30)
-        deadline = time.monotonic() + timeout
-        while ids:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"jobs {ids} still in squeue {timeout} s after scancel")
-            time.sleep(0.1)
-            ids = self.jobs()
+            wait_until(lambda: not self.jobs(), timeout, f"jobs {ids} to leave squeue")
 
 
 def parse_scontrol(text: str) -> dict[str, str]:
@@ -204,68 +195,39 @@ def parse_scontrol(text: str) -> dict[str, str]:
 # ---------------------------------------------------------------- daemons
 
 
-class _Daemon:
-    """A daemon in the foreground, in its own session (so its process group is its own), with
-    stdout and stderr appended to a file in the state folder."""
-
-    def __init__(
-        self, name: str, argv: list[str], log: Path, env: Mapping[str, str],
-        user: pwd.struct_passwd | None = None,
-    ) -> None:
-        self.name = name
-        self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=dict(env), cwd=log.parent, start_new_session=True,
-                user=user.pw_uid if user else None, group=user.pw_gid if user else None,
-                extra_groups=[] if user else None,
-            )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, lines: int = 15) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL it after STOP_TIMEOUT. Idempotent."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        # slurmd's helpers (slurmstepd) may have left the group: take the rest of the group too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _wait(what: str, check: Callable[[], bool], daemons: list[_Daemon]) -> None:
+def _daemon(name: str, argv: list[str], log: Path, env: Mapping[str, str],
+            user: pwd.struct_passwd | None = None) -> Daemon:
+    """A daemon in the foreground, its output appended to `log` in the state folder."""
+    return Daemon(argv, env=env, log=log, user=user, name=name, stop_timeout=STOP_TIMEOUT)
+
+
+def _wait(what: str, check: Callable[[], bool], daemons: list[Daemon]) -> None:
     """Poll `check` until it holds; fail at once when a daemon exits, or at the deadline."""
-    deadline = time.monotonic() + READY_TIMEOUT
-    while True:
+
+    def ready() -> bool:
         if check():
-            return
+            return True
         dead = [d for d in daemons if not d.alive()]
-        if dead or time.monotonic() > deadline:
-            why = (f"{dead[0].name} exited with {dead[0].proc.returncode}" if dead
-                   else f"not ready after {READY_TIMEOUT:.0f} s")
-            logs = "\n".join(f"--- {d.name} ({d.log}):\n{d.tail()}" for d in daemons)
-            raise SlurmStartError(f"{what}: {why}\n{logs}")
-        time.sleep(0.05)
+        if dead:
+            raise _start_error(what, f"{dead[0].name} exited with {dead[0].proc.returncode}",
+                               daemons)
+        return False
+
+    try:
+        wait_until(ready, READY_TIMEOUT, what)
+    except pytest.fail.Exception:
+        raise _start_error(what, f"not ready after {READY_TIMEOUT:.0f} s", daemons) from None
+
+
+def _start_error(what: str, why: str, daemons: list[Daemon]) -> SlurmStartError:
+    logs = "\n".join(f"--- {d.name} ({d.log}):\n{d.tail()}" for d in daemons)
+    return SlurmStartError(f"{what}: {why}\n{logs}")
 
 
 def _munge_ready(sock: Path) -> bool:
@@ -354,8 +316,8 @@ class _Cluster:
         self.node = socket.gethostname().split(".")[0]
         self.cpus = max(2, len(os.sched_getaffinity(0)))
         self.conf = state / "slurm.conf"
-        self.munged: _Daemon | None = None
-        self.slurm: list[_Daemon] = []
+        self.munged: Daemon | None = None
+        self.slurm: list[Daemon] = []
 
     @property
     def env(self) -> dict[str, str]:
@@ -371,7 +333,7 @@ class _Cluster:
         munge_dir.mkdir(mode=0o755)
         os.chown(munge_dir, munge.pw_uid, munge.pw_gid)
         sock = munge_dir / "munge.socket"
-        self.munged = _Daemon(
+        self.munged = _daemon(
             "munged",
             ["munged", "--foreground", f"--socket={sock}", f"--key-file={MUNGE_KEY}",
              f"--pid-file={munge_dir / 'munged.pid'}", f"--seed-file={munge_dir / 'munged.seed'}"],
@@ -404,10 +366,10 @@ class _Cluster:
 
     def _start_slurm(self) -> None:
         log = self.state / "log"
-        ctld = _Daemon("slurmctld", ["slurmctld", "-D", "-i"], log / "slurmctld.stderr",
+        ctld = _daemon("slurmctld", ["slurmctld", "-D", "-i"], log / "slurmctld.stderr",
                        self.env)
         self.slurm.append(ctld)
-        slurmd = _Daemon("slurmd", ["slurmd", "-D"], log / "slurmd.stderr", self.env)
+        slurmd = _daemon("slurmd", ["slurmd", "-D"], log / "slurmd.stderr", self.env)
         self.slurm.append(slurmd)
         assert self.munged is not None
         daemons = [self.munged, ctld, slurmd]
@@ -443,9 +405,8 @@ class _Cluster:
         if not ids:
             return
         subprocess.run(["scancel", *ids], env=env, capture_output=True, timeout=15, check=False)
-        deadline = time.monotonic() + 15  # KillWait is 5 s
-        while queued() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        with contextlib.suppress(pytest.fail.Exception):  # bounded: the daemons stop anyway
+            wait_until(lambda: not queued(), 15, "the jobs to leave squeue")  # KillWait is 5 s
 
     def _stop_slurm(self) -> None:
         for daemon in reversed(self.slurm):  # slurmd first: no node to start new steps on
@@ -475,7 +436,7 @@ def slurm() -> Iterator[Slurm]:
     path = _search_path()
     problem = _problems(path)
     if problem:
-        unavailable(problem)
+        unavailable(problem, ".ci/slurm-deps.sh")
     # Not pytest's tmp folder: munged (user munge) must reach its socket folder, and that one
     # is 0700 root. A short path also keeps slurmd's unix sockets under the 108-byte limit.
     state = Path(tempfile.mkdtemp(prefix="torchjob-slurm-"))
@@ -485,7 +446,7 @@ def slurm() -> Iterator[Slurm]:
         try:
             info = cluster.start()
         except (SlurmStartError, OSError, subprocess.SubprocessError) as e:
-            unavailable(f"Slurm did not start: {e}")
+            unavailable(f"Slurm did not start: {e}", ".ci/slurm-deps.sh")
         yield info
     finally:
         cluster.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Env, torchjob, write
+from tests.helpers import Env, torchjob, write
 
 MAIN = b"import os, sys\nprint('archive job', os.path.basename(os.getcwd()), sys.argv[1:])\n"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Env, torchjob, write
+from tests.helpers import Env, torchjob, write
 
 # (spec text or None, extra flags, where: "LINE" for spec.yaml:LINE or a text, key text)
 CASES: list[tuple[str | None, list[str], str, str]] = [
@@ -46,14 +46,14 @@ CASES: list[tuple[str | None, list[str], str, str]] = [
     ("script: a.py\nallow_insecure_source: yes please\n", [], "2", "allow_insecure_source"),
     ("script: a.py\ngit_token_env: not-a-name\n", [], "2", "git_token_env"),
     ("script: a.py\nparams:\n  x: \"a\\0b\"\n", [], "3", "params.x"),
-    ("script: a.py\nbackend:\n  type: slurm\n  partition: \"gpu\\nrm -rf x #\"\n", [], "2",
+    ("script: a.py\nbackend:\n  type: slurm\n  partition: \"gpu\\nrm -rf x #\"\n", [], "4",
      "backend.partition"),
-    ("script: a.py\nbackend:\n  type: slurm\n  nodes: 2\n", [], "2", "backend.nodes"),
-    ("script: a.py\ndistributed:\n  nnodes: 2\nbackend:\n  type: slurm\n", [], "4",
+    ("script: a.py\nbackend:\n  type: slurm\n  nodes: 2\n", [], "4", "backend.nodes"),
+    ("script: a.py\ndistributed:\n  nnodes: 2\nbackend:\n  type: slurm\n", [], "3",
      "distributed.nnodes"),
-    ("script: a.py\ndistributed:\n  nnodes: 0\n", [], "2", "distributed.nnodes"),
-    ("script: a.py\ndistributed:\n  nnodes: \"2:1\"\n", [], "2", "distributed.nnodes"),
-    ("script: a.py\nbackend:\n  type: slurm\n  extra_args: [\"--comment=a#b\"]\n", [], "2",
+    ("script: a.py\ndistributed:\n  nnodes: 0\n", [], "3", "distributed.nnodes"),
+    ("script: a.py\ndistributed:\n  nnodes: \"2:1\"\n", [], "3", "distributed.nnodes"),
+    ("script: a.py\nbackend:\n  type: slurm\n  extra_args: [\"--comment=a#b\"]\n", [], "4",
      "backend.extra_args"),
     (None, ["-s", "a.py", "-P", "lr"], "command line", "-P/--param"),
     (None, ["-s", "a.py", "-E", "=x"], "command line", "-E/--env"),

@@ -6,13 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Env, torchjob, write
-from tests.test_envs import newest, setup_log
-from tests.test_signals import gone_within
+from tests.helpers import Env, gone_within, newest_record, setup_log, torchjob, wait_until, write
 from torchrun_cli.envs.builders import BYTECODE
 
 SHOW = "import tinya\nprint(tinya.VALUE)\n"
@@ -23,9 +20,9 @@ def build(project: Path, iso: Env, requirements: str) -> tuple[Path, str]:
     write(project / "requirements.txt", requirements)
     res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv")
     assert res.returncode == 0, res.stderr
-    rec = newest(iso)
+    rec = newest_record(iso.runs)
     assert rec["environment"]["reused"] is False
-    return Path(rec["environment"]["path"]), setup_log(iso, rec)
+    return Path(rec["environment"]["path"]), setup_log(iso.runs, rec)
 
 
 def module(env: Path, name: str) -> tuple[Path, Path]:
@@ -135,11 +132,13 @@ def test_compile_workers_die_with_the_step(tmp_path: Path) -> None:
         write(site / f"pkg{n}" / "__init__.py", body)
     step = subprocess.Popen([str(venv / "bin" / "python"), "-I", str(BYTECODE)],
                             stdout=subprocess.DEVNULL)
-    workers: list[int] = []
-    deadline = time.monotonic() + 60
-    while not workers and step.poll() is None and time.monotonic() < deadline:
+
+    def workers_seen() -> list[int]:
         workers = children(step.pid)
-    assert workers, "the step ended before its workers could be seen"
+        assert workers or step.poll() is None, "the step ended before its workers could be seen"
+        return workers
+
+    workers = wait_until(workers_seen, 60, "the step's pool workers", interval=0.01)
     step.kill()
     step.wait()
     assert gone_within(workers, 30)

@@ -11,7 +11,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from tests.conftest import TORCHJOB, Env, torchjob, write
+from tests.helpers import TORCHJOB, Env, torchjob, write
 
 
 def test_escaped_process_holding_the_pipe_does_not_hang_or_corrupt(project: Path,

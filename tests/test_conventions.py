@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from tests.conftest import Env, torchjob, write
+from tests.helpers import Env, torchjob, write
 
 DUMP_ENV = ("import json, os\n"
             "keys = sorted(k for k in os.environ if k.startswith(('TORCHJOB_', 'SM_', 'TM_')))\n"

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TORCHJOB, Env, torchjob, write
-from tests.test_signals import alive, gone_within
+from tests.helpers import TORCHJOB, Env, alive, gone_within, torchjob, write
 
 DDP = '''
 import os, sys, time, torch, torch.distributed as dist
@@ -24,6 +23,8 @@ print(f"rank {dist.get_rank()} world {dist.get_world_size()} sum {t.item()} pid 
       flush=True)
 if "fail" in sys.argv and dist.get_rank() == 1:
     1 / 0
+if "libfail" in sys.argv and dist.get_rank() == 1:
+    torch.nn.Module().register_buffer(1, None)  # raised inside torch's own Python code
 if "wait" in sys.argv:
     time.sleep(600)
 dist.destroy_process_group()
@@ -54,9 +55,24 @@ def test_failing_rank_is_named_with_its_exception(project: Path, iso: Env) -> No
     assert res.returncode == 1
     _, rec = iso.only_run()
     line = next(i for i, s in enumerate(DDP.splitlines(), 1) if "1 / 0" in s)
-    assert rec["error"] == f"rank 1 failed: ZeroDivisionError at ddp.py:{line}"
+    assert rec["error"] == f"rank 1 failed: ZeroDivisionError: division by zero at ddp.py:{line}"
     assert rec["distributed"]["ranks"]["1"] != 0  # 1, or -6 when gloo aborts on the way out
     assert rec["error"].encode() in res.stderr
+
+
+def test_a_failure_inside_a_library_names_its_message_and_package_path(project: Path,
+                                                                        iso: Env) -> None:
+    """The summary used to give the innermost frame's basename and drop the message
+    (`rank 0 failed: AttributeError at __init__.py:689`)."""
+    write(project / "ddp.py", DDP)
+    res = torchjob("run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "2", "--",
+                   "libfail")
+    assert res.returncode == 1
+    _, rec = iso.only_run()
+    error = rec["error"]
+    assert error.startswith("rank 1 failed: TypeError: buffer name should be a string"), error
+    where = error.rsplit(" at ", 1)[1]
+    assert where.startswith("torch/nn/modules/module.py:") and where.split(":")[1].isdigit()
 
 
 def test_sigterm_leaves_no_worker(project: Path, iso: Env) -> None:
@@ -123,7 +139,8 @@ def test_nproc_auto_follows_the_visible_gpus(project: Path, iso: Env) -> None:
 def test_the_root_cause_comes_from_the_last_attempt_even_past_nine(tmp_path: Path) -> None:
     """torchrun numbers restarts attempt_0, attempt_1, ...: the eleventh is attempt_10, which
     sorts before attempt_9 as text. (Logs written here, as torchrun lays them out.)"""
-    from torchrun_cli.distributed import summarize
+    from torchrun_cli.launch.torchrun import summarize
+    from torchrun_cli.spec.model import DistributedSpec
 
     ranks = tmp_path / "ranks"
     for n in range(11):
@@ -131,6 +148,7 @@ def test_the_root_cause_comes_from_the_last_attempt_even_past_nine(tmp_path: Pat
               f'  File "train.py", line {n + 1}, in <module>\nValueError: attempt {n}\n')
     stderr = write(tmp_path / "stderr.log", "Root Cause (first observed failure):\n"
                    "  rank      : 1 (local_rank: 1)\n  exitcode  : 1 (pid: 9)\n")
-    out = summarize(ranks, stderr, {"nproc_per_node": "2", "max_restarts": "10"}, 0)
+    dist = DistributedSpec(nproc_per_node="2", max_restarts="10")
+    out = summarize(ranks, stderr, dist, 0, tmp_path)
     assert out["restarts"] == 10
-    assert out["root_cause"] == "rank 1 failed: ValueError at train.py:11"
+    assert out["root_cause"] == "rank 1 failed: ValueError: attempt 10 at train.py:11"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Env, torchjob, write
+from tests.helpers import Env, torchjob, write
 
 
 @pytest.mark.parametrize("code", [0, 1, 3, 42, 255])

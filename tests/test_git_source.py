@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TORCHJOB, Env, torchjob, write
+from tests.helpers import (
+    TORCHJOB,
+    Env,
+    newest_record,
+    run_records,
+    torchjob,
+    wait_until,
+    write,
+)
 from tests.servers import make_bare_repo
 
 MAIN = ("import os, sys\n"
@@ -37,14 +45,6 @@ def run_git(url: str, *extra: str, env: dict[str, str] | None = None,
                     env=env, cwd=cwd)
 
 
-def records(iso: Env) -> list[dict[str, Any]]:
-    return [json.loads((d / "run.json").read_text()) for d in iso.run_dirs()]
-
-
-def newest(iso: Env) -> dict[str, Any]:
-    return max(records(iso), key=lambda r: (r["started_at"], r["id"]))
-
-
 def test_file_url_refs_and_subdirectory(tmp_path: Path, iso: Env) -> None:
     shas = repo_with_history(tmp_path / "r.git")
     url = f"file://{tmp_path / 'r.git'}#mnist"
@@ -54,7 +54,7 @@ def test_file_url_refs_and_subdirectory(tmp_path: Path, iso: Env) -> None:
         res = run_git(url, *extra)
         assert res.returncode == 0, res.stderr
         assert res.stdout.decode().split()[:2] == ["v", version]
-        rec = newest(iso)
+        rec = newest_record(iso.runs)
         src = rec["source"]
         assert (src["kind"], src["ref"], src["subdirectory"]) == ("git", ref, "mnist")
         assert src["commit"] == shas[int(version)]
@@ -64,7 +64,7 @@ def test_file_url_refs_and_subdirectory(tmp_path: Path, iso: Env) -> None:
     res = torchjob("run", "-s", "mnist/main.py", "-p", f"file://{tmp_path / 'r.git'}",
                    "--allow-insecure-source")
     assert res.returncode == 0 and res.stdout.split()[:2] == [b"v", b"2"]
-    rec = newest(iso)
+    rec = newest_record(iso.runs)
     assert rec["source"]["subdirectory"] is None and rec["cwd"].endswith("/src")
 
 
@@ -73,18 +73,18 @@ def test_pinned_commit_runs_offline_and_a_moved_branch_is_fetched(
     shas = repo_with_history(git_daemon.root / "r.git")
     url = git_daemon.url("r.git") + "#mnist"
     assert run_git(url, "-r", "main").returncode == 0
-    assert newest(iso)["source"]["commit"] == shas[2]
+    assert newest_record(iso.runs)["source"]["commit"] == shas[2]
     # The branch moves on the server: the next run fetches and uses the new commit.
     more = make_bare_repo(tmp_path / "next.git", [
         {"mnist/main.py": MAIN, "mnist/version.txt": str(i), "README": f"r{i}"} for i in range(4)])
     subprocess.run(["git", "--git-dir", str(tmp_path / "next.git"), "push", "--force", "--quiet",
                     str(git_daemon.root / "r.git"), "main:main"], check=True)
     assert run_git(url, "-r", "main").returncode == 0
-    assert newest(iso)["source"]["commit"] == more[3]
+    assert newest_record(iso.runs)["source"]["commit"] == more[3]
     git_daemon.stop()
     res = run_git(url, "-r", more[3])
     assert res.returncode == 0, res.stderr
-    rec = newest(iso)
+    rec = newest_record(iso.runs)
     assert rec["source"]["cached"] is True and rec["source"]["commit"] == more[3]
     setup = (iso.runs / rec["id"] / "setup.log").read_text()
     assert "fetch" not in setup and "clone" not in setup
@@ -101,7 +101,7 @@ def test_eight_concurrent_first_runs_make_one_clone(tmp_path: Path, iso: Env) ->
     logs = [(d / "setup.log").read_text() for d in iso.run_dirs()]
     assert sum(" clone " in log for log in logs) == 1
     assert sum(" fetch " in log for log in logs) <= 7
-    assert len({r["source"]["commit"] for r in records(iso)}) == 1
+    assert len({r["source"]["commit"] for r in run_records(iso.runs)}) == 1
 
 
 def test_kill_9_during_clone_then_a_clean_rerun(tmp_path: Path, iso: Env, git_daemon: Any) -> None:
@@ -112,17 +112,21 @@ def test_kill_9_during_clone_then_a_clean_rerun(tmp_path: Path, iso: Env, git_da
     proc = subprocess.Popen([*TORCHJOB, "run", "-s", "main.py", "-p", url,
                              "--allow-insecure-source"], stderr=subprocess.DEVNULL)
     repos = iso.home / "cache" / "repos"
-    deadline = time.monotonic() + 60
-    while not list(repos.glob("*/mirror.git.tmp-*")):  # the clone has started
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.01)
+
+    def clone_started() -> bool:
+        if list(repos.glob("*/mirror.git.tmp-*")):
+            return True
+        assert proc.poll() is None, "torchjob ended before its clone was seen"
+        return False
+
+    wait_until(clone_started, 60, "the clone to start")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not list(repos.glob("*/.ready"))  # nothing looks complete
     res = run_git(url)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split()[:2] == [b"v", b"big"]
-    assert newest(iso)["source"]["commit"] == shas[0]
+    assert newest_record(iso.runs)["source"]["commit"] == shas[0]
 
 
 def test_hostile_repository_runs_nothing(tmp_path: Path, iso: Env) -> None:
@@ -171,7 +175,7 @@ def test_errors_users_meet(tmp_path: Path, iso: Env) -> None:
         err = res.stderr.decode()
         assert res.returncode == 125, err
         assert needle in err and "Traceback" not in err, err
-    statuses = {r["status"] for r in records(iso)}
+    statuses = {r["status"] for r in run_records(iso.runs)}
     assert statuses == {"setup_error"}
 
 
@@ -182,10 +186,10 @@ def test_ssh_url_form_with_key_and_a_refused_key(tmp_path: Path, iso: Env, sshd:
     env = {**os.environ, **sshd.env(good=True)}
     res = torchjob("run", "-s", "main.py", "-p", url + "#mnist", "-r", "v1", env=env)
     assert res.returncode == 0, res.stderr
-    assert newest(iso)["source"]["commit"] == shas[0]
+    assert newest_record(iso.runs)["source"]["commit"] == shas[0]
     res = torchjob("run", "-s", "mnist/main.py", "-p", sshd.ssh_url("r.git"), env=env)
     assert res.returncode == 0, res.stderr  # the ssh:// form, without a subdirectory
-    assert newest(iso)["source"]["commit"] == shas[2]
+    assert newest_record(iso.runs)["source"]["commit"] == shas[2]
     t0 = time.monotonic()
     res = torchjob("run", "-s", "main.py", "-p", url.replace("r.git", "r2.git") + "#mnist",
                    env={**os.environ, **sshd.env(good=False)})
@@ -219,11 +223,11 @@ def test_https_token_stays_out_of_urls_logs_records_and_argv(
         done.set()
         watcher.join()
     assert res.returncode == 0, res.stderr
-    assert newest(iso)["source"]["commit"] == shas[2]
+    assert newest_record(iso.runs)["source"]["commit"] == shas[2]
     assert any(token not in a and a for a in https_server.auth_seen)  # sent, as a header
     assert any("git" in c for c in seen)
     assert not [c for c in seen if token in c]
-    run_dir = iso.runs / newest(iso)["id"]
+    run_dir = iso.runs / newest_record(iso.runs)["id"]
     for path in [*run_dir.glob("*"), *(iso.home / "cache").rglob("*")]:
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
@@ -241,8 +245,8 @@ def test_transient_server_errors_are_retried(tmp_path: Path, iso: Env,
     https_server.fail_next = 2  # the first clone and its first retry meet a 503
     res = torchjob("run", "-s", "main.py", "-p", url, env=env)
     assert res.returncode == 0, res.stderr
-    assert newest(iso)["source"]["commit"] == shas[2]
-    setup = (iso.runs / newest(iso)["id"] / "setup.log").read_text()
+    assert newest_record(iso.runs)["source"]["commit"] == shas[2]
+    setup = (iso.runs / newest_record(iso.runs)["id"] / "setup.log").read_text()
     assert setup.count(" clone ") == 3 and "503" in setup
     https_server.fail_next = 3  # more than two retries: a clear failure
     res = torchjob("run", "-s", "main.py", "-p", url, env=env)
@@ -268,10 +272,11 @@ def test_https_archive_download_is_cached(tmp_path: Path, iso: Env, https_server
         assert res.returncode == 0, res.stderr
         assert res.stdout.split()[:2] == [b"v", b"tgz"]
         assert signature.encode() not in res.stdout + res.stderr
-    run_dir = iso.runs / newest(iso)["id"]
+    run_dir = iso.runs / newest_record(iso.runs)["id"]
     setup = (run_dir / "setup.log").read_text()
     assert "unchanged (304)" in setup
-    assert newest(iso)["source"]["url"] == https_server.url("/files/code.tgz") + "?****"
+    shown = https_server.url("/files/code.tgz") + "?****"
+    assert newest_record(iso.runs)["source"]["url"] == shown
     for path in [*run_dir.glob("*"), *(iso.home / "cache").rglob("*")]:
         if path.is_file():
             assert signature.encode() not in path.read_bytes(), path
@@ -284,10 +289,11 @@ def test_local_git_work_tree_commit_and_dirty(tmp_path: Path, iso: Env) -> None:
     work = tmp_path / "work"
     subprocess.run(["git", "clone", "-q", str(tmp_path / "r.git"), str(work)], check=True)
     assert torchjob("run", "-q", "-s", "main.py", "-p", str(work / "mnist")).returncode == 0
-    assert (newest(iso)["source"]["commit"], newest(iso)["source"]["dirty"]) == (shas[2], False)
+    source = newest_record(iso.runs)["source"]
+    assert (source["commit"], source["dirty"]) == (shas[2], False)
     (work / "mnist" / "version.txt").write_text("changed")
     assert torchjob("run", "-q", "-s", "main.py", "-p", str(work / "mnist")).returncode == 0
-    assert newest(iso)["source"]["dirty"] is True
+    assert newest_record(iso.runs)["source"]["dirty"] is True
 
 
 def test_submodules_only_when_asked(tmp_path: Path, iso: Env) -> None:
@@ -339,7 +345,7 @@ def test_credentials_written_in_the_url_stay_secret(tmp_path: Path, iso: Env,
     res = torchjob("run", "-s", "main.py", "-p", url + "#mnist",
                    env={**os.environ, "GIT_SSL_CAINFO": str(https_server.ca_file)})
     assert res.returncode == 0, res.stderr
-    rec = newest(iso)
+    rec = newest_record(iso.runs)
     assert rec["source"]["commit"] == shas[2]
     logins = {base64.b64decode(a.split()[-1]).decode().split(":")[0]
               for a in https_server.auth_seen if a.startswith("Basic ")}
@@ -369,7 +375,7 @@ def test_a_new_default_branch_of_the_remote_is_followed(tmp_path: Path, iso: Env
     shas = repo_with_history(bare)
     url = f"file://{bare}#mnist"
     assert run_git(url).returncode == 0
-    assert newest(iso)["source"]["ref"] == "main"
+    assert newest_record(iso.runs)["source"]["ref"] == "main"
     work = tmp_path / "work"
     subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True)
     git_env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
@@ -384,7 +390,7 @@ def test_a_new_default_branch_of_the_remote_is_followed(tmp_path: Path, iso: Env
                    capture_output=True)
     res = run_git(url)
     assert res.returncode == 0, res.stderr
-    rec = newest(iso)
+    rec = newest_record(iso.runs)
     trunk = subprocess.run(["git", "--git-dir", str(bare), "rev-parse", "trunk"],
                            capture_output=True, text=True, check=True).stdout.strip()
     assert rec["source"]["commit"] == trunk != shas[2]

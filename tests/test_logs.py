@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import TORCHJOB, Env, torchjob, write
+from tests.helpers import TORCHJOB, Env, torchjob, write
 
 # Written into the job's project and also executed here, so both sides build the same bytes.
 # stdout uses bytes 0x01-0x7f (with \r and \n), stderr only bytes 0x80-0xff (invalid UTF-8,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Env, torchjob
+from tests.helpers import Env, torchjob
 
 with warnings.catch_warnings():  # torch warns at import when numpy is missing; none is needed
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import Env, torchjob, write
+from tests.helpers import Env, torchjob, write
 
 DUMP_ARGV = "import json, sys\nopen('argv.json', 'w').write(json.dumps(sys.argv[1:]))\n"
 PIECES = ['"', "'", "$(touch pwned)", "`touch pwned`", ";", "&&", "|", "\n", "\t", " ", "\\",

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import Env
+from tests.helpers import Env
 
 ROOT = Path(__file__).resolve().parents[1]
 

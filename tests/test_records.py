@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import TORCHJOB, Env, torchjob, write
+from tests.helpers import TORCHJOB, Env, torchjob, write
 
 REQUIRED = ("id", "name", "status", "exit_code", "signal", "phase", "error", "started_at",
             "ended_at", "duration_s", "argv", "cwd", "source", "environment", "params", "spec",
@@ -172,7 +172,7 @@ def test_internal_errors_have_no_traceback_unless_debug(project: Path) -> None:
     """A bug is injected (make_plan raises ZeroDivisionError): nothing real fails this way on
     purpose, and the point is what the CLI does with an unexpected exception."""
     write(project / "a.py", "print(1)\n")
-    code = ("import sys, torchrun_cli.jobs as j; j.make_plan = lambda *a: 1 / 0; "
+    code = ("import sys, torchrun_cli.jobs.run as j; j.make_plan = lambda *a: 1 / 0; "
             "from torchrun_cli.cli import main; sys.argv[0] = 'torchjob'; main()")
     for debug in ([], ["--debug"]):
         res = subprocess.run([sys.executable, "-c", code, *debug, "run", "-s", "a.py",

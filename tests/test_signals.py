@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TORCHJOB, Env, write
+from tests.helpers import TORCHJOB, Env, alive, gone_within, newest_record, write
 
 # The job starts a grandchild, prints both pids, then sleeps. "stubborn" ignores SIGTERM and
 # SIGINT in both processes, so only SIGKILL can stop them.
@@ -29,24 +29,6 @@ g = subprocess.Popen([sys.executable, "-c", code + "time.sleep(600)"])
 print(os.getpid(), g.pid, flush=True)
 time.sleep(600)
 '''
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def gone_within(pids: list[int], seconds: float) -> bool:
-    """Poll /proc until every pid is gone or the deadline passes."""
-    deadline = time.monotonic() + seconds
-    while any(alive(p) for p in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def start(project: Path, *extra: str) -> tuple[subprocess.Popen[bytes], list[int]]:
@@ -67,12 +49,6 @@ def finish(proc: subprocess.Popen[bytes]) -> tuple[int, bytes]:
     return proc.returncode, err
 
 
-def record(iso: Env) -> dict[str, object]:
-    (run_dir,) = iso.run_dirs()
-    data: dict[str, object] = json.loads((run_dir / "run.json").read_text())
-    return data
-
-
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130),
                                            (signal.SIGHUP, 129)])
 def test_signal_stops_child_and_grandchild(project: Path, iso: Env, sig: int, code: int) -> None:
@@ -83,7 +59,7 @@ def test_signal_stops_child_and_grandchild(project: Path, iso: Env, sig: int, co
     assert rc == code, err
     assert time.monotonic() - t0 < 30  # well inside the 60 s grace: no SIGKILL was needed
     assert gone_within(pids, 1.0)
-    rec = record(iso)
+    rec = newest_record(iso.runs, only=True)
     assert rec["status"] == "cancelled"
     assert rec["exit_code"] == code
     assert signal.Signals(sig).name in str(rec["error"])
@@ -98,7 +74,7 @@ def test_child_ignoring_sigterm_is_killed_after_grace(project: Path, iso: Env) -
     assert rc == 143
     assert 1.0 <= elapsed < 10
     assert gone_within(pids, 1.0)
-    assert record(iso)["signal"] == "SIGKILL"
+    assert newest_record(iso.runs, only=True)["signal"] == "SIGKILL"
 
 
 def test_second_ctrl_c_kills_at_once(project: Path, iso: Env) -> None:
@@ -112,7 +88,7 @@ def test_second_ctrl_c_kills_at_once(project: Path, iso: Env) -> None:
     rc, _ = finish(proc)  # would take 120 s if the second Ctrl-C were not honoured
     assert rc == 130
     assert gone_within(pids, 1.0)
-    assert record(iso)["status"] == "cancelled"
+    assert newest_record(iso.runs, only=True)["status"] == "cancelled"
 
 
 def test_sigkill_to_torchjob_takes_child_and_grandchild(project: Path, iso: Env) -> None:
@@ -120,7 +96,8 @@ def test_sigkill_to_torchjob_takes_child_and_grandchild(project: Path, iso: Env)
     proc.kill()
     proc.communicate(timeout=30)
     assert gone_within(pids, 1.0)
-    assert record(iso)["status"] == "running"  # torchjob had no chance to write the end
+    # torchjob had no chance to write the end
+    assert newest_record(iso.runs, only=True)["status"] == "running"
 
 
 def test_timeout_stops_the_job_with_124(project: Path, iso: Env) -> None:
@@ -130,7 +107,7 @@ def test_timeout_stops_the_job_with_124(project: Path, iso: Env) -> None:
     assert rc == 124, err
     assert time.monotonic() - t0 < 2 + 1 + 2
     assert gone_within(pids, 1.0)
-    rec = record(iso)
+    rec = newest_record(iso.runs, only=True)
     assert (rec["status"], rec["exit_code"]) == ("timeout", 124)
     assert b"timed out after 2s" in err
 

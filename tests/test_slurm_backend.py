@@ -7,14 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import TORCHJOB, Env, torchjob, write
-from tests.test_envs import newest
+from tests.helpers import TORCHJOB, Env, newest_record, torchjob, wait_until, write
 
 # Each line is one write(2): the two streams reach Slurm's file through separate pipes, so
 # print()'s several writes per line could interleave with the other stream inside a line.
@@ -33,16 +32,22 @@ def run(slurm: Any, project: Path, *extra: str, timeout: float = 300
                     timeout=timeout)
 
 
-def record(iso: Env) -> dict[str, Any]:
-    """The newest run by its start time: two runs in one second have ids that do not sort."""
-    return newest(iso)
+def job_started(iso: Env, run_id: str) -> bool:
+    """Whether the job runs: its first line reached stdout.log."""
+    return b"out" in (iso.runs / run_id / "stdout.log").read_bytes()
+
+
+def run_ended(run_id: str, env: dict[str, str]) -> bool:
+    """Whether `torchjob show` no longer says the run is running."""
+    status: str = json.loads(torchjob("show", run_id, "--json", env=env).stdout)["status"]
+    return status != "running"
 
 
 def test_job_runs_in_slurm_with_its_exit_status(project: Path, iso: Env, slurm: Any) -> None:
     write(project / "job.py", JOB)
     res = run(slurm, project, "--", "3")
     assert res.returncode == 3, res.stderr
-    rec = record(iso)
+    rec = newest_record(iso.runs)
     run_dir = iso.runs / rec["id"]
     job_id = rec["backend"]["job_id"]
     assert (rec["status"], rec["exit_code"]) == ("failed", 3)
@@ -62,7 +67,7 @@ def test_two_process_gang_inside_slurm(project: Path, iso: Env, slurm: Any) -> N
                               "'of', os.environ['WORLD_SIZE'], flush=True)\n")
     res = run(slurm, project, "--nproc-per-node", "2")
     assert res.returncode == 0, res.stderr
-    log = (iso.runs / record(iso)["id"] / "stdout.log").read_text()
+    log = (iso.runs / newest_record(iso.runs)["id"] / "stdout.log").read_text()
     assert "rank 0 of 2" in log and "rank 1 of 2" in log
 
 
@@ -72,7 +77,7 @@ def test_detach_logs_follow_show_and_cancel(project: Path, iso: Env, slurm: Any)
     res = run(slurm, project, "--detach")
     assert res.returncode == 0, res.stderr
     job_id = res.stdout.decode().strip()
-    rec = record(iso)
+    rec = newest_record(iso.runs)
     assert rec["status"] == "running" and rec["backend"]["job_id"] == job_id
     follow = torchjob("logs", "-f", rec["id"], env=env, timeout=300)
     assert follow.returncode == 0, follow.stderr
@@ -82,19 +87,12 @@ def test_detach_logs_follow_show_and_cancel(project: Path, iso: Env, slurm: Any)
     assert (shown["status"], shown["exit_code"]) == ("succeeded", 0)
 
     res = run(slurm, project, "--detach", "--", "sleep")
-    rec = record(iso)
-    deadline = time.monotonic() + 120
-    while b"out" not in (iso.runs / rec["id"] / "stdout.log").read_bytes():  # it is running
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    rec = newest_record(iso.runs)
+    wait_until(partial(job_started, iso, rec["id"]), 120, "the job to run")
     res = torchjob("cancel", rec["id"], env=env)
     assert res.returncode == 0 and b"cancelled Slurm job" in res.stdout
-    deadline = time.monotonic() + 120
-    while json.loads(torchjob("show", rec["id"], "--json", env=env).stdout)["status"] \
-            == "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    assert record(iso)["status"] == "cancelled"
+    wait_until(partial(run_ended, rec["id"], env), 120, "the run to end after cancel")
+    assert newest_record(iso.runs)["status"] == "cancelled"
 
 
 def test_ctrl_c_on_a_waiting_torchjob_cancels_the_job(project: Path, iso: Env,
@@ -107,7 +105,7 @@ def test_ctrl_c_on_a_waiting_torchjob_cancels_the_job(project: Path, iso: Env,
     assert proc.stdout.readline().startswith(b"out ")  # the job runs in Slurm
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130
-    rec = record(iso)
+    rec = newest_record(iso.runs)
     assert rec["status"] == "cancelled"
     out = subprocess.run(["squeue", "-h", "-j", rec["backend"]["job_id"]], capture_output=True,
                          env={**os.environ, **slurm.env}, text=True, check=False).stdout
@@ -137,18 +135,19 @@ def test_multi_node_script_starts_one_torchrun_per_node(tmp_path: Path) -> None:
     """One node is all this machine has, so the multi-node script runs with stand-ins for
     `srun` and `scontrol` on PATH: srun records the argv and the rendezvous variables it got.
     The script's own arguments arrive word for word ($(...) is not run, its --nnodes kept)."""
-    from torchrun_cli.distributed import torchrun_args
-    from torchrun_cli.slurm import batch_script
+    from torchrun_cli.launch.slurm import batch_script
+    from torchrun_cli.launch.torchrun import torchrun_args
+    from torchrun_cli.record import RunDir
+    from torchrun_cli.spec.model import BackendSpec, DistributedSpec
 
     pwned = tmp_path / "PWNED"
-    argv = ["/env/bin/python", *torchrun_args({"nproc_per_node": "2"}, 0, Path("/r/ranks"),
-                                              slurm_nodes=2),
+    dist = DistributedSpec(nproc_per_node="2")
+    argv = ["/env/bin/python", *torchrun_args(dist, 0, Path("/r/ranks"), slurm_nodes=2),
             "train.py", "--msg", f"$(touch {pwned})", "--nnodes", "4"]
-    script = batch_script(argv, cwd=tmp_path, env={"A": "it's $HOME"}, run_dir=tmp_path,
-                          name="big job", backend={"type": "slurm", "nodes": "2",
-                                                   "gpus_per_node": "4",
-                                                   "extra_args": ["--exclusive"]},
-                          timeout=5400, distributed={"nproc_per_node": "2"})
+    script = batch_script(argv, cwd=tmp_path, env={"A": "it's $HOME"}, run=RunDir(tmp_path),
+                          name="big job", backend=BackendSpec(nodes="2", gpus_per_node="4",
+                                                              extra_args=("--exclusive",)),
+                          timeout=5400, distributed=dist)
     assert "#SBATCH --nodes=2" in script and "#SBATCH --gres=gpu:4" in script
     assert "#SBATCH --time=0-01:30:00" in script and "#SBATCH --exclusive" in script
     assert "#SBATCH --job-name='big job'" in script
@@ -181,24 +180,20 @@ def test_a_detached_job_keeps_its_environment_from_prune(project: Path, iso: Env
     env = {**os.environ, **slurm.env}
     res = run(slurm, project, "--detach", "--env-manager", "uv", "--", "sleep")
     assert res.returncode == 0, res.stderr
-    rec = record(iso)
+    rec = newest_record(iso.runs)
     assert "flock -s 9" in (iso.runs / rec["id"] / "job.sbatch").read_text()
-    deadline = time.monotonic() + 120
-    while b"out" not in (iso.runs / rec["id"] / "stdout.log").read_bytes():  # it is running
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(partial(job_started, iso, rec["id"]), 120, "the job to run")
     pruned = torchjob("env", "prune", "--keep", "0", env=env)
     assert b"kept (in use)" in pruned.stdout, pruned.stdout
     assert torchjob("cancel", rec["id"], env=env).returncode == 0
-    deadline = time.monotonic() + 120
-    while json.loads(torchjob("show", rec["id"], "--json", env=env).stdout)["status"] \
-            == "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    deadline = time.monotonic() + 60
-    while b"removed" not in (pruned := torchjob("env", "prune", "--keep", "0", env=env)).stdout:
-        assert time.monotonic() < deadline, pruned.stdout  # the job's processes are ending
-        time.sleep(0.2)
+    wait_until(partial(run_ended, rec["id"], env), 120, "the run to end after cancel")
+    outputs: list[bytes] = []
+
+    def removed() -> bool:  # once the job's processes have ended
+        outputs.append(torchjob("env", "prune", "--keep", "0", env=env).stdout)
+        return b"removed" in outputs[-1]
+
+    wait_until(removed, 60, lambda: f"prune to remove the environment: {outputs[-1]!r}")
 
 
 @pytest.mark.parametrize(("state", "code", "sig", "status", "exit_code"), [
@@ -213,17 +208,18 @@ def test_a_detached_job_keeps_its_environment_from_prune(project: Path, iso: Env
 ])
 def test_slurm_end_states_map_to_the_exit_table(state: str, code: int, sig: int, status: str,
                                                 exit_code: int) -> None:
-    from torchrun_cli.slurm import JobState, conclude
+    from torchrun_cli.launch.slurm import JobState, conclude
 
     end = conclude(JobState(state, code, sig, ""), None)
-    assert (end["status"], end["exit_code"]) == (status, exit_code)
+    assert (end.status.value, end.exit_code) == (status, exit_code)
 
 
 def test_a_controller_that_does_not_answer_is_not_a_finished_job(tmp_path: Path,
                                                                  monkeypatch: Any) -> None:
     """Stand-ins for scontrol and sacct on PATH (the real controller cannot be made to fail
     on cue here): 'Unable to contact' means unknown, 'Invalid job id' means forgotten."""
-    from torchrun_cli.slurm import SlurmUnavailable, query
+    from torchrun_cli.launch.slurm import SlurmUnavailable, query
+    from torchrun_cli.record import RunDir
 
     stubs = tmp_path / "stubs"
     for name in ("scontrol", "sacct"):
@@ -231,11 +227,11 @@ def test_a_controller_that_does_not_answer_is_not_a_finished_job(tmp_path: Path,
     monkeypatch.setenv("PATH", f"{stubs}:{os.environ['PATH']}")
     monkeypatch.setenv("STUB_SAYS", "slurm_load_jobs error: Unable to contact slurm controller")
     with pytest.raises(SlurmUnavailable):
-        query("17", tmp_path)
+        query("17", RunDir(tmp_path))
     monkeypatch.setenv("STUB_SAYS", "slurm_load_jobs error: Invalid job id specified")
-    assert query("17", tmp_path) is None
+    assert query("17", RunDir(tmp_path)) is None
     write(tmp_path / "slurm-exit-code", "3\n")  # what the batch script leaves at its end
-    state = query("17", tmp_path)
+    state = query("17", RunDir(tmp_path))
     assert state is not None and (state.state, state.exit_code) == ("FAILED", 3)
 
 
@@ -248,7 +244,48 @@ def test_secrets_reach_the_job_but_not_the_batch_script(project: Path, iso: Env,
     res = run(slurm, project, "-E", "HF_TOKEN=hf_tokvalue123", "-P", "api_key=paramsecret99")
     assert res.returncode == 0, res.stderr
     assert res.stdout == b"hf_tokvalue123 paramsecret99\n"
-    script = (iso.runs / record(iso)["id"] / "job.sbatch").read_text()
+    script = (iso.runs / newest_record(iso.runs)["id"] / "job.sbatch").read_text()
     assert "hf_tokvalue123" not in script and 'HF_TOKEN?' in script
     assert "paramsecret99" not in script  # neither in TORCHJOB_PARAMS nor on the command line
     assert "TORCHJOB_PARAMS?" in script and '"${TORCHJOB_ARG_' in script
+
+
+@pytest.mark.parametrize("sig", [32, 33, 64])
+def test_signals_python_has_no_name_for_do_not_crash_the_ending(sig: int) -> None:
+    """glibc's real-time signals 32 and 33 have no signal.Signals member: a job killed by one
+    used to crash torchjob while it wrote the end."""
+    from torchrun_cli.launch.slurm import JobState, conclude
+
+    end = conclude(JobState("FAILED", 0, sig, ""), None)
+    assert (end.status.value, end.exit_code, end.signal) == ("failed", 128 + sig, f"signal {sig}")
+    assert conclude(JobState("RUNNING", None, None, ""), sig).exit_code == 128 + sig
+
+
+def test_sigterm_during_sbatch_records_and_cancels_the_job(project: Path, iso: Env,
+                                                           slurm: Any) -> None:
+    """A SIGTERM that came while sbatch ran used to kill torchjob outright: the record stayed
+    `running` and the job id was lost while the job ran on. sbatch is held at a gate by a
+    wrapper in front of the real one (the real sbatch answers too fast to signal in time)."""
+    write(project / "job.py", JOB)
+    gate, started = iso.tmp / "gate", iso.tmp / "sbatch-started"
+    os.mkfifo(gate)
+    real = subprocess.run(["which", "sbatch"], env=slurm.env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    wrapper = write(iso.tmp / "bin" / "sbatch", f"#!/bin/sh\ntouch {started}\nread x < {gate}\n"
+                    f'exec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**slurm.env, "PATH": f"{wrapper.parent}:{slurm.env['PATH']}"}
+    proc = subprocess.Popen([*TORCHJOB, "run", "-s", "job.py", "-p", str(project), "--backend",
+                             "slurm", "--", "sleep"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    wait_until(lambda: started.exists() or proc.poll() is not None, 60, "sbatch to start")
+    proc.send_signal(signal.SIGTERM)
+    with open(gate, "w") as fh:  # let sbatch go on: it submits, then torchjob cancels
+        fh.write("go\n")
+    assert proc.wait(timeout=120) == 143, proc.stderr.read() if proc.stderr else b""
+    rec = newest_record(iso.runs)
+    assert rec["status"] == "cancelled" and rec["exit_code"] == 143
+    job_id = rec["backend"]["job_id"]
+    assert job_id.isdigit()
+    wait_until(lambda: slurm.job(job_id).get("JobState", "CANCELLED") == "CANCELLED", 60,
+               lambda: f"job {job_id} to be cancelled: {slurm.job(job_id)}")

@@ -5,9 +5,10 @@ srun inside a job, Slurm's own refusal message) works here before torchjob is te
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tests.helpers import wait_until
 
 if TYPE_CHECKING:  # the fixture itself comes from conftest.py's pytest_plugins
     from tests.slurm import Slurm
@@ -24,22 +25,12 @@ def submit(slurm: Slurm, *args: str, cwd: Path) -> str:
 
 
 def wait_running(slurm: Slurm, job_id: str, timeout: float = 20) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    info: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        info = slurm.job(job_id)
-        if info.get("JobState") == "RUNNING":
-            return info
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} not running after {timeout} s: {info}")
+    return slurm.wait_job(job_id, timeout, states={"RUNNING"})
 
 
 def wait_gone(slurm: Slurm, job_id: str, timeout: float = 20) -> None:
     """Until squeue no longer lists the job (not even COMPLETING): its processes have ended."""
-    deadline = time.monotonic() + timeout
-    while job_id in slurm.jobs():
-        assert time.monotonic() < deadline, f"job {job_id} still in squeue after {timeout} s"
-        time.sleep(0.05)
+    wait_until(lambda: job_id not in slurm.jobs(), timeout, f"job {job_id} to leave squeue")
 
 
 def processes_of(job_id: str) -> list[int]:
@@ -97,10 +88,8 @@ def test_sbatch_wait_exits_with_the_jobs_exit_code(slurm: Slurm, tmp_path: Path)
 
 
 def wait_output(path: Path, text: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and text in path.read_text()):
-        assert time.monotonic() < deadline, f"{path} without {text!r} after {timeout} s"
-        time.sleep(0.05)
+    wait_until(lambda: path.exists() and text in path.read_text(), timeout,
+               f"{text!r} in {path}")
 
 
 def test_scancel_ends_a_running_job(slurm: Slurm, tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Env, torchjob, write
+from tests.helpers import Env, torchjob, write
 from torchrun_cli.errors import SetupError
-from torchrun_cli.gitsource import check_ref, parse_url
+from torchrun_cli.source.giturl import check_ref, parse_url
 
 
 def sentinel(tmp: Path) -> Path:

@@ -1,5 +1,6 @@
 """A wheelhouse the tests build themselves, so environment tests install offline and fast:
-tinya 1.0 and 2.0, tinyb 1.0 (needs tinya>=2), and tinybroken, an sdist whose build fails."""
+tinya 1.0 and 2.0, tinyb 1.0 (needs tinya>=2), tinybroken, an sdist whose build fails, and
+tinyslow, an sdist whose build backend writes its pid to $TINYSLOW_PIDFILE and then waits."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ PACKAGES = {
 FAILING_BACKEND = '''
 def build_wheel(*args, **kwargs):
     raise SystemExit("tinybroken: this build fails on purpose (a compile error, say)")
+'''
+SLOW_BACKEND = '''
+import os, time
+def build_wheel(*args, **kwargs):
+    with open(os.environ["TINYSLOW_PIDFILE"], "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    time.sleep(600)  # a long compile: the test kills torchjob meanwhile
 '''
 
 
@@ -42,15 +50,16 @@ def build(folder: Path) -> Path:
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                         "--no-build-isolation", "--no-index", "--no-cache-dir",  # not ~/.cache
                         "-w", str(wheels), str(pkg)], check=True)
-    broken = src / "tinybroken-1.0"
-    broken.mkdir(parents=True)
-    (broken / "backend.py").write_text(FAILING_BACKEND)
-    (broken / "pyproject.toml").write_text(
-        '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
-        '[project]\nname = "tinybroken"\nversion = "1.0"\n')
-    (broken / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: tinybroken\nVersion: 1.0\n")
-    subprocess.run(["tar", "-czf", str(wheels / "tinybroken-1.0.tar.gz"), "-C", str(src),
-                    "tinybroken-1.0"], check=True)
+    for name, backend in (("tinybroken", FAILING_BACKEND), ("tinyslow", SLOW_BACKEND)):
+        sdist = src / f"{name}-1.0"
+        sdist.mkdir(parents=True)
+        (sdist / "backend.py").write_text(backend)
+        (sdist / "pyproject.toml").write_text(
+            '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+            f'[project]\nname = "{name}"\nversion = "1.0"\n')
+        (sdist / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        subprocess.run(["tar", "-czf", str(wheels / f"{name}-1.0.tar.gz"), "-C", str(src),
+                        f"{name}-1.0"], check=True)
     return wheels
 
 

@@ -50,6 +50,17 @@ class SpecError(UsageError):
         return [str(p) for p in self.problems]
 
 
+class SettingsError(UsageError):
+    """Bad values of torchjob's own variables, all of them at once: exit 2."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+    def lines(self) -> list[str]:
+        return list(self.problems)
+
+
 class SetupError(TorchjobError):
     """Preparing the run failed before the script started (source, environment): exit 125."""
 

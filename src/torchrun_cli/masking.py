@@ -66,3 +66,11 @@ def mask_argv(argv: Sequence[str]) -> list[str]:
         elif i + 1 < len(out) and not out[i + 1].startswith("-"):
             out[i + 1] = MASK
     return out
+
+
+def mask_secrets(text: str, secrets: Sequence[str]) -> str:
+    """Replace every secret value (long enough to be one) with ****."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, MASK)
+    return text

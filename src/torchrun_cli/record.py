@@ -1,4 +1,5 @@
-"""The run folder and its record: unique ids, atomic run.json writes, listing and lookup."""
+"""A run's folder and its record: every name in the folder, how a run ended (Status, End), the
+record itself (run.json, written atomically), and the history of runs (listing and lookup)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,99 @@ from torchrun_cli.errors import UsageError
 from torchrun_cli.store import write_atomic
 
 SCHEMA_VERSION = 1
-RECORD = "run.json"
-STDOUT_LOG = "stdout.log"
-STDERR_LOG = "stderr.log"
-STATUSES = ("running", "succeeded", "failed", "cancelled", "timeout", "setup_error")
+
+
+class Status(str, Enum):
+    """How a run stands; `lost` is never written: it is how a `running` record whose torchjob
+    died is shown."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    SETUP_ERROR = "setup_error"
+    LOST = "lost"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class End:
+    """How a run ended: what run.json records and the exit status torchjob gives."""
+
+    status: Status
+    exit_code: int
+    signal: str | None = None
+    phase: str | None = None  # where a setup error or a launch failure happened
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Every file and folder name of a run folder, in one place."""
+
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def record(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def stdout_log(self) -> Path:
+        """The whole console log: both streams in arrival order."""
+        return self.path / "stdout.log"
+
+    @property
+    def stderr_log(self) -> Path:
+        return self.path / "stderr.log"
+
+    @property
+    def setup_log(self) -> Path:
+        """What git, pip, uv, virtualenv, conda and sbatch printed."""
+        return self.path / "setup.log"
+
+    @property
+    def tree(self) -> Path:
+        """The project's files for git and archive sources (and copied local ones)."""
+        return self.path / "src"
+
+    @property
+    def git_index(self) -> Path:
+        return self.path / ".git-index"
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def output(self) -> Path:
+        return self.path / "output"
+
+    @property
+    def ranks(self) -> Path:
+        """torchrun's per-rank logs."""
+        return self.path / "ranks"
+
+    @property
+    def sbatch(self) -> Path:
+        """The Slurm batch script."""
+        return self.path / "job.sbatch"
+
+    @property
+    def slurm_exit(self) -> Path:
+        """The exit status the batch script leaves (Slurm forgets finished jobs)."""
+        return self.path / "slurm-exit-code"
+
+    @property
+    def slurm_stdout(self) -> Path:
+        """The job's stdout alone, for the console copy of a followed Slurm job."""
+        return self.path / "slurm-stdout"
 
 
 def now_iso() -> str:
@@ -37,6 +128,10 @@ def process_start_ticks(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def this_host() -> str:
+    return os.uname().nodename
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """What run.json holds; `schema_version` comes first in the file."""
@@ -44,7 +139,7 @@ class RunRecord:
     schema_version: int
     id: str
     name: str
-    status: str
+    status: Status
     started_at: str
     argv: list[str]
     cwd: str
@@ -60,7 +155,7 @@ class RunRecord:
     ended_at: str | None = None
     duration_s: float | None = None
     torchjob_version: str = __version__
-    host: str = field(default_factory=lambda: os.uname().nodename)
+    host: str = field(default_factory=this_host)
     pid: int = field(default_factory=os.getpid)
     pid_start: int | None = None
     model_dir: str | None = None
@@ -70,24 +165,42 @@ class RunRecord:
     distributed: dict[str, Any] | None = None
     backend: dict[str, Any] | None = None
 
-    def finish(self, **changes: Any) -> RunRecord:
-        """A copy with the end fields set."""
-        return replace(self, **changes)
+    def finish(self, end: End, duration_s: float | None = None) -> RunRecord:
+        """The record of a run that ended this way, now."""
+        return replace(self, status=end.status, exit_code=end.exit_code, signal=end.signal,
+                       phase=end.phase, error=end.error, ended_at=now_iso(),
+                       duration_s=duration_s if duration_s is not None else self.duration_s)
+
+    @property
+    def detached(self) -> bool:
+        """A Slurm job torchjob returned from: only a refresh can find its end."""
+        return bool(self.backend and self.backend.get("detached"))
 
     def is_live(self) -> bool:
         """True while the torchjob process that owns this running record is still alive, or,
         for a detached Slurm job, until a refresh finds it ended."""
-        if self.status != "running":
+        if self.status is not Status.RUNNING:
             return False
-        if self.backend and self.backend.get("detached"):
+        if self.detached:
             return True
-        if self.host != os.uname().nodename:
+        if self.host != this_host():
             return True  # cannot tell from here; trust the record
-        return process_start_ticks(self.pid) == self.pid_start
+        return self.owned_by_a_live_process()
 
-    def shown_status(self) -> str:
+    def owned_by_a_live_process(self) -> bool:
+        """This host's process `pid`, started when the record says: not a reused pid."""
+        return self.host == this_host() and self.pid_start is not None and \
+            process_start_ticks(self.pid) == self.pid_start
+
+    def shown_status(self) -> Status:
         """`lost` for a record left `running` by a torchjob that died (kill -9, power loss)."""
-        return "lost" if self.status == "running" and not self.is_live() else self.status
+        if self.status is Status.RUNNING and not self.is_live():
+            return Status.LOST
+        return self.status
+
+    def shown(self) -> dict[str, Any]:
+        """The record as `runs --json` and `show --json` print it: the status as shown."""
+        return {**asdict(self), "status": self.shown_status().value}
 
 
 def slug(name: str) -> str:
@@ -95,7 +208,7 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:40] or "job"
 
 
-def create_run_dir(runs_dir: Path, name: str) -> tuple[str, Path]:
+def create_run_dir(runs_dir: Path, name: str) -> RunDir:
     """Make a new run folder; mkdir is atomic, so concurrent runs never share one."""
     try:
         runs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -104,8 +217,7 @@ def create_run_dir(runs_dir: Path, name: str) -> tuple[str, Path]:
                          "give --runs-dir a folder you can write") from None
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     for _ in range(1000):
-        run_id = f"{stamp}-{slug(name)}-{os.urandom(2).hex()}"
-        path = runs_dir / run_id
+        path = runs_dir / f"{stamp}-{slug(name)}-{os.urandom(2).hex()}"
         try:
             path.mkdir()
         except FileExistsError:
@@ -113,32 +225,37 @@ def create_run_dir(runs_dir: Path, name: str) -> tuple[str, Path]:
         except OSError as exc:
             raise UsageError(f"cannot create a run folder in {runs_dir}: {exc.strerror}",
                              "give --runs-dir a folder you can write") from None
-        return run_id, path
-    raise OSError(f"could not create a unique run folder in {runs_dir}")
+        return RunDir(path)
+    raise UsageError(f"could not create a unique run folder in {runs_dir}",
+                     "remove old runs, or give another --runs-dir")
 
 
-def write_record(run_dir: Path, record: RunRecord) -> None:
+def write_record(run: RunDir, record: RunRecord) -> None:
     """Atomic write: readers see the old or the new record, whole."""
     # ASCII with escapes: paths that are not valid UTF-8 still make valid JSON.
     data = json.dumps(asdict(record), indent=2, ensure_ascii=True).encode() + b"\n"
-    write_atomic(run_dir / RECORD, data)
+    write_atomic(run.record, data)
 
 
-def read_record(run_dir: Path) -> RunRecord:
+_FIELDS = frozenset(RunRecord.__dataclass_fields__)
+
+
+def read_record(run: RunDir) -> RunRecord:
     """Parse one run.json; raises ValueError or OSError on a broken or missing record."""
-    raw = json.loads((run_dir / RECORD).read_text(encoding="utf-8"))
+    raw = json.loads(run.record.read_text(encoding="utf-8"))
     if not isinstance(raw, dict):
         raise ValueError("run.json is not an object")
-    known = {f for f in RunRecord.__dataclass_fields__}
-    return RunRecord(**{k: v for k, v in raw.items() if k in known})
+    values = {k: v for k, v in raw.items() if k in _FIELDS}
+    values["status"] = Status(values.get("status"))
+    return RunRecord(**values)
 
 
-def load_record(run_dir: Path) -> RunRecord:
+def load_record(run: RunDir) -> RunRecord:
     """read_record for commands: a missing or broken record is a clear error (exit 2)."""
     try:
-        return read_record(run_dir)
+        return read_record(run)
     except (OSError, ValueError, TypeError) as exc:
-        raise UsageError(f"run {run_dir.name} has no readable run.json ({exc})",
+        raise UsageError(f"run {run.id} has no readable run.json ({exc})",
                          "it may be from a torchjob that was killed while starting") from None
 
 
@@ -146,12 +263,12 @@ def iter_records(runs_dir: Path) -> Iterator[RunRecord]:
     """Every readable record under runs_dir, in no particular order."""
     try:
         entries = list(os.scandir(runs_dir))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return
     for entry in entries:
         if entry.is_dir() and not entry.name.startswith("."):
             try:
-                yield read_record(Path(entry.path))
+                yield read_record(RunDir(Path(entry.path)))
             except (OSError, ValueError, TypeError):
                 continue
 
@@ -161,23 +278,23 @@ def list_records(runs_dir: Path) -> list[RunRecord]:
     return sorted(iter_records(runs_dir), key=lambda r: (r.started_at, r.id), reverse=True)
 
 
-def find_run(runs_dir: Path, ref: str) -> Path:
+def find_run(runs_dir: Path, ref: str) -> RunDir:
     """The folder of RUN: an id, a unique prefix of one, or `last`."""
     if ref == "last":
         records = list_records(runs_dir)
         if not records:
             raise UsageError(f"no runs yet in {runs_dir}", "start one with `torchjob run`")
-        return runs_dir / records[0].id
+        return RunDir(runs_dir / records[0].id)
     if "/" in ref or ref in ("", ".", ".."):
         raise UsageError(f"{ref!r} is not a run id", "give an id from `torchjob runs`, or `last`")
-    if (runs_dir / ref / RECORD).is_file():
-        return runs_dir / ref
+    if (runs_dir / ref / "run.json").is_file():
+        return RunDir(runs_dir / ref)
     try:
         names = sorted(n for n in os.listdir(runs_dir) if n.startswith(ref))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         names = []
     if len(names) == 1:
-        return runs_dir / names[0]
+        return RunDir(runs_dir / names[0])
     if not names:
         raise UsageError(f"no run matches {ref!r} in {runs_dir}", "list runs with `torchjob runs`")
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")

@@ -1,37 +1,25 @@
-"""Where torchjob keeps its data (runs) and caches, and nothing else."""
+"""Files torchjob keeps: atomic writes, ready markers, locks, cache folders."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 
-def data_home() -> Path:
-    """`$TORCHJOB_HOME`, else the user data dir (e.g. ~/.local/share/torchjob)."""
-    home = os.environ.get("TORCHJOB_HOME")
-    if home:
-        return Path(home).expanduser().absolute()
-    from platformdirs import user_data_path
+@dataclass(frozen=True)
+class Removed:
+    """One cache entry a prune or rm dealt with."""
 
-    return user_data_path("torchjob", appauthor=False)
-
-
-def cache_home() -> Path:
-    """`$TORCHJOB_HOME/cache` when set, else the user cache dir (e.g. ~/.cache/torchjob)."""
-    home = os.environ.get("TORCHJOB_HOME")
-    if home:
-        return Path(home).expanduser().absolute() / "cache"
-    from platformdirs import user_cache_path
-
-    return user_cache_path("torchjob", appauthor=False)
-
-
-def runs_dir(override: Path | None = None) -> Path:
-    """The folder that holds one folder per run."""
-    return override.expanduser().absolute() if override else data_home() / "runs"
+    key: str
+    what: str  # the manager, or the mirror's URL
+    size_bytes: int
+    removed: bool  # False: kept, because a running job uses it
 
 
 CACHEDIR_TAG = (
@@ -41,26 +29,8 @@ CACHEDIR_TAG = (
 READY = ".ready"
 
 
-def env_number(name: str, default: float) -> float:
-    """A positive number from the environment (a time limit, a size): a bad value is the
-    user's mistake, told as one line, not an internal error."""
-    text = os.environ.get(name)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        from torchrun_cli.errors import UsageError
-
-        raise UsageError(f"{name}={text!r} is not a positive number", f"unset {name} or fix it")
-    return value
-
-
-def cache_dir(kind: str) -> Path:
+def cache_dir(root: Path, kind: str) -> Path:
     """A folder under the cache root (`repos`, `archives`, `envs`), tagged as a cache."""
-    root = cache_home()
     path = root / kind
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -104,8 +74,6 @@ def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
 
     The kernel drops the lock when the holder dies, so kill -9 never leaves it held.
     """
-    import fcntl
-
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
@@ -130,3 +98,28 @@ def tree_size(path: Path) -> int:
             with suppress(OSError):
                 total += os.lstat(os.path.join(root, name)).st_size
     return total
+
+
+class NotReadable(ValueError):
+    """A file torchjob reads (a spec, a requirements file) that is not a regular file, or is
+    too large: a FIFO would block forever, /dev/zero would never end."""
+
+
+def read_small(path: Path, limit: int) -> bytes:
+    """The content of a regular file of at most `limit` bytes. Opened without blocking, so a
+    FIFO is refused at once instead of waiting for a writer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise NotReadable(f"is {kind}")
+        if st.st_size > limit:
+            raise NotReadable(f"is larger than {limit} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:  # grew while we read it
+            raise NotReadable(f"is larger than {limit} bytes")
+        return data
+    finally:
+        os.close(fd)

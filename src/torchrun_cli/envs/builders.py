@@ -1,9 +1,9 @@
 """The managers that build environments: virtualenv + pip, uv, conda (+ pip). Each runs its tools
-through proc.run_tool (argv lists, own process group, output in setup.log)."""
+through tools.run_tool (argv lists, own process group, output in setup.log)."""
 
 from __future__ import annotations
 
-import os
+import importlib.util
 import shlex
 import shutil
 import sys
@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from torchrun_cli import store
-from torchrun_cli.envs.inputs import tool_identity
+from torchrun_cli.envs.key import tool_identity
 from torchrun_cli.errors import SetupError
-from torchrun_cli.proc import ToolFailed, run_tool
+from torchrun_cli.settings import Settings
+from torchrun_cli.tools import ToolFailed, run_tool
 
-BUILD_TIMEOUT_S = store.env_number("TORCHJOB_BUILD_TIMEOUT", 3600)
 Progress = Callable[[str], None]
 BYTECODE = Path(__file__).with_name("bytecode.py")  # run by the new environment's python
 
@@ -37,9 +36,11 @@ class BuildRequest:
 
 
 class Builder(Protocol):
-    """One environment manager."""
+    """One environment manager, made with the command's settings (time limits, executables)."""
 
     name: str
+
+    def __init__(self, settings: Settings) -> None: ...
 
     def version(self) -> str:
         """Cheap identity of the tool, part of the key."""
@@ -55,13 +56,12 @@ def python_of(env: Path) -> Path:
     return env / "bin" / "python"
 
 
-def step(name: str, argv: list[str], log: Path, progress: Progress,
+def step(name: str, argv: list[str], log: Path, progress: Progress, timeout: float,
          cwd: Path | None = None) -> str:
     """Run one build step; a failure becomes a SetupError naming the step and the command."""
     progress(name)
     try:
-        return run_tool(argv, cwd=cwd, timeout=BUILD_TIMEOUT_S, log=log, on_line=progress,
-                        die_with_parent=True)
+        return run_tool(argv, cwd=cwd, timeout=timeout, log=log, on_line=progress)
     except ToolFailed as exc:
         what = "not found" if exc.missing else (
             "timed out" if exc.timed_out else f"failed (exit {exc.returncode})")
@@ -81,10 +81,11 @@ class Virtualenv:
 
     name = "virtualenv"
 
+    def __init__(self, settings: Settings) -> None:
+        self.timeout = settings.build_timeout
+
     def version(self) -> str:
         """From the dist-info folder's name: importlib.metadata costs ~10 ms on every hit."""
-        import importlib.util
-
         found = importlib.util.find_spec("virtualenv")
         if found is None or not found.origin:
             raise SetupError("virtualenv is not installed", "pip install virtualenv",
@@ -92,22 +93,23 @@ class Virtualenv:
         site = Path(found.origin).parent.parent
         for info in site.glob("virtualenv-*.dist-info"):
             return info.name[len("virtualenv-"):-len(".dist-info")]
-        from importlib.metadata import version
+        from importlib import metadata  # measured: ~10 ms, so only when the folder is odd
 
-        return version("virtualenv")
+        return metadata.version("virtualenv")
 
     def build(self, env: Path, req: BuildRequest, log: Path, progress: Progress) -> None:
         argv = [sys.executable, "-m", "virtualenv", "--no-periodic-update", "-p", req.interpreter]
         if req.system_site_packages:
             argv.append("--system-site-packages")
-        step("create the virtualenv", [*argv, str(env)], log, progress)
+        step("create the virtualenv", [*argv, str(env)], log, progress, self.timeout)
         if req.requirements or req.packages:
             step("pip install", [str(python_of(env)), "-m", "pip", "install",
                                  "--disable-pip-version-check", *_pip_args(req)], log, progress,
-                 req.project)
+                 self.timeout, req.project)
 
     def check(self, env: Path, log: Path) -> None:
-        step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, lambda _: None)
+        step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, _quiet,
+             self.timeout)
 
 
 class Uv:
@@ -116,13 +118,16 @@ class Uv:
 
     name = "uv"
 
+    def __init__(self, settings: Settings) -> None:
+        self.timeout = settings.build_timeout
+
     def exe(self) -> str:
         found = shutil.which("uv")
         if found:
             return found
         try:
-            from uv import find_uv_bin  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
+            from uv import find_uv_bin  # type: ignore[import-not-found, unused-ignore]  # optional
+        except ImportError:  # the optional extra `torchjob[uv]`
             raise SetupError("uv is not installed",
                              "pip install 'torchjob[uv]' (or put uv on PATH), or use "
                              "--env-manager virtualenv", phase="environment") from None
@@ -136,17 +141,17 @@ class Uv:
         argv = [uv, "venv", "--no-project", "--python", req.interpreter]
         if req.system_site_packages:
             argv.append("--system-site-packages")
-        step("uv venv", [*argv, str(env)], log, progress)
+        step("uv venv", [*argv, str(env)], log, progress, self.timeout)
         if req.requirements or req.packages:
             python = str(python_of(env))
             step("uv pip install", [uv, "pip", "install", "--python", python, *_pip_args(req)],
-                 log, progress, req.project)
-            step("compile bytecode", [python, "-I", str(BYTECODE),
-                                      *map(str, req.donors)], log, progress)
+                 log, progress, self.timeout, req.project)
+            step("compile bytecode", [python, "-I", str(BYTECODE), *map(str, req.donors)],
+                 log, progress, self.timeout)
 
     def check(self, env: Path, log: Path) -> None:
         step("uv pip check", [self.exe(), "pip", "check", "--python", str(python_of(env))], log,
-             lambda _: None)
+             _quiet, self.timeout)
 
 
 class Conda:
@@ -154,8 +159,12 @@ class Conda:
 
     name = "conda"
 
+    def __init__(self, settings: Settings) -> None:
+        self.timeout = settings.build_timeout
+        self.given = settings.conda
+
     def exe(self) -> str:
-        for candidate in (os.environ.get("TORCHJOB_CONDA"), "conda", "mamba", "micromamba"):
+        for candidate in (self.given, "conda", "mamba", "micromamba"):
             if candidate and (found := shutil.which(candidate)):
                 return found
         raise SetupError("no conda found (TORCHJOB_CONDA, conda, mamba or micromamba)",
@@ -168,17 +177,22 @@ class Conda:
     def build(self, env: Path, req: BuildRequest, log: Path, progress: Progress) -> None:
         conda = self.exe()
         step("conda create", [conda, "create", "--yes", "--quiet", "--prefix", str(env),
-                              f"python={req.python_version}"], log, progress)
+                              f"python={req.python_version}"], log, progress, self.timeout)
         if req.conda_file:
             step("conda env update", [conda, "env", "update", "--prefix", str(env),
-                                      "--file", str(req.conda_file)], log, progress)
+                                      "--file", str(req.conda_file)], log, progress, self.timeout)
         if req.requirements or req.packages:
             step("pip install", [str(python_of(env)), "-m", "pip", "install",
                                  "--disable-pip-version-check", *_pip_args(req)], log, progress,
-                 req.project)
+                 self.timeout, req.project)
 
     def check(self, env: Path, log: Path) -> None:
-        step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, lambda _: None)
+        step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, _quiet,
+             self.timeout)
 
 
-BUILDERS: dict[str, Callable[[], Builder]] = {"virtualenv": Virtualenv, "uv": Uv, "conda": Conda}
+def _quiet(line: str) -> None:
+    """No progress lines for a check."""
+
+
+BUILDERS: dict[str, type[Builder]] = {"virtualenv": Virtualenv, "uv": Uv, "conda": Conda}

@@ -11,12 +11,15 @@ Files that do not compile (Python 2 test data in some wheels) are skipped, as pi
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
 import os
 import py_compile
 import struct
 import sys
 import sysconfig
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -71,16 +74,10 @@ def _link(src: str, st: os.stat_result, rel: str, donors: list[Path]) -> bool:
 
 def _worker_init(parent: int) -> None:
     """Workers die with this process even after kill -9 (PR_SET_PDEATHSIG, as the trampoline
-    in proc.py does for it), and stay quiet about SyntaxWarnings, as pip and uv do."""
-    import warnings
-
+    in tools.py does for it), and stay quiet about SyntaxWarnings, as pip and uv do."""
     warnings.filterwarnings("ignore")
-    try:
-        import ctypes
-
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the pool's shutdown has to do
         ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the pool's own shutdown has to do
-        pass
     if os.getppid() != parent:
         os._exit(1)
 

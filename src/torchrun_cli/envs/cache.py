@@ -18,12 +18,13 @@ from torchrun_cli import store
 ENV = "env"
 
 
-def root() -> Path:
-    return store.cache_dir("envs")
+def root(cache_home: Path) -> Path:
+    """The folder of all environments (created, and tagged as a cache)."""
+    return store.cache_dir(cache_home, "envs")
 
 
-def folder_of(key: str) -> Path:
-    return root() / key[:24]
+def folder_of(envs: Path, key: str) -> Path:
+    return envs / key[:24]
 
 
 def marker(folder: Path) -> dict[str, Any]:
@@ -64,10 +65,10 @@ def _lock_path(folder: Path, kind: str = "lock") -> Path:
     return folder.parent / f"{folder.name}.{kind}"
 
 
-def lease_file(key: str) -> Path:
+def lease_file(envs: Path, key: str) -> Path:
     """The lock a job holds shared while it runs in the environment (a Slurm batch script
     takes it too, with flock -s)."""
-    return _lock_path(folder_of(key))
+    return _lock_path(folder_of(envs, key))
 
 
 def _lock_fd(folder: Path, kind: str = "lock") -> int:
@@ -87,7 +88,7 @@ def _note_use(folder: Path, project: str) -> None:
             fh.write(project + "\n")
 
 
-def obtain(key: str, meta: dict[str, Any], project: str, rebuild: bool,
+def obtain(envs: Path, key: str, meta: dict[str, Any], project: str, rebuild: bool,
            build: Callable[[Path], None]) -> Obtained:
     """A ready environment for key: reused, or built once while other runs wait.
 
@@ -95,7 +96,7 @@ def obtain(key: str, meta: dict[str, Any], project: str, rebuild: bool,
     job runs; prune and rm need it exclusive), `.build` admits one builder at a time. A run
     waiting to build therefore never waits for another run's job, only for its build.
     """
-    folder = folder_of(key)
+    folder = folder_of(envs, key)
     fd = _lock_fd(folder)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)  # the lease, from the start: nothing removes it now
@@ -138,10 +139,10 @@ def obtain(key: str, meta: dict[str, Any], project: str, rebuild: bool,
         raise
 
 
-def donors(manager: str, inputs: dict[str, Any], limit: int = 5) -> list[Path]:
+def donors(envs: Path, manager: str, inputs: dict[str, Any], limit: int = 5) -> list[Path]:
     """The newest ready environments of manager for the same interpreter: a new build may
     reuse their compiled bytecode (envs/bytecode.py checks every file it takes)."""
-    base = root()
+    base = envs
     found: list[tuple[float, Path]] = []
     for folder in base.iterdir() if base.is_dir() else []:
         meta = marker(folder)
@@ -167,8 +168,9 @@ class CachedEnv:
     inputs: dict[str, Any]
 
 
-def list_envs() -> list[CachedEnv]:
-    base = store.cache_home() / "envs"
+def list_envs(envs: Path) -> list[CachedEnv]:
+    """Every environment folder, ready or not (a folder without its marker is garbage)."""
+    base = envs
     out = []
     for folder in sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []:
         ready = store.is_ready(folder)
@@ -189,12 +191,12 @@ def list_envs() -> list[CachedEnv]:
     return out
 
 
-def remove(env: CachedEnv) -> bool:
+def remove(envs: Path, env: CachedEnv) -> bool:
     """Remove one environment unless a job holds it; True when removed."""
-    return _with_no_lease(env, lambda folder: store.remove_entry(folder))
+    return _with_no_lease(folder_of(envs, env.key), store.remove_entry)
 
 
-def tidy(env: CachedEnv) -> bool:
+def tidy(envs: Path, env: CachedEnv) -> bool:
     """Remove what a rebuild replaced (or a killed build left) beside the environment the
     marker names, unless a job holds the key; True when nothing was in use."""
     def clear(folder: Path) -> None:
@@ -203,11 +205,10 @@ def tidy(env: CachedEnv) -> bool:
             if old.name != current:
                 shutil.rmtree(old, ignore_errors=True)
 
-    return _with_no_lease(env, clear)
+    return _with_no_lease(folder_of(envs, env.key), clear)
 
 
-def _with_no_lease(env: CachedEnv, action: Callable[[Path], None]) -> bool:
-    folder = folder_of(env.key)
+def _with_no_lease(folder: Path, action: Callable[[Path], None]) -> bool:
     fd = _lock_fd(folder)
     try:
         try:

@@ -14,6 +14,8 @@ import posixpath
 import shutil
 import stat
 import tarfile
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,7 +25,6 @@ from torchrun_cli import store
 from torchrun_cli.errors import SetupError
 from torchrun_cli.masking import hide_query
 
-MAX_BYTES = int(store.env_number("TORCHJOB_ARCHIVE_MAX_BYTES", 4 << 30))
 MAX_ENTRIES = 200_000
 DOWNLOAD_TIMEOUT_S = 60.0
 
@@ -32,11 +33,9 @@ def _err(message: str, fix: str) -> SetupError:
     return SetupError(message, fix, phase="source")
 
 
-def download(url: str, allow_insecure: bool, log: Path | None) -> Path:
+def download(url: str, allow_insecure: bool, log: Path | None, cache_home: Path,
+             max_bytes: int) -> Path:
     """The archive at url, from the cache when the server says it has not changed."""
-    import urllib.error
-    import urllib.request
-
     parts = urlsplit(url)
     shown = hide_query(url)
     if parts.username or parts.password:
@@ -45,7 +44,7 @@ def download(url: str, allow_insecure: bool, log: Path | None) -> Path:
     if parts.scheme != "https" and not (parts.scheme == "http" and allow_insecure):
         raise _err(f"refused archive URL {shown}: only https (http with "
                    "--allow-insecure-source)", "use an https URL")
-    folder = store.cache_dir("archives") / hashlib.sha256(url.encode()).hexdigest()[:20]
+    folder = store.cache_dir(cache_home, "archives") / hashlib.sha256(url.encode()).hexdigest()[:20]
     folder.mkdir(exist_ok=True)
     data, meta_path = folder / "archive", folder / "meta.json"
     headers = {"User-Agent": "torchjob"}
@@ -63,7 +62,7 @@ def download(url: str, allow_insecure: bool, log: Path | None) -> Path:
                 (folder / store.READY).unlink(missing_ok=True)
                 tmp = folder / f"archive.{os.getpid()}.tmp"
                 try:
-                    _copy_limited(resp, tmp)
+                    _copy_limited(resp, tmp, max_bytes)
                     os.replace(tmp, data)
                 finally:
                     tmp.unlink(missing_ok=True)  # a broken download leaves nothing behind
@@ -87,8 +86,6 @@ def download(url: str, allow_insecure: bool, log: Path | None) -> Path:
 
 def _opener(allow_insecure: bool) -> Any:
     """An URL opener whose redirects may not leave https unless insecure sources are allowed."""
-    import urllib.request
-
     class NoDowngrade(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
                              newurl: str) -> Any:
@@ -99,16 +96,16 @@ def _opener(allow_insecure: bool) -> Any:
     return urllib.request.build_opener(NoDowngrade())
 
 
-def _copy_limited(src: Any, dest: Path) -> None:
+def _copy_limited(src: Any, dest: Path, max_bytes: int) -> None:
     read = src.read
     total = 0
     with dest.open("wb") as out:
         while chunk := read(1 << 20):
             total += len(chunk)
-            if total > MAX_BYTES:
+            if total > max_bytes:
                 out.close()
                 dest.unlink(missing_ok=True)
-                raise _err(f"archive is larger than the limit of {MAX_BYTES} bytes",
+                raise _err(f"archive is larger than the limit of {max_bytes} bytes",
                            "raise TORCHJOB_ARCHIVE_MAX_BYTES if it is expected")
             out.write(chunk)
 
@@ -119,15 +116,15 @@ def _note(log: Path | None, line: str) -> None:
             fh.write(line + "\n")
 
 
-def extract(archive: Path, dest: Path) -> None:
+def extract(archive: Path, dest: Path, max_bytes: int) -> None:
     """Unpack into dest (which must not exist yet), refusing anything unsafe."""
     dest.mkdir(parents=True)
     name = archive.name.lower()
     try:
         if zipfile.is_zipfile(archive):
-            _extract_zip(archive, dest)
+            _extract_zip(archive, dest, max_bytes)
         elif tarfile.is_tarfile(archive):
-            _extract_tar(archive, dest)
+            _extract_tar(archive, dest, max_bytes)
         else:
             raise _err(f"{archive.name}: not a zip or tar archive (or it is corrupt)",
                        "give a .zip, .tar.gz, .tgz or .tar file")
@@ -147,17 +144,17 @@ def _check_name(name: str) -> None:
                    "rebuild the archive with relative paths only")
 
 
-def _limits(count: int, total: int) -> None:
-    if count > MAX_ENTRIES or total > MAX_BYTES:
+def _limits(count: int, total: int, max_bytes: int) -> None:
+    if count > MAX_ENTRIES or total > max_bytes:
         raise _err(f"archive too large: {count} entries, {total} bytes unpacked "
-                   f"(limit {MAX_ENTRIES} entries, {MAX_BYTES} bytes)",
+                   f"(limit {MAX_ENTRIES} entries, {max_bytes} bytes)",
                    "raise TORCHJOB_ARCHIVE_MAX_BYTES if it is expected")
 
 
-def _extract_zip(archive: Path, dest: Path) -> None:
+def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
-        _limits(len(infos), sum(i.file_size for i in infos))
+        _limits(len(infos), sum(i.file_size for i in infos), max_bytes)
         for info in infos:
             _check_name(info.filename)
             mode = info.external_attr >> 16
@@ -173,7 +170,7 @@ def _extract_zip(archive: Path, dest: Path) -> None:
         zf.extractall(dest)  # noqa: S202 - every name checked above
 
 
-def _extract_tar(archive: Path, dest: Path) -> None:
+def _extract_tar(archive: Path, dest: Path, max_bytes: int) -> None:
     if not hasattr(tarfile, "data_filter"):
         raise _err("this Python's tarfile has no extraction filter",
                    "use Python 3.10.12, 3.11.4, 3.12 or newer, or a .zip archive")
@@ -183,7 +180,7 @@ def _extract_tar(archive: Path, dest: Path) -> None:
         for member in tf:  # counted as read: a bomb of empty entries stops at the limit
             members.append(member)
             total += member.size
-            _limits(len(members), total)
+            _limits(len(members), total, max_bytes)
             _check_name(member.name)
             if member.isdev() or member.isfifo():
                 raise _err(f"refused archive entry {member.name!r}: a device or pipe",

@@ -14,41 +14,23 @@ import re
 import shlex
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchrun_cli.errors import SetupError
+from torchrun_cli.errors import SetupError, UsageError
+from torchrun_cli.launch.base import Job, OnStop, Stopped, signal_name
 from torchrun_cli.masking import is_secret
-from torchrun_cli.proc import ToolFailed, run_tool
+from torchrun_cli.record import End, RunDir, RunRecord, Status
+from torchrun_cli.spec.keys import CONTROL
+from torchrun_cli.spec.model import BackendSpec, DistributedSpec
+from torchrun_cli.tools import ToolFailed, run_tool
 
-KEYS = ("type", "partition", "nodes", "gpus_per_node", "cpus_per_task", "mem", "account",
-        "qos", "constraint", "extra_args")
-SCRIPT = "job.sbatch"
-EXIT_FILE = "slurm-exit-code"
-STDOUT_ONLY = "slurm-stdout"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
             "PREEMPTED", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT"}
-# sbatch options a spec may add; each becomes one `#SBATCH` line.
-EXTRA_ALLOWED = ("exclusive", "reservation", "nice", "mail-type", "mail-user", "begin",
-                 "exclude", "nodelist", "licenses", "gres", "time-min", "requeue", "no-requeue",
-                 "mem-per-cpu", "hint", "signal", "comment", "wckey")
-_EXTRA = re.compile(r"--([a-z][a-z-]*)(?:=([^\s#]+))?")  # used with fullmatch
 _POLL_S = 0.5
-# In an #SBATCH line a newline would end the comment and bash would run the rest.
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FIRST_POLL_S = 0.05  # the first line comes ~1 s after sbatch: poll fast, then slow down
-
-
-def check_extra(args: Sequence[str]) -> list[str]:
-    """The extra sbatch options that are not on the allow-list, or malformed."""
-    bad = []
-    for arg in args:
-        m = _EXTRA.fullmatch(arg)
-        if not m or m.group(1) not in EXTRA_ALLOWED:
-            bad.append(arg)
-    return bad
 
 
 def duration_hms(seconds: float) -> str:
@@ -58,20 +40,21 @@ def duration_hms(seconds: float) -> str:
     return f"{days}-{rest // 3600:02d}:{rest % 3600 // 60:02d}:00"
 
 
-def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_dir: Path,
-                 name: str, backend: Mapping[str, Any], timeout: float | None,
-                 distributed: Mapping[str, Any] | None, lease: Path | None = None,
+def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run: RunDir,
+                 name: str, backend: BackendSpec, timeout: float | None,
+                 distributed: DistributedSpec | None, lease: Path | None = None,
                  hidden: Mapping[str, str] | None = None) -> str:
     """The batch script: #SBATCH lines, the job's variables, then the command (through srun
     and a c10d rendezvous on the allocation's first node for multi-node torchrun)."""
     q = shlex.quote
-    nodes = int(backend.get("nodes", 1))
-    for value in (name, str(cwd), str(run_dir), *map(str, backend.values())):
+    nodes = backend.node_count
+    values = [str(v) for v in vars(backend).values() if isinstance(v, str)]
+    for value in (name, str(cwd), str(run.path), *values, *backend.extra_args):
         if CONTROL.search(value):
             raise SetupError(f"refused {value!r} in the batch script: a control character",
                              "rename it without newlines or control characters",
                              phase="backend")
-    output = str(run_dir / "stdout.log").replace("%", "%%")  # % starts a Slurm file pattern
+    output = str(run.stdout_log).replace("%", "%%")  # % starts a Slurm file pattern
     lines = ["#!/bin/bash", f"#SBATCH --job-name={q(name)}",
              f"#SBATCH --output={q(output)}",
              f"#SBATCH --chdir={q(str(cwd))}", f"#SBATCH --nodes={nodes}",
@@ -79,13 +62,13 @@ def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_
     for key, option in (("partition", "partition"), ("cpus_per_task", "cpus-per-task"),
                         ("mem", "mem"), ("account", "account"), ("qos", "qos"),
                         ("constraint", "constraint")):
-        if backend.get(key) is not None:
-            lines.append(f"#SBATCH --{option}={q(str(backend[key]))}")
-    if backend.get("gpus_per_node"):
-        lines.append(f"#SBATCH --gres=gpu:{int(backend['gpus_per_node'])}")
+        if (value := getattr(backend, key)) is not None:
+            lines.append(f"#SBATCH --{option}={q(value)}")
+    if backend.gpus_per_node:
+        lines.append(f"#SBATCH --gres=gpu:{int(backend.gpus_per_node)}")
     if timeout:
         lines.append(f"#SBATCH --time={duration_hms(timeout)}")
-    lines += [f"#SBATCH {arg}" for arg in backend.get("extra_args", [])]
+    lines += [f"#SBATCH {arg}" for arg in backend.extra_args]
     lines += ["", "# written by torchjob: the job's environment, then the command", "set -u"]
     if lease is not None:  # as a local run does: env prune/rm leave the environment alone
         lines.append(f"exec 9<>{q(str(lease))} && flock -s 9")
@@ -100,18 +83,18 @@ def batch_script(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], run_
                   f"export PET_NNODES={nodes} PET_RDZV_BACKEND=c10d",
                   'export PET_RDZV_ID="$SLURM_JOB_ID" '
                   'PET_RDZV_ENDPOINT="$head:$((20000 + SLURM_JOB_ID % 20000))"']
-        run = f"srun --kill-on-bad-exit=1 {_command(argv, hidden)}"
+        command = f"srun --kill-on-bad-exit=1 {_command(argv, hidden)}"
     else:
-        run = _command(argv, hidden)
+        command = _command(argv, hidden)
     # stderr goes to stderr.log and stdout to a stdout-only file (for the console copies);
     # both also reach Slurm's output, stdout.log. Pipes, so the script waits for every tee.
-    err, out = q(str(run_dir / "stderr.log")), q(str(run_dir / STDOUT_ONLY))
-    lines += [f'{{ {run} 2>&1 1>&3 3>&- | tee -a {err} >&2; exit "${{PIPESTATUS[0]}}"; }} '
+    err, out = q(str(run.stderr_log)), q(str(run.slurm_stdout))
+    lines += [f'{{ {command} 2>&1 1>&3 3>&- | tee -a {err} >&2; exit "${{PIPESTATUS[0]}}"; }} '
               f"3>&1 | tee -a {out}", "code=${PIPESTATUS[0]}",
               # Slurm forgets a finished job after MinJobAge and sacct needs accounting:
               # the script keeps the job's status in the run folder itself.
-              f'echo "$code" > {q(str(run_dir / EXIT_FILE))}.tmp && '
-              f'mv -f {q(str(run_dir / EXIT_FILE))}.tmp {q(str(run_dir / EXIT_FILE))}',
+              f'echo "$code" > {q(str(run.slurm_exit))}.tmp && '
+              f'mv -f {q(str(run.slurm_exit))}.tmp {q(str(run.slurm_exit))}',
               'exit "$code"']
     return "\n".join(lines) + "\n"
 
@@ -169,7 +152,7 @@ class SlurmUnavailable(Exception):
     ended; ask again later."""
 
 
-def query(job_id: str, run_dir: Path | None = None) -> JobState | None:
+def query(job_id: str, run: RunDir | None = None) -> JobState | None:
     """From `scontrol show job` (accounting off), else `sacct`, else the exit code the batch
     script left in the run folder; None if Slurm has forgotten the job and nothing else knows
     it. Raises SlurmUnavailable when Slurm could not be asked."""
@@ -193,7 +176,7 @@ def query(job_id: str, run_dir: Path | None = None) -> JobState | None:
     except (ToolFailed, IndexError):
         pass
     try:
-        code = int((run_dir / EXIT_FILE).read_text()) if run_dir else None
+        code = int(run.slurm_exit.read_text()) if run else None
     except (OSError, ValueError):
         code = None
     if code is None:
@@ -207,21 +190,19 @@ def cancel(job_id: str, log: Path | None = None) -> None:
     try:
         run_tool(["scancel", job_id], timeout=60, log=log)
     except ToolFailed as exc:
-        raise SetupError(f"scancel {job_id} failed: {exc.tail(3)}", "see squeue",
-                         phase="backend") from None
+        raise UsageError(f"scancel {job_id} failed: {exc.tail(3)}", "see squeue") from None
 
 
-def follow(job_id: str, run_dir: Path, echo: bool,
-           on_stop: Callable[[int | None], None]) -> tuple[JobState, int | None]:
-    """Wait for the job, copying stdout.log to the console as it grows; Ctrl-C or SIGTERM
-    cancel the job (scancel) and wait for it to end. Returns its end and the signal, if any."""
+def follow(job_id: str, run: RunDir, echo: bool, on_stop: OnStop) -> tuple[JobState, int | None]:
+    """Wait for the job, copying its output files to the console as they grow; Ctrl-C or
+    SIGTERM cancel the job (scancel) and wait for it to end. Returns its end and the signal."""
     caught: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
         caught.append(signum)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    streams = {run_dir / STDOUT_ONLY: 1, run_dir / "stderr.log": 2}  # file -> console fd
+    streams = {run.slurm_stdout: 1, run.stderr_log: 2}  # file -> console fd
     offsets = dict.fromkeys(streams, 0)
     cancelled_by = None
     delay = _FIRST_POLL_S
@@ -230,13 +211,13 @@ def follow(job_id: str, run_dir: Path, echo: bool,
             if caught and cancelled_by is None:
                 cancelled_by = caught[0]
                 on_stop(cancelled_by)
-                cancel(job_id, run_dir / "setup.log")
+                cancel(job_id, run.setup_log)
             for path, fd in streams.items():
                 offsets[path] = _copy_new(path, offsets[path], fd if echo else None)
             try:
-                state = query(job_id, run_dir)
+                state = query(job_id, run)
             except SlurmUnavailable:  # a blip of the controller: the job goes on
-                time.sleep(_POLL_S)
+                time.sleep(_POLL_S)  # polling Slurm, not synchronisation
                 continue
             if state is None or state.done:
                 time.sleep(_POLL_S)  # the last lines may still be in flight from the node
@@ -265,29 +246,96 @@ def _copy_new(log: Path, offset: int, fd: int | None) -> int:
     return offset + len(data)
 
 
-def conclude(state: JobState, cancelled_by: int | None) -> dict[str, object]:
+def conclude(state: JobState, cancelled_by: int | None) -> End:
     """Status and exit code as the table says, from Slurm's view of the job."""
     if cancelled_by is not None:
-        return {"status": "cancelled", "exit_code": 128 + cancelled_by,
-                "error": f"torchjob was interrupted by {signal.Signals(cancelled_by).name}; "
-                         "the Slurm job was cancelled"}
+        return End(Status.CANCELLED, 128 + cancelled_by,
+                   error=f"torchjob was interrupted by {signal_name(cancelled_by)}; "
+                         "the Slurm job was cancelled")
     if state.state == "TIMEOUT":
-        return {"status": "timeout", "exit_code": 124, "error": "Slurm's time limit"}
+        return End(Status.TIMEOUT, 124, error="Slurm's time limit")
     if state.state == "CANCELLED":  # scancel sends SIGTERM
-        return {"status": "cancelled", "exit_code": 128 + (state.signal or 15),
-                "error": "cancelled in Slurm"}
+        return End(Status.CANCELLED, 128 + (state.signal or 15), error="cancelled in Slurm")
     if state.signal:
-        return {"status": "failed", "exit_code": 128 + state.signal,
-                "signal": signal.Signals(state.signal).name if state.signal < 65 else None}
+        return End(Status.FAILED, 128 + state.signal, signal_name(state.signal),
+                   error=f"killed by {signal_name(state.signal)}")
     code = state.exit_code if state.exit_code is not None else 1
     if state.state == "OUT_OF_MEMORY":  # the kernel's SIGKILL
-        return {"status": "failed", "exit_code": code or 137,
-                "error": "the job ran out of memory (Slurm's OUT_OF_MEMORY)"}
+        return End(Status.FAILED, code or 137,
+                   error="the job ran out of memory (Slurm's OUT_OF_MEMORY)")
     if state.state in ("NODE_FAIL", "BOOT_FAIL") or \
             (state.state == "FAILED" and "launch" in state.reason.lower()):
-        return {"status": "setup_error", "exit_code": 125, "phase": "backend",
-                "error": f"the Slurm job failed to start: {state.state} {state.reason}"}
+        return End(Status.SETUP_ERROR, 125, phase="backend",
+                   error=f"the Slurm job failed to start: {state.state} {state.reason}")
     if state.state == "COMPLETED" and code == 0:
-        return {"status": "succeeded", "exit_code": 0}
-    return {"status": "failed", "exit_code": code or 1,  # PREEMPTED, DEADLINE: never a 0
-            **({} if code else {"error": f"Slurm ended the job as {state.state}"})}
+        return End(Status.SUCCEEDED, 0)
+    return End(Status.FAILED, code or 1,  # PREEMPTED, DEADLINE: never a 0
+               error=f"the script exited with status {code}" if code
+               else f"Slurm ended the job as {state.state}")
+
+
+class SlurmBackend:
+    """The job as a Slurm batch job: submitted, then followed or left running (detached)."""
+
+    info: dict[str, Any] | None = None
+
+    def __init__(self, detach: bool = False) -> None:
+        self.detach = detach
+
+    def start(self, job: Job) -> None:
+        """Write job.sbatch and submit it. A SIGTERM or SIGHUP meanwhile waits for sbatch's
+        answer, so the job id is never lost: the job is then cancelled, and Stopped raised."""
+        spec, launch, run = job.spec, job.launch, job.run
+        assert spec.backend is not None
+        variables = job.variables()
+        hidden = secret_variables(variables, launch.argv, [
+            v for k, v in spec.params.items() if is_secret(k) and isinstance(v, str)])
+        run.sbatch.write_text(batch_script(
+            launch.argv, cwd=launch.cwd, env=variables, run=run, name=spec.name,
+            backend=spec.backend, timeout=spec.timeout, distributed=spec.distributed,
+            lease=job.lease, hidden=hidden))
+        with _deferred_signals() as caught:
+            job_id = submit(run.sbatch, run.setup_log, hidden)
+        self.info = {"type": "slurm", "job_id": job_id, "script": str(run.sbatch),
+                     "detached": self.detach}
+        if caught:
+            cancel(job_id, run.setup_log)
+            raise Stopped(caught[0])
+
+    def follow(self, job: Job, echo: bool, on_stop: OnStop) -> End:
+        assert self.info is not None
+        state, cancelled_by = follow(str(self.info["job_id"]), job.run, echo, on_stop)
+        return conclude(state, cancelled_by)
+
+    def details(self, job: Job, end: End) -> tuple[End, dict[str, Any]]:
+        return end, {}
+
+    def cancel(self, record: RunRecord, run: RunDir) -> str:
+        job_id = str((record.backend or {})["job_id"])
+        cancel(job_id, None)
+        return f"cancelled Slurm job {job_id}"
+
+    def conclude(self, record: RunRecord, run: RunDir) -> End | None:
+        try:
+            state = query(str((record.backend or {})["job_id"]), run)
+        except SlurmUnavailable:  # unknown is not ended: the record stays as it is
+            return None
+        if state is not None and not state.done:
+            return None
+        return conclude(state or JobState("UNKNOWN", None, None, "forgotten"), None)
+
+
+@contextlib.contextmanager
+def _deferred_signals() -> Iterator[list[int]]:
+    """SIGINT, SIGTERM and SIGHUP are noted, not acted on, until the block ends."""
+    caught: list[int] = []
+
+    def note(signum: int, frame: Any) -> None:
+        caught.append(signum)
+
+    old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield caught
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

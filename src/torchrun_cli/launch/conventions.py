@@ -13,18 +13,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from torchrun_cli import record
 from torchrun_cli.errors import UsageError
-from torchrun_cli.spec import JobSpec
+from torchrun_cli.record import RunDir, list_records
+from torchrun_cli.spec.model import JobSpec
 
-MODEL, OUTPUT = "model", "output"
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 
 
-def folders(spec: JobSpec, run_dir: Path) -> tuple[Path, Path]:
+def folders(spec: JobSpec, run: RunDir) -> tuple[Path, Path]:
     """(model folder, output folder): inside the run folder unless the spec places them."""
-    return (spec.outputs.get("model_dir", run_dir / MODEL),
-            spec.outputs.get("output_dir", run_dir / OUTPUT))
+    return spec.outputs.model_dir or run.model, spec.outputs.output_dir or run.output
 
 
 def gpu_count(gpus: str | None = None) -> int:
@@ -50,7 +48,7 @@ def resume_checkpoint(spec: JobSpec, runs_dir: Path, current: str | None = None)
     folder of the most recent run with the same name (an error when there is none)."""
     if spec.resume_from != "last":
         return spec.resume_from
-    for rec in record.list_records(runs_dir):
+    for rec in list_records(runs_dir):
         if rec.name != spec.name or rec.id == current or not rec.model_dir:
             continue
         found = [p for p in Path(rec.model_dir).glob("**/*")

@@ -1,0 +1,331 @@
+"""One run as a short list of stage calls: spec -> source -> environment -> launch -> record.
+
+Every stage is a plain function over plain data; this module only calls them in order, keeps
+run.json up to date, and turns whatever ends the run (the job's exit, a setup error, a signal,
+even a bug) into an End that is written before torchjob exits: a record is never left
+`running` by a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torchrun_cli import envs, launch, record, source
+from torchrun_cli.envs import Environment
+from torchrun_cli.errors import LaunchError, SetupError, TorchjobError, UsageError
+from torchrun_cli.launch import conventions
+from torchrun_cli.launch.base import Backend, Job, Launch, OnStop, Stopped, signal_name
+from torchrun_cli.masking import mask_mapping
+from torchrun_cli.record import End, RunDir, RunRecord, Status
+from torchrun_cli.settings import VARIABLES, Settings
+from torchrun_cli.source import Source
+from torchrun_cli.spec.keys import KEYS, Kind
+from torchrun_cli.spec.model import JobSpec, shown
+
+if TYPE_CHECKING:
+    from torchrun_cli.envs.cache import Lease
+
+RUN_ID = "<run-id>"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything resolved that needs no network: the spec, the source as described, the
+    environment, and the launch as it would be (paths under the run's tree for remote sources).
+    `resume_problem` says why `resume_from: last` has nothing to resume, when it has not."""
+
+    spec: JobSpec
+    settings: Settings
+    runs_dir: Path
+    source: Source
+    environment: Environment
+    launch: Launch
+    resume: str | None = None
+    resume_problem: str | None = None
+
+
+def make_plan(spec: JobSpec, settings: Settings, runs_dir: Path | None) -> Plan:
+    """Check the source (refusals happen here, before any git process), the interpreter, the
+    local project's environment files and the size of the command. Without a runs folder
+    (validate) `resume_from: last` is not looked up: it depends on the runs, not the spec."""
+    planned = RunDir((runs_dir or Path("runs")) / RUN_ID)
+    described = source.describe(spec, planned.tree)
+    env = envs.prepare(spec)
+    if described.kind == "local":
+        _check_project_files(spec, described.path)
+    resume, problem = spec.resume_from, None
+    if runs_dir is not None and spec.resume_from == "last":
+        try:
+            resume = conventions.resume_checkpoint(spec, runs_dir)
+        except UsageError as exc:
+            resume, problem = None, exc.lines()[0]
+    plan_launch = launch.make_launch(spec, env.interpreter, described.path, planned.ranks)
+    launch.check_size(plan_launch)
+    return Plan(spec, settings, runs_dir or planned.path.parent, described, env, plan_launch,
+                resume, problem)
+
+
+def validate(spec: JobSpec, settings: Settings) -> str | None:
+    """`torchjob validate`: the plan's checks (exit 2 on a problem), and a warning when a local
+    script or interpreter is missing (the spec is valid; the run would fail)."""
+    plan = make_plan(spec, settings, None)
+    problem = launch.launch_problem(plan.launch, plan.environment.interpreter)
+    if problem is None or spec.project_kind != "local":
+        return None
+    return f"{problem.message} (a run would exit {problem.exit_code})"
+
+
+def _check_project_files(spec: JobSpec, project: Path) -> None:
+    """A local project's requirements and conda file exist and are readable: exit 2 now,
+    rather than a setup error after the run started."""
+    for key, name in (("python.requirements", spec.python.requirements),
+                      ("python.conda_file", spec.python.conda_file)):
+        if name is None:
+            continue
+        path = project / name
+        if not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise UsageError(f"{key}: {path} {what}",
+                             f"check `{key}` (it is relative to the project)")
+    if spec.python.manager != "none":
+        from torchrun_cli.envs import key as env_key  # measured: managed environments only
+
+        requirements = project / (spec.python.requirements or "requirements.txt")
+        try:
+            if requirements.is_file():
+                env_key.requirement_files(requirements)
+        except SetupError as exc:
+            raise UsageError(exc.message, exc.fix) from None
+
+
+def project_id(spec: JobSpec) -> str:
+    """How environments remember which projects used them."""
+    return spec.project if spec.project_kind != "local" else str(Path(spec.project))
+
+
+@dataclass(frozen=True)
+class Display:
+    """What the console is told while a run goes on (only the CLI prints)."""
+
+    started: Callable[[RunRecord, RunDir], None] = lambda rec, run: None
+    source: Callable[[Source], None] = lambda src: None
+    progress: Callable[[str], None] = lambda line: None
+    stopping: OnStop = lambda signum: None
+    echo: bool = True
+
+
+def execute(plan: Plan, display: Display, *, rebuild: bool = False,
+            detach: bool = False) -> tuple[RunRecord, RunDir]:
+    """Create the run folder and record, run the stages, write the end."""
+    if plan.resume_problem is not None:
+        raise UsageError(plan.resume_problem)
+    spec = plan.spec
+    run = record.create_run_dir(plan.runs_dir, spec.name)
+    rec = _first_record(plan, run)
+    run.stdout_log.touch()  # `torchjob logs -f` works from the first moment
+    run.stderr_log.touch()
+    record.write_record(run, rec)
+    display.started(rec, run)
+    started = time.monotonic()
+    backend = launch.backend_for(spec, detach)
+    stage = _Stage()
+    try:
+        end, rec = _stages(plan, run, rec, backend, display, rebuild, stage)
+    except SetupError as exc:
+        end = End(Status.SETUP_ERROR, exc.exit_code, phase=exc.phase, error=exc.lines()[0])
+    except LaunchError as exc:
+        end = End(Status.FAILED, exc.exit_code, phase="launch", error=exc.lines()[0])
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP before the job took over
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        end = End(Status.CANCELLED, 128 + signum,
+                  error=f"interrupted by {signal_name(signum)} during {stage.name}")
+    except BaseException as exc:  # a bug: the record still says how the run ended
+        status = Status.FAILED if stage.name == "the job" else Status.SETUP_ERROR
+        what = exc.lines()[0] if isinstance(exc, TorchjobError) else f"internal error: {exc!r}"
+        final = replace(rec, backend=backend.info).finish(
+            End(status, 1, phase=stage.phase, error=what), _since(started))
+        record.write_record(run, final)
+        raise
+    finally:
+        if stage.lease is not None:
+            stage.lease.close()
+    rec = replace(rec, backend=backend.info)
+    if end is None:  # detached: the job runs on; refresh() writes its end later
+        record.write_record(run, rec)
+        return rec, run
+    final = rec.finish(end, _since(started))
+    record.write_record(run, final)
+    return final, run
+
+
+class _Stage:
+    """Where the run is, for the record of an interruption or a crash; and the environment's
+    lease, released however the run ends."""
+
+    name, phase = "setup", "setup"
+    lease: Lease | None = None
+
+    def enter(self, name: str, phase: str) -> None:
+        self.name, self.phase = name, phase
+
+
+def _stages(plan: Plan, run: RunDir, rec: RunRecord, backend: Backend, display: Display,
+            rebuild: bool, stage: _Stage) -> tuple[End | None, RunRecord]:
+    """source -> environment -> launch -> follow; returns the End (None when detached)."""
+    spec, settings = plan.spec, plan.settings
+    with _stoppable():  # SIGTERM/SIGHUP during setup: like Ctrl-C, the tools' groups go
+        stage.enter("the checkout", "source")
+        with _setup_phase("source"):
+            src = source.materialize(spec, run, settings)
+        rec = replace(rec, source=src.record())
+        display.source(src)
+        stage.enter("the environment build", "environment")
+        with _setup_phase("environment"):
+            env, stage.lease = envs.materialize(spec, plan.environment, src.path,
+                                                project_id(spec), run, settings, rebuild,
+                                                display.progress)
+        rec = replace(rec, environment=env.record(), interpreter=env.interpreter)
+        stage.enter("the launch", "launch")
+        job_launch = launch.make_launch(spec, env.interpreter, src.path, run.ranks)
+        rec = replace(rec, argv=job_launch.shown_argv(), cwd=str(job_launch.cwd))
+        problem = launch.launch_problem(job_launch, env.interpreter)
+        if problem is not None:
+            raise problem
+        model_dir, output_dir = conventions.folders(spec, run)
+        with _setup_phase("launch"):
+            model_dir.mkdir(parents=True, exist_ok=True)
+            output_dir.mkdir(parents=True, exist_ok=True)
+        variables = conventions.job_env(spec, model_dir, output_dir, plan.resume,
+                                        launch.job_gpus(spec))
+        job = Job(spec, job_launch, run, variables, settings,
+                  envs.lease_file(settings, env))
+    stage.enter("the submission" if spec.backend else "the start", "launch")
+    backend.start(job)
+    rec = replace(rec, backend=backend.info)
+    if backend.info and backend.info.get("detached"):
+        return None, rec
+    stage.enter("the job", "job")
+    end = backend.follow(job, display.echo, display.stopping)
+    end, extra = backend.details(job, end)
+    rec = replace(rec, outputs=conventions.read_outputs(output_dir), **extra)
+    return end, rec
+
+
+def _first_record(plan: Plan, run: RunDir) -> RunRecord:
+    spec = plan.spec
+    model_dir, output_dir = conventions.folders(spec, run)
+    return RunRecord(
+        schema_version=record.SCHEMA_VERSION, id=run.id, name=spec.name,
+        status=Status.RUNNING, started_at=record.now_iso(), argv=plan.launch.shown_argv(),
+        cwd=str(plan.launch.cwd), interpreter=plan.environment.interpreter,
+        source=plan.source.record(), environment=plan.environment.record(),
+        params=dict(mask_mapping(spec.params)), spec=spec.masked(),
+        pid_start=record.process_start_ticks(os.getpid()),
+        model_dir=str(model_dir), output_dir=str(output_dir), resume_from=plan.resume)
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)
+
+
+@contextlib.contextmanager
+def _setup_phase(phase: str) -> Iterator[None]:
+    """An OSError while preparing (a cache path that is a file, a full disk) is a setup error
+    of that phase: exit 125, never a launch failure."""
+    try:
+        yield
+    except OSError as exc:
+        raise SetupError(f"{phase} failed: {exc}", "check the paths and the free space",
+                         phase=phase) from None
+
+
+@contextlib.contextmanager
+def _stoppable() -> Iterator[None]:
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+Row = tuple[str, str, "str | None"]  # label, value, where the value came from
+
+
+def plan_rows(plan: Plan, rebuild: bool = False) -> list[Row]:
+    """What --dry-run shows: the resolved plan, then every effective value of the spec and of
+    torchjob's settings with where it came from. Nothing is started (but the git mirror may be
+    asked which commits it holds)."""
+    spec, env, src, job_launch = plan.spec, plan.environment, plan.source, plan.launch
+    origins = spec.origins
+    problem = launch.launch_problem(job_launch, env.interpreter)
+    env_state = (envs.explain(spec, env, src.path, project_id(spec), plan.settings, rebuild)
+                 if src.kind == "local" else "computed after the checkout")
+    version = f" (Python {env.python_version})" if env.python_version else ""
+    rows: list[Row] = [("dry run", "nothing was started", None),
+                       ("name", spec.name, origins.get("name")),
+                       ("source", f"{src.kind} {src.url or src.path}", origins.get("project"))]
+    if src.kind == "git":
+        rows.append(("ref", src.ref or "(the remote's default branch)", origins.get("ref")))
+    if src.subdirectory:
+        rows.append(("subdirectory", src.subdirectory, None))
+    rows += [("cache", source.cache_state(spec, plan.settings), None),
+             ("script", str(job_launch.script_path), origins.get("script")),
+             ("interpreter", f"{env.interpreter}{version}", env.origin),
+             ("environment", f"manager {env.manager}: {env_state}",
+              origins.get("python.manager")),
+             ("argv", shlex.join(job_launch.shown_argv()), None),
+             ("cwd", str(job_launch.cwd), None)]
+    rows += [("env" if i == 0 else "", f"{k}={v}", None)
+             for i, (k, v) in enumerate(sorted(job_launch.shown_env().items()))]
+    rows += [("timeout", f"{spec.timeout:g}s" if spec.timeout else "none",
+              origins.get("timeout")),
+             ("grace", f"{spec.grace:g}s", origins.get("grace"))]
+    if spec.resume_from is not None:
+        rows.append(("resume", plan.resume or f"nothing: {plan.resume_problem} (a run would "
+                     "exit 2)", origins.get("resume_from")))
+    rows.append(("runs dir", str(plan.runs_dir), None))
+    if src.kind != "local":
+        rows.append(("launch", "checked after the checkout", None))
+    else:
+        rows.append(("launch", "ok" if problem is None else
+                     f"would exit {problem.exit_code}: {problem.message}", None))
+    return rows + _value_rows(spec) + _setting_rows(plan.settings)
+
+
+def _value_rows(spec: JobSpec) -> list[Row]:
+    """Every key's effective value (secrets masked) and its origin, one per line; entries of
+    params, env and inputs each with their own."""
+    rows: list[Row] = [("values", "(each with where it came from)", None)]
+    for key in KEYS:
+        value = spec.value(key.path)
+        if key.kind is Kind.SECTION or value is None or value in ((), {}):
+            continue
+        shown_value = shown(key, value)
+        if isinstance(shown_value, dict):
+            rows += [("", f"{key.path}.{k}={v}", spec.origins.get(f"{key.path}.{k}"))
+                     for k, v in shown_value.items()]
+        else:
+            text = " ".join(shown_value) if isinstance(shown_value, list) else str(shown_value)
+            rows.append(("", f"{key.path}={text}", spec.origins.get(key.path, "default")))
+    return rows
+
+
+def _setting_rows(settings: Settings) -> list[Row]:
+    rows: list[Row] = [("settings", "(torchjob's own)", None)]
+    for var in VARIABLES:
+        value = getattr(settings, var.field)
+        if value is not None:
+            rows.append(("", f"{var.name}={value}", settings.origins.get(var.field)))
+    return rows

@@ -1,0 +1,1 @@
+"""The job spec: the key table, the model, and loading a YAML file merged with flags."""

@@ -1,0 +1,154 @@
+"""The merged, checked job spec: plain frozen values, shaped like the key table (a field per
+key, a sub-spec per section), with where each value came from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torchrun_cli.masking import hide_query, mask_argv, mask_mapping, mask_text
+from torchrun_cli.spec.keys import Key, Kind, Shown, children
+
+DEFAULT_GRACE_S = 10.0
+DISTRIBUTED_GRACE_S = 45.0  # torchrun gives its workers 30 s after SIGTERM
+
+
+@dataclass(frozen=True)
+class PythonSpec:
+    """`python:`: the interpreter and what goes into its environment."""
+
+    interpreter: str | None = None
+    manager: str = "none"
+    version: str | None = None
+    requirements: str | None = None
+    packages: tuple[str, ...] = ()
+    conda_file: str | None = None
+    system_site_packages: bool = False
+
+
+@dataclass(frozen=True)
+class OutputsSpec:
+    """`outputs:`: folders the job writes its model and outputs to (default: the run's)."""
+
+    model_dir: Path | None = None
+    output_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class DistributedSpec:
+    """`distributed:`: torchrun's settings, as written (checked against the key patterns)."""
+
+    nproc_per_node: str | None = None
+    nnodes: str = "1"
+    node_rank: str | None = None
+    rdzv_endpoint: str | None = None
+    rdzv_id: str | None = None
+    max_restarts: str | None = None
+    monitor_interval: str | None = None
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """`backend:` when the job goes to Slurm."""
+
+    type: str = "slurm"
+    partition: str | None = None
+    nodes: str | None = None
+    gpus_per_node: str | None = None
+    cpus_per_task: str | None = None
+    mem: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def node_count(self) -> int:
+        return int(self.nodes or 1)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The job: every key's effective value, and `origins` (key path -> where it came from:
+    `default`, `$VARIABLE`, `FILE:LINE` or `flag --x`)."""
+
+    name: str
+    project: str
+    project_kind: str  # local, git or archive
+    script: str
+    spec_file: Path | None = None
+    ref: str | None = None
+    args: tuple[str, ...] = ()
+    params: Mapping[str, str | bool] = field(default_factory=dict)
+    extra_args: tuple[str, ...] = ()  # after `--` on the command line
+    python: PythonSpec = PythonSpec()
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    grace: float = DEFAULT_GRACE_S
+    files: tuple[Path, ...] = ()
+    allow_insecure_source: bool = False
+    git_token_env: str | None = None
+    submodules: bool = False
+    inputs: Mapping[str, Path] = field(default_factory=dict)
+    outputs: OutputsSpec = OutputsSpec()
+    resume_from: str | None = None
+    compat: str | None = None
+    distributed: DistributedSpec | None = None
+    gpus: str | None = None
+    backend: BackendSpec | None = None
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+    def script_argv(self) -> list[str]:
+        """Arguments for the script: spec args, then params as `--key value`, then `-- ARGS`."""
+        out = list(self.args)
+        for key, value in self.params.items():
+            if value is True:
+                out.append(f"--{key}")
+            elif value is not False:
+                out += [f"--{key}", value]
+        return out + list(self.extra_args)
+
+    def value(self, path: str) -> Any:
+        """The value of a key path (`python.manager`); None inside an absent section."""
+        node: Any = self
+        for part in path.split("."):
+            node = getattr(node, part, None) if node is not None else None
+        return node
+
+    def masked(self) -> dict[str, Any]:
+        """The effective spec for run.json and --dry-run, secret values replaced by ****."""
+        out = _shown_section(self, "")
+        out["extra_args"] = mask_argv(self.extra_args)
+        out["spec_file"] = str(self.spec_file) if self.spec_file else None
+        return out
+
+
+def _shown_section(spec: JobSpec, section: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in children(section):
+        if key.kind is Kind.SECTION:
+            present = spec.value(key.path) is not None
+            out[key.name] = _shown_section(spec, key.path) if present else None
+        else:
+            out[key.name] = shown(key, spec.value(key.path))
+    return out
+
+
+def shown(key: Key, value: Any) -> Any:
+    """A value as run.json and --dry-run show it: JSON types, secrets masked."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if key.shown is Shown.URL:
+        return hide_query(mask_text(str(value)))
+    if key.shown is Shown.MAPPING:
+        return mask_mapping(value)
+    if key.shown is Shown.ARGV:
+        return mask_argv(value)
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [str(v) for v in value]
+    return str(value)
+
