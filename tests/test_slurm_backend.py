@@ -250,14 +250,15 @@ def test_secrets_reach_the_job_but_not_the_batch_script(project: Path, iso: Env,
     assert "TORCHJOB_PARAMS?" in script and '"${TORCHJOB_ARG_' in script
 
 
-@pytest.mark.parametrize("sig", [32, 33, 64])
+@pytest.mark.parametrize("sig", [32, 33])
 def test_signals_python_has_no_name_for_do_not_crash_the_ending(sig: int) -> None:
     """glibc's real-time signals 32 and 33 have no signal.Signals member: a job killed by one
     used to crash torchjob while it wrote the end."""
     from torchrun_cli.launch.slurm import JobState, conclude
 
     end = conclude(JobState("FAILED", 0, sig, ""), None)
-    assert (end.status.value, end.exit_code, end.signal) == ("failed", 128 + sig, f"signal {sig}")
+    assert (end.status.value, end.exit_code) == ("failed", 128 + sig)
+    assert end.signal == f"signal {sig}"
     assert conclude(JobState("RUNNING", None, None, ""), sig).exit_code == 128 + sig
 
 
