@@ -78,11 +78,19 @@ IMPORT_RUNS = 5
 MIN_FREE = 8 << 30  # keep this much free, besides what a torch round needs
 STEP_RE = re.compile(r"^\[exit (-?\d+) after ([\d.]+)s\]$")
 UV_PHASE_RE = re.compile(
-    r"^(Resolved|Prepared|Installed|Bytecode compiled|Uninstalled) [\d,]+ \w+ in ([\d.]+)(ms|s)$")
+    r"^(Resolved|Prepared|Installed|Bytecode compiled|Uninstalled) [\d,]+ \w+ in ([\d.]+)(ms|s)$"
+)
 # Real user folders that a careless run would write to (HOME is left alone: pip's user config
 # is inherited, as torchjob inherits it).
-USER_DIRS = ["~/.local/share/torchjob", "~/.cache/torchjob", "~/.cache/uv", "~/.local/share/uv",
-             "~/.cache/pip", "~/.cache/virtualenv", "~/.local/share/virtualenv"]
+USER_DIRS = [
+    "~/.local/share/torchjob",
+    "~/.cache/torchjob",
+    "~/.cache/uv",
+    "~/.local/share/uv",
+    "~/.cache/pip",
+    "~/.cache/virtualenv",
+    "~/.local/share/virtualenv",
+]
 
 
 @dataclass(frozen=True)
@@ -139,25 +147,47 @@ class Bench:
         path.mkdir(parents=True)
         return path
 
-    def run(self, variant: Variant, project: Path, home: Path, uv_cache: Path,
-            env: dict[str, str], prefix: list[str] | None = None) -> Sample:
+    def run(
+        self,
+        variant: Variant,
+        project: Path,
+        home: Path,
+        uv_cache: Path,
+        env: dict[str, str],
+        prefix: list[str] | None = None,
+    ) -> Sample:
         """One `torchjob run -q` of hello.py in a fresh runs dir; checks its record."""
         folder = self.fresh(variant.key)
         runs = folder / "runs"
-        argv = [*(prefix or []), str(self.torchjob), "run", "-q", "-s", "hello.py",
-                "-p", str(project), "--env-manager", variant.manager, "--runs-dir", str(runs)]
+        argv = [
+            *(prefix or []),
+            str(self.torchjob),
+            "run",
+            "-q",
+            "-s",
+            "hello.py",
+            "-p",
+            str(project),
+            "--env-manager",
+            variant.manager,
+            "--runs-dir",
+            str(runs),
+        ]
         full = dict(env, TORCHJOB_HOME=str(home), UV_CACHE_DIR=str(uv_cache))
         start = time.perf_counter()
-        proc = subprocess.run(argv, cwd=folder, env=full, stdin=subprocess.DEVNULL,
-                              capture_output=True, check=False)
+        proc = subprocess.run(
+            argv, cwd=folder, env=full, stdin=subprocess.DEVNULL, capture_output=True, check=False
+        )
         seconds = time.perf_counter() - start
         self.min_free = min(self.min_free, shutil.disk_usage(self.root).free)
         run_dirs = list(runs.iterdir()) if runs.is_dir() else []
         log = run_dirs[0] / "setup.log" if len(run_dirs) == 1 else None
         if proc.returncode != 0 or len(run_dirs) != 1:
             tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-            sys.exit(f"bench: {' '.join(argv)} exited {proc.returncode}:\n"
-                     f"{proc.stderr.decode(errors='replace')[-3000:]}\n{tail}")
+            sys.exit(
+                f"bench: {' '.join(argv)} exited {proc.returncode}:\n"
+                f"{proc.stderr.decode(errors='replace')[-3000:]}\n{tail}"
+            )
         record = json.loads((run_dirs[0] / "run.json").read_text())
         sample = Sample(seconds, record)
         environment = record.get("environment") or {}
@@ -166,21 +196,32 @@ class Bench:
             text = log.read_text(errors="replace")
             sample.steps, sample.uv_phases = parse_setup_log(text)
             counts = [BYTECODE_RE.match(line) for line in text.splitlines()]
-            sample.bytecode = next(((int(m.group(1)), int(m.group(2))) for m in counts if m),
-                                   None)
+            sample.bytecode = next(((int(m.group(1)), int(m.group(2))) for m in counts if m), None)
         if variant.expect == "hit" and sample.steps:
             problem = f"a cache hit ran {sorted(sample.steps)} (setup.log)"
         if problem:
             sys.exit(f"bench: {variant.label}: {problem}; run folder {run_dirs[0]}")
         return sample
 
-    def probe(self, mode: str, manager: str, project: Path, home: Path,
-              env: dict[str, str]) -> dict[str, Any]:
+    def probe(
+        self, mode: str, manager: str, project: Path, home: Path, env: dict[str, str]
+    ) -> dict[str, Any]:
         """One fresh `python bench/env.py --probe` process (see probe())."""
         out = subprocess.run(
-            [str(self.python), str(Path(__file__).resolve()), "--probe", mode, manager,
-             str(project)], env=dict(env, TORCHJOB_HOME=str(home)), stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, check=False)
+            [
+                str(self.python),
+                str(Path(__file__).resolve()),
+                "--probe",
+                mode,
+                manager,
+                str(project),
+            ],
+            env=dict(env, TORCHJOB_HOME=str(home)),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if out.returncode != 0:
             sys.exit(f"bench: probe {mode} {manager} failed:\n{out.stderr[-3000:]}")
         result: dict[str, Any] = json.loads(out.stdout)
@@ -252,14 +293,16 @@ def make_project(folder: Path, requirement: str) -> Path:
 
 
 def tool_output(argv: list[str], env: dict[str, str] | None = None) -> str:
-    return subprocess.run(argv, env=env, capture_output=True, text=True, check=True,
-                          stdin=subprocess.DEVNULL).stdout.strip()
+    return subprocess.run(
+        argv, env=env, capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL
+    ).stdout.strip()
 
 
 def uv_binary(python: Path) -> str:
     """The uv torchjob uses: PATH first, else the `uv` package's binary."""
     return shutil.which("uv") or tool_output(
-        [str(python), "-c", "from uv import find_uv_bin; print(find_uv_bin())"])
+        [str(python), "-c", "from uv import find_uv_bin; print(find_uv_bin())"]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,12 +320,15 @@ def probe(mode: str, manager: str, project: Path) -> None:
     # imported by name, so that this file type-checks whether or not mypy sees src/ (the package
     # ships no py.typed); torchrun_cli.cli first: what `torchjob run` has imported before any work
     import_module("torchrun_cli.cli")
-    envs, jobs, store, specs, cache, inputs = (import_module(f"torchrun_cli.{name}") for name in (
-        "envs", "jobs", "store", "spec", "envs.cache", "envs.inputs"))
+    envs, jobs, store, specs, cache, inputs = (
+        import_module(f"torchrun_cli.{name}")
+        for name in ("envs", "jobs", "store", "spec", "envs.cache", "envs.inputs")
+    )
     builders = import_module("torchrun_cli.envs.builders").BUILDERS
 
-    job = specs.load(None, specs.Overrides(script="hello.py", project=str(project),
-                                           env_manager=manager), project)
+    job = specs.load(
+        None, specs.Overrides(script="hello.py", project=str(project), env_manager=manager), project
+    )
     planned_run = jobs.make_plan(job, store.runs_dir(None))
     base = planned_run.environment
     clock = time.perf_counter
@@ -296,8 +342,12 @@ def probe(mode: str, manager: str, project: Path) -> None:
         return value
 
     if mode == "whole":
-        got, lease = timed("materialize", lambda: envs.materialize(
-            job, base, project, jobs.project_id(job), Path(os.devnull), False, lambda _: None))
+        got, lease = timed(
+            "materialize",
+            lambda: envs.materialize(
+                job, base, project, jobs.project_id(job), Path(os.devnull), False, lambda _: None
+            ),
+        )
         if lease is not None:
             lease.close()
         if not got.reused:
@@ -312,8 +362,9 @@ def probe(mode: str, manager: str, project: Path) -> None:
         folder = cache.folder_of(planned.key)
 
         def lock() -> None:
-            fd = os.open(folder.parent / f"{folder.name}.lock",
-                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(
+                folder.parent / f"{folder.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
             fcntl.flock(fd, fcntl.LOCK_SH)
             os.close(fd)
 
@@ -379,8 +430,11 @@ class SmallSet:
         b = self.bench
         if v.expect == "build":
             home = b.fresh("home")
-            uv_cache = b.fresh("uv-cache") if v is UV_EMPTY else (
-                self.warm_uv if v is UV_WARM else self.scratch_uv)
+            uv_cache = (
+                b.fresh("uv-cache")
+                if v is UV_EMPTY
+                else (self.warm_uv if v is UV_WARM else self.scratch_uv)
+            )
         else:
             home, uv_cache = self.hit_home, self.warm_uv
         return b.run(v, self.project, home, uv_cache, self.env)
@@ -389,8 +443,13 @@ class SmallSet:
         # warm-up, untimed: builds the hit environments (warming the uv cache, virtualenv's
         # app-data and the pip cache), then one run of every variant
         for v in (COLD_VENV, UV_WARM):
-            self.bench.run(Variant(v.key, v.label, v.manager, "build"), self.project,
-                           self.hit_home, self.warm_uv, self.env)
+            self.bench.run(
+                Variant(v.key, v.label, v.manager, "build"),
+                self.project,
+                self.hit_home,
+                self.warm_uv,
+                self.env,
+            )
         for v in [*HIT_BLOCK, COLD_VENV, UV_EMPTY, UV_WARM]:
             self.once(v)
         self.samples = {v.key: [] for v in [*HIT_BLOCK, COLD_VENV, UV_EMPTY, UV_WARM]}
@@ -424,19 +483,44 @@ class TorchSet:
         folder = self.bench.fresh("torch-preflight")
         report = folder / "pip-report.json"
         env = dict(self.env, PIP_CACHE_DIR=str(folder / "pip-cache"))
-        subprocess.run([str(self.bench.python), "-m", "pip", "install", "--dry-run",
-                        "--ignore-installed", "--quiet", "--report", str(report), TORCH_REQ],
-                       env=env, stdin=subprocess.DEVNULL, capture_output=True, check=True)
-        chosen = {i["metadata"]["name"].lower(): (i["metadata"]["version"],
-                                                  i["download_info"]["url"])
-                  for i in json.loads(report.read_text())["install"]}
+        subprocess.run(
+            [
+                str(self.bench.python),
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--quiet",
+                "--report",
+                str(report),
+                TORCH_REQ,
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=True,
+        )
+        chosen = {
+            i["metadata"]["name"].lower(): (i["metadata"]["version"], i["download_info"]["url"])
+            for i in json.loads(report.read_text())["install"]
+        }
         version, url = chosen.get("torch", ("?", "?"))
         if version != TORCH_VERSION or not url.startswith(f"file://{TORCH_WHEELS}/"):
             sys.exit(f"bench: pip would install torch {version} from {url}; refusing")
-        pinned = tool_output([self.uv, "pip", "compile", "--quiet", "--no-header",
-                              "--python", str(self.bench.python),
-                              str(self.project / "requirements.txt")],
-                             dict(self.env, UV_CACHE_DIR=str(folder / "uv-cache")))
+        pinned = tool_output(
+            [
+                self.uv,
+                "pip",
+                "compile",
+                "--quiet",
+                "--no-header",
+                "--python",
+                str(self.bench.python),
+                str(self.project / "requirements.txt"),
+            ],
+            dict(self.env, UV_CACHE_DIR=str(folder / "uv-cache")),
+        )
         if f"torch=={TORCH_VERSION}" not in pinned.split():
             sys.exit(f"bench: uv would not install torch {TORCH_VERSION}:\n{pinned}")
         names = set(chosen) | {line.split("==")[0] for line in pinned.split()}
@@ -469,16 +553,28 @@ class TorchSet:
     def measure(self, rounds: int, hits_per_round: int) -> None:
         self.preflight()
         # the builds that warm the caches (uv's, pip's, virtualenv's app-data), timed once
-        for v, label in ((UV_WARM, "uv, cold, empty uv cache (the build that warms it)"),
-                         (COLD_VENV, "virtualenv+pip, cold, empty pip cache (1 run)")):
-            sample = self.bench.run(Variant(v.key, label, v.manager, "build"), self.project,
-                                    self.hit_home, self.warm_uv, self.env)
+        for v, label in (
+            (UV_WARM, "uv, cold, empty uv cache (the build that warms it)"),
+            (COLD_VENV, "virtualenv+pip, cold, empty pip cache (1 run)"),
+        ):
+            sample = self.bench.run(
+                Variant(v.key, label, v.manager, "build"),
+                self.project,
+                self.hit_home,
+                self.warm_uv,
+                self.env,
+            )
             self.check_env(sample)
             self.first[label] = sample
             print(f"  torch: {label}: {sample.seconds:.1f} s", file=sys.stderr)
         # tqdm into the warm uv cache (untimed): (h2)'s only new package is then warm as well
-        self.bench.run(Variant(UV_NEXT.key, UV_NEXT.label, "uv", "build"), self.next_project,
-                       self.hit_home, self.warm_uv, self.env)
+        self.bench.run(
+            Variant(UV_NEXT.key, UV_NEXT.label, "uv", "build"),
+            self.next_project,
+            self.hit_home,
+            self.warm_uv,
+            self.env,
+        )
         for v in HIT_BLOCK:
             self.once(v)
         self.samples = {v.key: [] for v in [*HIT_BLOCK, COLD_VENV, UV_WARM, UV_NEXT]}
@@ -492,7 +588,8 @@ class TorchSet:
                 self.notes.append(
                     f"disk short before round {i + 1} ({free / (1 << 30):.1f} GiB free, a round "
                     f"takes {per_round / (1 << 30):.1f} GiB): deleted the {len(finished)} "
-                    "finished round(s) first; the round after a delete may be slower")
+                    "finished round(s) first; the round after a delete may be slower"
+                )
                 finished = []
             round_dir = self.bench.fresh("torch-round")
             for j in range(hits_per_round):
@@ -500,8 +597,11 @@ class TorchSet:
                     self.samples[v.key].append(self.once(v))
             for v in [*rotate([COLD_VENV, UV_WARM], i), UV_NEXT]:  # UV_NEXT after UV_WARM
                 self.samples[v.key].append(self.once(v, round_dir))
-                print(f"  torch: round {i + 1}/{rounds} {v.label}: "
-                      f"{self.samples[v.key][-1].seconds:.1f} s", file=sys.stderr)
+                print(
+                    f"  torch: round {i + 1}/{rounds} {v.label}: "
+                    f"{self.samples[v.key][-1].seconds:.1f} s",
+                    file=sys.stderr,
+                )
             per_round = max(per_round, free - shutil.disk_usage(self.bench.root).free)
             finished.append(round_dir)
 
@@ -535,13 +635,20 @@ def anatomy(small: SmallSet) -> HitAnatomy:
     pythons = {"base interpreter (none)": str(b.python)}
     for v in (HIT_VENV, HIT_UV):
         pythons[f"{v.manager} environment's python"] = small.samples[v.key][0].record[
-            "environment"]["interpreter"]
+            "environment"
+        ]["interpreter"]
     child: dict[str, list[float]] = {k: [] for k in pythons}
     for _ in range(CHILD_RUNS):
         for label, exe in pythons.items():
             start = time.perf_counter()
-            subprocess.run([exe, "hello.py"], cwd=small.project, env=small.env,
-                           stdin=subprocess.DEVNULL, capture_output=True, check=True)
+            subprocess.run(
+                [exe, "hello.py"],
+                cwd=small.project,
+                env=small.env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                check=True,
+            )
             child[label].append((time.perf_counter() - start) * 1000.0)
     # -X importtime of whole runs
     totals: dict[str, list[float]] = {v.key: [] for v in HIT_BLOCK}
@@ -551,67 +658,115 @@ def anatomy(small: SmallSet) -> HitAnatomy:
         for v in HIT_BLOCK:
             runs_dir = b.fresh(f"importtime-{v.key}") / "runs"
             proc = subprocess.run(
-                [str(b.python), "-X", "importtime", str(b.torchjob), "run", "-q", "-s",
-                 "hello.py", "-p", str(small.project), "--env-manager", v.manager,
-                 "--runs-dir", str(runs_dir)], env=env, stdin=subprocess.DEVNULL,
-                capture_output=True, text=True, check=True)
+                [
+                    str(b.python),
+                    "-X",
+                    "importtime",
+                    str(b.torchjob),
+                    "run",
+                    "-q",
+                    "-s",
+                    "hello.py",
+                    "-p",
+                    str(small.project),
+                    "--env-manager",
+                    v.manager,
+                    "--runs-dir",
+                    str(runs_dir),
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             total, top = importtime_ms(proc.stderr)
             totals[v.key].append(total)
             for name, value in top.items():
                 tops[v.key].setdefault(name, []).append(value)
     extra: dict[str, list[tuple[str, float]]] = {}
     for v in (HIT_VENV, HIT_UV):
-        rows = [(n, statistics.median(vals)) for n, vals in tops[v.key].items()
-                if n not in tops[NONE.key]]
+        rows = [
+            (n, statistics.median(vals))
+            for n, vals in tops[v.key].items()
+            if n not in tops[NONE.key]
+        ]
         extra[v.key] = sorted(rows, key=lambda r: -r[1])[:6]
-    return HitAnatomy(steps, modules, {k: statistics.median(v) for k, v in child.items()},
-                      {k: statistics.median(v) for k, v in totals.items()}, extra)
+    return HitAnatomy(
+        steps,
+        modules,
+        {k: statistics.median(v) for k, v in child.items()},
+        {k: statistics.median(v) for k, v in totals.items()},
+        extra,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # the report
 
 
-def table(title: str, rows: list[tuple[str, list[Sample]]], unit: str,
-          baseline: list[Sample], cold_base: list[Sample] | None) -> None:
+def table(
+    title: str,
+    rows: list[tuple[str, list[Sample]]],
+    unit: str,
+    baseline: list[Sample],
+    cold_base: list[Sample] | None,
+) -> None:
     scale, digits = (1000.0, 1) if unit == "ms" else (1.0, 3)
     base = statistics.median(s.seconds for s in baseline)
     cold = statistics.median(s.seconds for s in cold_base) if cold_base else None
     width = max(len("variant"), *(len(r[0]) for r in rows))
     print(title)
-    print(f"{'variant':<{width}}  {'runs':>4}  {'median ' + unit:>10}  {'min..max ' + unit:>17}  "
-          f"{'over none':>10}  {'vs none':>8}  {'build s':>7}  {'speed-up':>8}")
+    print(
+        f"{'variant':<{width}}  {'runs':>4}  {'median ' + unit:>10}  {'min..max ' + unit:>17}  "
+        f"{'over none':>10}  {'vs none':>8}  {'build s':>7}  {'speed-up':>8}"
+    )
     for label, samples in rows:
         secs = [s.seconds for s in samples]
         med, spread = stats(secs, scale, digits)
         median = statistics.median(secs)
         builds = [s.build_seconds for s in samples if s.build_seconds]
         build = f"{statistics.median(builds):7.2f}" if builds else "-".rjust(7)
-        speed = (f"{cold / median:7.1f}x" if cold and builds else "-".rjust(8))
+        speed = f"{cold / median:7.1f}x" if cold and builds else "-".rjust(8)
         over = f"{(median - base) * scale:+10.{digits}f}"
-        print(f"{label:<{width}}  {len(samples):4d}  {med:>10}  {spread:>17}  {over}  "
-              f"{median / base:7.2f}x  {build}  {speed}")
-    print("(over none / vs none: against --env-manager none in the same run; build s: run.json's "
-          "environment.build_seconds; speed-up: cold virtualenv+pip's median over this one's)")
+        print(
+            f"{label:<{width}}  {len(samples):4d}  {med:>10}  {spread:>17}  {over}  "
+            f"{median / base:7.2f}x  {build}  {speed}"
+        )
+    print(
+        "(over none / vs none: against --env-manager none in the same run; build s: run.json's "
+        "environment.build_seconds; speed-up: cold virtualenv+pip's median over this one's)"
+    )
 
 
 def step_table(title: str, rows: list[tuple[str, list[Sample]]]) -> None:
     """Median seconds of each setup.log step, and uv's own phases."""
     print(title)
     for label, samples in rows:
-        names = sorted({n for s in samples for n in s.steps},
-                       key=["create", "install", "bytecode", "health check", "check",
-                            "other"].index)
-        parts = [f"{n} {statistics.median(s.steps.get(n, 0.0) for s in samples):.2f}"
-                 for n in names]
+        names = sorted(
+            {n for s in samples for n in s.steps},
+            key=["create", "install", "bytecode", "health check", "check", "other"].index,
+        )
+        parts = [
+            f"{n} {statistics.median(s.steps.get(n, 0.0) for s in samples):.2f}" for n in names
+        ]
         phases = sorted({n for s in samples for n in s.uv_phases})
-        uv = [f"{n.lower()} {statistics.median(s.uv_phases.get(n, 0.0) for s in samples):.2f}"
-              for n in phases]
+        uv = [
+            f"{n.lower()} {statistics.median(s.uv_phases.get(n, 0.0) for s in samples):.2f}"
+            for n in phases
+        ]
         counts = [s.bytecode for s in samples if s.bytecode]
-        linked = (f"  [bytecode: linked {statistics.median(c[0] for c in counts):.0f} files, "
-                  f"compiled {statistics.median(c[1] for c in counts):.0f}]") if counts else ""
-        print(f"  {label}: {', '.join(parts)}" + (f"  [uv: {', '.join(uv)}]" if uv else "")
-              + linked)
+        linked = (
+            (
+                f"  [bytecode: linked {statistics.median(c[0] for c in counts):.0f} files, "
+                f"compiled {statistics.median(c[1] for c in counts):.0f}]"
+            )
+            if counts
+            else ""
+        )
+        print(
+            f"  {label}: {', '.join(parts)}" + (f"  [uv: {', '.join(uv)}]" if uv else "") + linked
+        )
 
 
 def verdict(ok: bool) -> str:
@@ -620,70 +775,100 @@ def verdict(ok: bool) -> str:
 
 def report_small(small: SmallSet, rounds: int, hits: int) -> dict[str, float]:
     s = small.samples
-    rows = [(f"({k}) {v.label}", s[v.key]) for k, v in zip(
-        "abcde", [COLD_VENV, UV_EMPTY, UV_WARM, HIT_VENV, HIT_UV], strict=True)]
+    rows = [
+        (f"({k}) {v.label}", s[v.key])
+        for k, v in zip("abcde", [COLD_VENV, UV_EMPTY, UV_WARM, HIT_VENV, HIT_UV], strict=True)
+    ]
     rows.append(("(f) --env-manager none (baseline)", s[NONE.key]))
     print()
-    table(f"small set (tinyb==1.0 + tinya 2.0, offline): cold builds {rounds} runs each, hits "
-          f"and none {rounds * hits} runs each", rows, "ms", s[NONE.key], s[COLD_VENV.key])
+    table(
+        f"small set (tinyb==1.0 + tinya 2.0, offline): cold builds {rounds} runs each, hits "
+        f"and none {rounds * hits} runs each",
+        rows,
+        "ms",
+        s[NONE.key],
+        s[COLD_VENV.key],
+    )
     step_table("setup.log steps of the cold builds, median s:", rows[:3])
     base = statistics.median(x.seconds for x in s[NONE.key])
-    return {v.key: (statistics.median(x.seconds for x in s[v.key]) - base) * 1000.0
-            for v in (HIT_VENV, HIT_UV)}
+    return {
+        v.key: (statistics.median(x.seconds for x in s[v.key]) - base) * 1000.0
+        for v in (HIT_VENV, HIT_UV)
+    }
 
 
-def report_torch(tset: TorchSet, rounds: int,
-                 hits: int) -> tuple[dict[str, float], dict[str, float]]:
+def report_torch(
+    tset: TorchSet, rounds: int, hits: int
+) -> tuple[dict[str, float], dict[str, float]]:
     s = tset.samples
-    rows = [("(g) virtualenv+pip, cold", s[COLD_VENV.key]),
-            ("(h) uv, cold, warm uv cache", s[UV_WARM.key]),
-            ("(h2) " + UV_NEXT.label, s[UV_NEXT.key]),
-            ("(i) virtualenv, cache hit", s[HIT_VENV.key]),
-            ("(j) uv, cache hit", s[HIT_UV.key]),
-            ("(k) --env-manager none (baseline)", s[NONE.key])]
+    rows = [
+        ("(g) virtualenv+pip, cold", s[COLD_VENV.key]),
+        ("(h) uv, cold, warm uv cache", s[UV_WARM.key]),
+        ("(h2) " + UV_NEXT.label, s[UV_NEXT.key]),
+        ("(i) virtualenv, cache hit", s[HIT_VENV.key]),
+        ("(j) uv, cache hit", s[HIT_UV.key]),
+        ("(k) --env-manager none (baseline)", s[NONE.key]),
+    ]
     firsts = [(f"    {label}", [sample]) for label, sample in tset.first.items()]
     print()
-    table(f"torch set ({TORCH_REQ} from {TORCH_WHEELS}, dependencies from the index): cold "
-          f"builds {rounds} runs each, hits and none {rounds * hits} runs each; the indented rows "
-          "are the two builds, one each, that warmed the caches before the rounds",
-          rows[:3] + firsts + rows[3:], "s", s[NONE.key], s[COLD_VENV.key])
+    table(
+        f"torch set ({TORCH_REQ} from {TORCH_WHEELS}, dependencies from the index): cold "
+        f"builds {rounds} runs each, hits and none {rounds * hits} runs each; the indented rows "
+        "are the two builds, one each, that warmed the caches before the rounds",
+        rows[:3] + firsts + rows[3:],
+        "s",
+        s[NONE.key],
+        s[COLD_VENV.key],
+    )
     step_table("setup.log steps of the cold builds, median s:", rows[:3] + firsts)
     for note in tset.notes:
         print(f"note: {note}")
     venv = statistics.median(x.seconds for x in s[COLD_VENV.key])
-    speedup = {v.key: venv / statistics.median(x.seconds for x in s[v.key])
-               for v in (UV_WARM, UV_NEXT)}
-    no_compile = statistics.median(x.seconds - x.steps.get("bytecode", 0.0)
-                                   for x in s[UV_WARM.key])
-    print(f"derived, not measured: (h) less its bytecode step = {no_compile:.2f} s, "
-          f"{venv / no_compile:.1f}x faster than virtualenv+pip (which byte-compiles too, "
-          "inside its install step)")
+    speedup = {
+        v.key: venv / statistics.median(x.seconds for x in s[v.key]) for v in (UV_WARM, UV_NEXT)
+    }
+    no_compile = statistics.median(x.seconds - x.steps.get("bytecode", 0.0) for x in s[UV_WARM.key])
+    print(
+        f"derived, not measured: (h) less its bytecode step = {no_compile:.2f} s, "
+        f"{venv / no_compile:.1f}x faster than virtualenv+pip (which byte-compiles too, "
+        "inside its install step)"
+    )
     base = statistics.median(x.seconds for x in s[NONE.key])
-    over = {v.key: (statistics.median(x.seconds for x in s[v.key]) - base) * 1000.0
-            for v in (HIT_VENV, HIT_UV)}
+    over = {
+        v.key: (statistics.median(x.seconds for x in s[v.key]) - base) * 1000.0
+        for v in (HIT_VENV, HIT_UV)
+    }
     return speedup, over
 
 
 def report_anatomy(a: HitAnatomy, over: dict[str, float]) -> None:
     print()
-    print(f"where a hit's time goes (small set). In-process steps, median ms of {PROBE_RUNS} fresh "
-          "processes that first import torchrun_cli.cli:")
+    print(
+        f"where a hit's time goes (small set). In-process steps, median ms of {PROBE_RUNS} fresh "
+        "processes that first import torchrun_cli.cli:"
+    )
     names = list(a.steps["virtualenv"])
     width = max(len(n) for n in names)
     print(f"  {'step':<{width}}  {'virtualenv':>10}  {'uv':>7}")
     for name in names:
-        print(f"  {name:<{width}}  {a.steps['virtualenv'][name]:10.2f}  "
-              f"{a.steps['uv'].get(name, 0.0):7.2f}")
-    print("  (materialize: another fresh process timing envs.materialize whole, as `torchjob run` "
-          "calls it; the rows above it are its parts)")
+        print(
+            f"  {name:<{width}}  {a.steps['virtualenv'][name]:10.2f}  "
+            f"{a.steps['uv'].get(name, 0.0):7.2f}"
+        )
+    print(
+        "  (materialize: another fresh process timing envs.materialize whole, as `torchjob run` "
+        "calls it; the rows above it are its parts)"
+    )
     for manager, mods in a.modules.items():
         shown = ", ".join(m for m in mods if "." not in m and not m.startswith("_"))
         print(f"  modules first imported by {manager}'s version(): {len(mods)} ({shown})")
     print(f"child start-up, `PYTHON hello.py`, median ms of {CHILD_RUNS}:")
     for label, value in a.child.items():
         print(f"  {label}: {value:.1f}")
-    print(f"imports of whole runs (-X importtime, sum of top-level cumulative, median of "
-          f"{IMPORT_RUNS}):")
+    print(
+        f"imports of whole runs (-X importtime, sum of top-level cumulative, median of "
+        f"{IMPORT_RUNS}):"
+    )
     for key, value in a.imports.items():
         print(f"  {key}: {value:.1f} ms")
     for key, rows in a.extra.items():
@@ -693,10 +878,12 @@ def report_anatomy(a: HitAnatomy, over: dict[str, float]) -> None:
         key = "virtualenv" if v is HIT_VENV else "uv"
         child = a.child[f"{key} environment's python"] - a.child["base interpreter (none)"]
         imports = a.imports[v.key] - a.imports[NONE.key]
-        print(f"  {v.key}: {over[v.key]:+.1f} ms over none = materialize "
-              f"{a.steps[key]['materialize']:.1f} ms (of which manager version "
-              f"{a.steps[key]['manager version']:.1f}) + child start-up {child:+.1f} ms + the "
-              f"rest; import totals differ by {imports:+.1f} ms")
+        print(
+            f"  {v.key}: {over[v.key]:+.1f} ms over none = materialize "
+            f"{a.steps[key]['materialize']:.1f} ms (of which manager version "
+            f"{a.steps[key]['manager version']:.1f}) + child start-up {child:+.1f} ms + the "
+            f"rest; import totals differ by {imports:+.1f} ms"
+        )
 
 
 def machine_line(python: Path, uv: str) -> str:
@@ -708,12 +895,20 @@ def machine_line(python: Path, uv: str) -> str:
                 break
     with open("/proc/meminfo") as f:
         mem_kib = int(f.readline().split()[1])
-    ver = tool_output([str(python), "-c", "import platform, virtualenv, pip; print(platform."
-                       "python_version(), virtualenv.__version__, pip.__version__)"]).split()
-    return (f"{os.cpu_count()} cores ({cpu}), {mem_kib / (1 << 20):.0f} GiB RAM, kernel "
-            f"{os.uname().release}; Python {ver[0]} ({python}); virtualenv {ver[1]}, pip {ver[2]} "
-            f"(the venv's; virtualenv seeds its bundled pip); {tool_output([uv, '--version'])} "
-            f"({uv})")
+    ver = tool_output(
+        [
+            str(python),
+            "-c",
+            "import platform, virtualenv, pip; print(platform."
+            "python_version(), virtualenv.__version__, pip.__version__)",
+        ]
+    ).split()
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem_kib / (1 << 20):.0f} GiB RAM, kernel "
+        f"{os.uname().release}; Python {ver[0]} ({python}); virtualenv {ver[1]}, pip {ver[2]} "
+        f"(the venv's; virtualenv seeds its bundled pip); {tool_output([uv, '--version'])} "
+        f"({uv})"
+    )
 
 
 def code_under_test(python: Path, env: dict[str, str]) -> str:
@@ -722,25 +917,29 @@ def code_under_test(python: Path, env: dict[str, str]) -> str:
     code = "import torchrun_cli; print(torchrun_cli.__file__)"
     module = Path(tool_output([str(python), "-c", code], env)).parent
     head = tool_output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = tool_output(["git", "--no-optional-locks", "-C", str(REPO), "status", "--porcelain",
-                         "--", "src"])
+    dirty = tool_output(
+        ["git", "--no-optional-locks", "-C", str(REPO), "status", "--porcelain", "--", "src"]
+    )
     where = "the repo's src/" if module == REPO / "src" / "torchrun_cli" else "NOT the repo's src/"
-    return (f"torchrun_cli from {module} ({where}); repo HEAD {head}, src/ "
-            + ("with uncommitted changes" if dirty else "clean"))
+    return f"torchrun_cli from {module} ({where}); repo HEAD {head}, src/ " + (
+        "with uncommitted changes" if dirty else "clean"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Environment builds and cache hits.")
     parser.add_argument("--rounds", type=int, default=10, help="rounds of the small set")
-    parser.add_argument("--hits-per-round", type=int, default=3,
-                        help="runs of none / hit venv / hit uv per round")
+    parser.add_argument(
+        "--hits-per-round", type=int, default=3, help="runs of none / hit venv / hit uv per round"
+    )
     parser.add_argument("--torch-rounds", type=int, default=3, help="rounds of the torch set")
     parser.add_argument("--skip-torch", action="store_true", help="only the small set")
     parser.add_argument("--dir", help="parent of the temp root [default: the system temp dir]")
     parser.add_argument("--keep", action="store_true", help="keep the files (for a look)")
     parser.add_argument("--torchjob", help="torchjob console script [default: found]")
-    parser.add_argument("--probe", nargs=3, metavar=("MODE", "MANAGER", "PROJECT"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--probe", nargs=3, metavar=("MODE", "MANAGER", "PROJECT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.probe:
         probe(args.probe[0], args.probe[1], Path(args.probe[2]))
@@ -758,14 +957,24 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="torchjob-bench-env-", dir=args.dir))
     free_start = free_gib(root)
     base_env = dict(os.environ)
-    for var in ("PYTHONPYCACHEPREFIX", "PIP_NO_INDEX", "UV_NO_INDEX", "UV_OFFLINE",
-                "PYTHON_LAUNCHER"):
+    for var in (
+        "PYTHONPYCACHEPREFIX",
+        "PIP_NO_INDEX",
+        "UV_NO_INDEX",
+        "UV_OFFLINE",
+        "PYTHON_LAUNCHER",
+    ):
         base_env.pop(var, None)
-    base_env.update({
-        "XDG_CACHE_HOME": str(root / "xdg-cache"), "XDG_DATA_HOME": str(root / "xdg-data"),
-        "XDG_STATE_HOME": str(root / "xdg-state"), "PIP_CACHE_DIR": str(root / "pip-cache"),
-        "VIRTUALENV_OVERRIDE_APP_DATA": str(root / "virtualenv-app-data"),
-        "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    base_env.update(
+        {
+            "XDG_CACHE_HOME": str(root / "xdg-cache"),
+            "XDG_DATA_HOME": str(root / "xdg-data"),
+            "XDG_STATE_HOME": str(root / "xdg-state"),
+            "PIP_CACHE_DIR": str(root / "pip-cache"),
+            "VIRTUALENV_OVERRIDE_APP_DATA": str(root / "virtualenv-app-data"),
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        }
+    )
     bench = Bench(torchjob, python, root, base_env)
     small_env = dict(base_env, **offline_env(build(root / "wheelhouse")))
     torch_env = dict(base_env, PIP_FIND_LINKS=str(TORCH_WHEELS), UV_FIND_LINKS=str(TORCH_WHEELS))
@@ -791,29 +1000,54 @@ def main() -> None:
 
     print(f"machine:     {machine_line(python, uv)}")
     print(f"torchjob:    {torchjob}; {code_under_test(python, base_env)}")
-    print(f"temp root:   {root} ({free_start:.1f} GiB free at start, "
-          f"{bench.min_free / (1 << 30):.1f} GiB at the lowest); "
-          + ("kept" if args.keep else "everything deleted at the end"))
-    print(f"caches:      pip cache and virtualenv app-data shared and warmed by the first builds; "
-          f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}")
+    print(
+        f"temp root:   {root} ({free_start:.1f} GiB free at start, "
+        f"{bench.min_free / (1 << 30):.1f} GiB at the lowest); "
+        + ("kept" if args.keep else "everything deleted at the end")
+    )
+    print(
+        f"caches:      pip cache and virtualenv app-data shared and warmed by the first builds; "
+        f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}"
+    )
     print(f"user dirs:   {'untouched' if untouched else 'CHANGED'} ({', '.join(USER_DIRS)})")
-    print(f"took:        {elapsed / 60:.1f} min; 1-min load average {load_start:.2f} at the start, "
-          f"{load_end:.2f} at the end (2 cores: anything else running skews the figures)")
+    print(
+        f"took:        {elapsed / 60:.1f} min; 1-min load average {load_start:.2f} at the start, "
+        f"{load_end:.2f} at the end (2 cores: anything else running skews the figures)"
+    )
     over = report_small(small, args.rounds, args.hits_per_round)
     report_anatomy(hit_anatomy, over)
-    goals = [(f"goal: a cache hit adds <= {HIT_GOAL_MS:.0f} ms over --env-manager none, "
-              f"small set, {v.manager}", over[v.key] <= HIT_GOAL_MS, f"{over[v.key]:+.1f} ms")
-             for v in (HIT_VENV, HIT_UV)]
+    goals = [
+        (
+            f"goal: a cache hit adds <= {HIT_GOAL_MS:.0f} ms over --env-manager none, "
+            f"small set, {v.manager}",
+            over[v.key] <= HIT_GOAL_MS,
+            f"{over[v.key]:+.1f} ms",
+        )
+        for v in (HIT_VENV, HIT_UV)
+    ]
     if tset is not None:
         speedups, torch_over = report_torch(tset, args.torch_rounds, args.hits_per_round)
-        goals += [(f"goal: a cache hit adds <= {HIT_GOAL_MS:.0f} ms over --env-manager none, "
-                   f"torch set, {v.manager}", torch_over[v.key] <= HIT_GOAL_MS,
-                   f"{torch_over[v.key]:+.1f} ms") for v in (HIT_VENV, HIT_UV)]
-        for v, how in ((UV_WARM, "(h) an empty TORCHJOB_HOME"),
-                       (UV_NEXT, "(h2) a new key beside an earlier torch environment")):
-            goals.append((f"goal: uv with a warm uv cache builds the torch environment >= "
-                           f"{SPEEDUP_GOAL:.0f}x faster than virtualenv+pip, {how}",
-                           speedups[v.key] >= SPEEDUP_GOAL, f"{speedups[v.key]:.1f}x"))
+        goals += [
+            (
+                f"goal: a cache hit adds <= {HIT_GOAL_MS:.0f} ms over --env-manager none, "
+                f"torch set, {v.manager}",
+                torch_over[v.key] <= HIT_GOAL_MS,
+                f"{torch_over[v.key]:+.1f} ms",
+            )
+            for v in (HIT_VENV, HIT_UV)
+        ]
+        for v, how in (
+            (UV_WARM, "(h) an empty TORCHJOB_HOME"),
+            (UV_NEXT, "(h2) a new key beside an earlier torch environment"),
+        ):
+            goals.append(
+                (
+                    f"goal: uv with a warm uv cache builds the torch environment >= "
+                    f"{SPEEDUP_GOAL:.0f}x faster than virtualenv+pip, {how}",
+                    speedups[v.key] >= SPEEDUP_GOAL,
+                    f"{speedups[v.key]:.1f}x",
+                )
+            )
     print()
     for text, ok, figure in goals:
         print(f"{text}: {verdict(ok)} ({figure})")

@@ -61,12 +61,20 @@ def time_once(case: Case, cwd: Path) -> float:
     """Wall time of one run in ms; aborts the benchmark if the command fails."""
     start = time.perf_counter()
     proc = subprocess.run(
-        case.argv, cwd=cwd, env=case.env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        case.argv,
+        cwd=cwd,
+        env=case.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
     elapsed = (time.perf_counter() - start) * 1000.0
     if proc.returncode != 0:
-        sys.exit(f"bench: {' '.join(case.argv)} exited {proc.returncode}:\n"
-                 f"{proc.stderr.decode(errors='replace')}")
+        sys.exit(
+            f"bench: {' '.join(case.argv)} exited {proc.returncode}:\n"
+            f"{proc.stderr.decode(errors='replace')}"
+        )
     return elapsed
 
 
@@ -77,8 +85,15 @@ def import_profile(argv: list[str], env: dict[str, str], cwd: Path) -> list[Impo
     parents: dict[str, str] = {}
     for _ in range(IMPORT_RUNS):
         proc = subprocess.run(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, check=True)
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
         # "import time:      2101 |      51149 |   typer": two spaces of indent per level; a
         # module's imports are printed before it, one level deeper.
         waiting: dict[int, list[str]] = defaultdict(list)
@@ -93,8 +108,10 @@ def import_profile(argv: list[str], env: dict[str, str], cwd: Path) -> list[Impo
             waiting[depth].append(name)
             selfs[name].append(int(self_us) / 1000.0)
             cumuls[name].append(int(cumul_us) / 1000.0)
-    return [Imported(n, parents.get(n, ""), statistics.median(selfs[n]),
-                     statistics.median(cumuls[n])) for n in cumuls]
+    return [
+        Imported(n, parents.get(n, ""), statistics.median(selfs[n]), statistics.median(cumuls[n]))
+        for n in cumuls
+    ]
 
 
 def top_level_ms(profile: list[Imported]) -> float:
@@ -146,17 +163,27 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     report(args.runs, torchjob, python, cases, times)
-    print_profile(f"`python -X importtime -c 'import {IMPORT_TARGET}'`: top {TOP_IMPORTS} "
-                  "by cumulative time, any depth", cli_imports, top_only=False)
-    print_profile(f"the whole `torchjob run --quiet -s hello.py` process: top {TOP_IMPORTS} "
-                  "top-level imports", run_imports, top_only=True)
+    print_profile(
+        f"`python -X importtime -c 'import {IMPORT_TARGET}'`: top {TOP_IMPORTS} "
+        "by cumulative time, any depth",
+        cli_imports,
+        top_only=False,
+    )
+    print_profile(
+        f"the whole `torchjob run --quiet -s hello.py` process: top {TOP_IMPORTS} "
+        "top-level imports",
+        run_imports,
+        top_only=True,
+    )
     overhead = statistics.median(times[cases[1].label]) - statistics.median(times[cases[0].label])
     extra = top_level_ms(run_imports) - top_level_ms(bare_imports)
     print()
-    print(f"imports: {top_level_ms(run_imports):.1f} ms in the `torchjob run` process vs "
-          f"{top_level_ms(bare_imports):.1f} ms in bare `python hello.py`, so importing explains "
-          f"{extra:.1f} ms of the {overhead:.1f} ms overhead; the rest is torchjob's own work "
-          "(run folder and records, the child's trampoline interpreter, threads) and teardown.")
+    print(
+        f"imports: {top_level_ms(run_imports):.1f} ms in the `torchjob run` process vs "
+        f"{top_level_ms(bare_imports):.1f} ms in bare `python hello.py`, so importing explains "
+        f"{extra:.1f} ms of the {overhead:.1f} ms overhead; the rest is torchjob's own work "
+        "(run folder and records, the child's trampoline interpreter, threads) and teardown."
+    )
 
 
 def report(
@@ -168,23 +195,30 @@ def report(
     print(f"interpreter: {python} (from its shebang; the baseline runs on it too)")
     print(f"runs:        {runs} per command, interleaved, after warm-up")
     dont_write = os.environ.get("PYTHONDONTWRITEBYTECODE", "")
-    print(f"bytecode:    PYTHONDONTWRITEBYTECODE={dont_write!r}, "
-          f"src/torchrun_cli/__pycache__ {'exists' if bytecode else 'absent'}; the last row "
-          "caches bytecode in a temp PYTHONPYCACHEPREFIX")
+    print(
+        f"bytecode:    PYTHONDONTWRITEBYTECODE={dont_write!r}, "
+        f"src/torchrun_cli/__pycache__ {'exists' if bytecode else 'absent'}; the last row "
+        "caches bytecode in a temp PYTHONPYCACHEPREFIX"
+    )
     print()
     base = statistics.median(times[cases[0].label])
     width = max(len(c.label) for c in cases)
-    print(f"{'command':<{width}}  {'median ms':>9}  {'p90 ms':>7}  {'overhead ms':>11}  "
-          f"{'ratio':>6}")
+    print(
+        f"{'command':<{width}}  {'median ms':>9}  {'p90 ms':>7}  {'overhead ms':>11}  {'ratio':>6}"
+    )
     for case in cases:
         med = statistics.median(times[case.label])
-        print(f"{case.label:<{width}}  {med:9.1f}  {p90(times[case.label]):7.1f}  "
-              f"{med - base:+11.1f}  {med / base:5.2f}x")
+        print(
+            f"{case.label:<{width}}  {med:9.1f}  {p90(times[case.label]):7.1f}  "
+            f"{med - base:+11.1f}  {med / base:5.2f}x"
+        )
     print()
     overhead = statistics.median(times[cases[1].label]) - base
     verdict = "met" if overhead <= GOAL_MS else "NOT met"
-    print(f"goal: `torchjob run` overhead <= {GOAL_MS:.0f} ms over bare python: {verdict} "
-          f"({overhead:+.1f} ms)")
+    print(
+        f"goal: `torchjob run` overhead <= {GOAL_MS:.0f} ms over bare python: {verdict} "
+        f"({overhead:+.1f} ms)"
+    )
 
 
 def print_profile(title: str, profile: list[Imported], *, top_only: bool) -> None:
@@ -195,11 +229,14 @@ def print_profile(title: str, profile: list[Imported], *, top_only: bool) -> Non
     parent_w = max(len("imported by"), *(len(m.parent) for m in rows))
     print()
     print(f"where the time goes: imports of {title} (median of {IMPORT_RUNS} runs)")
-    print(f"{'module':<{name_w}}  {'imported by':<{parent_w}}  {'self ms':>7}  "
-          f"{'cumulative ms':>13}")
+    print(
+        f"{'module':<{name_w}}  {'imported by':<{parent_w}}  {'self ms':>7}  {'cumulative ms':>13}"
+    )
     for m in rows:
-        print(f"{m.name:<{name_w}}  {m.parent or '-':<{parent_w}}  {m.self_ms:7.1f}  "
-              f"{m.cumulative_ms:13.1f}")
+        print(
+            f"{m.name:<{name_w}}  {m.parent or '-':<{parent_w}}  {m.self_ms:7.1f}  "
+            f"{m.cumulative_ms:13.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -126,8 +126,9 @@ def _has_marker(path: Path) -> bool:
     return any(MARKER in line for line in data.split(b"\n")[:-1])
 
 
-def time_to_marker(argv: Sequence[str], cwd: Path, env: dict[str, str], work: Path,
-                   watch: str | None = None) -> Timing:
+def time_to_marker(
+    argv: Sequence[str], cwd: Path, env: dict[str, str], work: Path, watch: str | None = None
+) -> Timing:
     """Start argv, read its stdout pipe in 64 KiB chunks, note when the first complete line
     with the marker arrives, drain to EOF and wait for the exit. stderr goes to a file.
     `watch`: a glob under `work` whose files are polled for the marker meanwhile."""
@@ -135,8 +136,15 @@ def time_to_marker(argv: Sequence[str], cwd: Path, env: dict[str, str], work: Pa
     with stderr_path.open("wb") as err:
         start = time.perf_counter()
         watcher = FileWatch(work, watch, start) if watch else None
-        proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+        )
     # A hung job must not hang the bench: kill its whole process group at the deadline.
     killer = threading.Timer(JOB_TIMEOUT_S, lambda: _killpg(proc.pid))
     killer.start()
@@ -183,8 +191,9 @@ def wait_for_marker(path: Path, start: float, deadline_s: float = JOB_TIMEOUT_S)
     raise BenchError(f"no marker line in {path} after {deadline_s:.0f} s")
 
 
-def interleave(variants: list[Variant], rounds: int, warmup: int,
-               tmp: Path) -> dict[str, list[Timing]]:
+def interleave(
+    variants: list[Variant], rounds: int, warmup: int, tmp: Path
+) -> dict[str, list[Timing]]:
     """warmup untimed rounds, then `rounds` timed ones; the order rotates every round."""
     times: dict[str, list[Timing]] = {v.label: [] for v in variants}
     for i in range(warmup + rounds):
@@ -204,16 +213,19 @@ def spread(values: list[float]) -> str:
     return f"{min(values):.0f}..{max(values):.0f}"
 
 
-def print_table(header: str, file_column: str, variants: list[Variant],
-                times: dict[str, list[Timing]]) -> None:
+def print_table(
+    header: str, file_column: str, variants: list[Variant], times: dict[str, list[Timing]]
+) -> None:
     """Per variant: median, mean and range of the first line, the difference of medians to the
     first variant (the baseline), when the marker reached the watched file and the lag from
     there to the line read (medians of each run's figures), the total; then every round."""
     base = statistics.median(t.first_ms for t in times[variants[0].label])
     width = max(len(header), *(len(v.label) for v in variants))
-    print(f"{header:<{width}}  {'first line':>10}  {'mean':>5}  {'min..max':>11}  "
-          f"{'vs base':>7}  {file_column:>{len(file_column)}}  {'lag':>4}  {'total':>5}  "
-          f"{'min..max':>11}")
+    print(
+        f"{header:<{width}}  {'first line':>10}  {'mean':>5}  {'min..max':>11}  "
+        f"{'vs base':>7}  {file_column:>{len(file_column)}}  {'lag':>4}  {'total':>5}  "
+        f"{'min..max':>11}"
+    )
     for v in variants:
         runs = times[v.label]
         first = [t.first_ms for t in runs]
@@ -223,9 +235,11 @@ def print_table(header: str, file_column: str, variants: list[Variant],
         med = statistics.median(first)
         seen = f"{statistics.median(in_file):.0f}" if in_file else "-"
         lag = f"{statistics.median(lags):.0f}" if lags else "-"
-        print(f"{v.label:<{width}}  {med:10.0f}  {statistics.mean(first):5.0f}  "
-              f"{spread(first):>11}  {med - base:+7.0f}  {seen:>{len(file_column)}}  "
-              f"{lag:>4}  {statistics.median(total):5.0f}  {spread(total):>11}")
+        print(
+            f"{v.label:<{width}}  {med:10.0f}  {statistics.mean(first):5.0f}  "
+            f"{spread(first):>11}  {med - base:+7.0f}  {seen:>{len(file_column)}}  "
+            f"{lag:>4}  {statistics.median(total):5.0f}  {spread(total):>11}"
+        )
     print("(ms; first line in each round, in the order run:)")
     for v in variants:
         print(f"  {v.label:<{width}}  " + " ".join(f"{t.first_ms:5.0f}" for t in times[v.label]))
@@ -234,13 +248,23 @@ def print_table(header: str, file_column: str, variants: list[Variant],
 # ---------------------------------------------------------------- torchrun
 
 
-def bench_torchrun(torchjob: Path, python: Path, env: dict[str, str], tmp: Path, rounds: int,
-                   warmup: int) -> None:
+def bench_torchrun(
+    torchjob: Path, python: Path, env: dict[str, str], tmp: Path, rounds: int, warmup: int
+) -> None:
     project = tmp / "ddp-project"
     project.mkdir()
     (project / "ddp.py").write_text(DDP)
-    hand = [str(python), "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-            "--nproc-per-node", "2", "ddp.py"]
+    hand = [
+        str(python),
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "ddp.py",
+    ]
     argv_seen: list[list[str]] = []
     rank_logs = "**/attempt_0/*/stdout.log"  # torchrun's --log-dir layout
 
@@ -254,9 +278,24 @@ def bench_torchrun(torchjob: Path, python: Path, env: dict[str, str], tmp: Path,
 
     def through_torchjob(work: Path, slot: int) -> Timing:
         runs = work / "runs"
-        timing = time_to_marker([str(torchjob), "run", "-s", "ddp.py", "-p", str(project),
-                                 "--nproc-per-node", "2", "--runs-dir", str(runs)],
-                                project, env, work, rank_logs)
+        timing = time_to_marker(
+            [
+                str(torchjob),
+                "run",
+                "-s",
+                "ddp.py",
+                "-p",
+                str(project),
+                "--nproc-per-node",
+                "2",
+                "--runs-dir",
+                str(runs),
+            ],
+            project,
+            env,
+            work,
+            rank_logs,
+        )
         (run_json,) = runs.glob("*/run.json")
         argv_seen.append(json.loads(run_json.read_text())["argv"])
         return timing
@@ -277,35 +316,43 @@ def bench_torchrun(torchjob: Path, python: Path, env: dict[str, str], tmp: Path,
     print(f"baseline:  {' '.join(hand)}  (cwd: the project)")
     print(f"torchjob:  {torchjob} run -s ddp.py -p DIR --nproc-per-node 2 --runs-dir DIR")
     print(f"it ran:    {' '.join(argv_seen[-1]) if argv_seen else '?'}")
-    print(f"rounds:    {rounds}, interleaved in rotating order, after {warmup} warm-up round(s);"
-          " first line: the first stdout line with the marker, from any rank; rank log: the "
-          f"marker in a rank's --log-dir stdout.log (polled every {FILE_POLL_S * 1000:.0f} ms); "
-          "lag: from there to the line read; total: to the process's exit")
+    print(
+        f"rounds:    {rounds}, interleaved in rotating order, after {warmup} warm-up round(s);"
+        " first line: the first stdout line with the marker, from any rank; rank log: the "
+        f"marker in a rank's --log-dir stdout.log (polled every {FILE_POLL_S * 1000:.0f} ms); "
+        "lag: from there to the line read; total: to the process's exit"
+    )
     print()
     print_table("variant", "rank log", variants, times)
     diff = med(tj_label) - med(base_label)
     total_diff = med(tj_label, total=True) - med(base_label, total=True)
-    paired = [t.first_ms - b.first_ms for t, b in zip(times[tj_label], times[base_label],
-                                                      strict=True)]
-    print(f"torchjob - baseline, first line: {diff:+.0f} ms (difference of medians; round by "
-          f"round: median {statistics.median(paired):+.0f}, {spread(paired)}); total wall: "
-          f"{total_diff:+.0f} ms")
+    paired = [
+        t.first_ms - b.first_ms for t, b in zip(times[tj_label], times[base_label], strict=True)
+    ]
+    print(
+        f"torchjob - baseline, first line: {diff:+.0f} ms (difference of medians; round by "
+        f"round: median {statistics.median(paired):+.0f}, {spread(paired)}); total wall: "
+        f"{total_diff:+.0f} ms"
+    )
     print()
     # The issue compares with "torchrun run by hand with the same arguments": torchjob's
     # torchrun flags (--log-dir/--redirects/--tee, which the issue asks for) included.
     same = med(tj_label) - med(variants[2].label)
     verdict = "met" if same <= GOAL_MS else "NOT met"
-    print(f"goal: first line through torchjob <= {GOAL_MS:.0f} ms after torchrun by hand with "
-          f"the same arguments: {verdict} ({same:+.0f} ms; {diff:+.0f} ms against plain "
-          "torchrun without torchjob's log flags)")
+    print(
+        f"goal: first line through torchjob <= {GOAL_MS:.0f} ms after torchrun by hand with "
+        f"the same arguments: {verdict} ({same:+.0f} ms; {diff:+.0f} ms against plain "
+        "torchrun without torchjob's log flags)"
+    )
     print()
 
 
 # ---------------------------------------------------------------- Slurm
 
 
-def bench_slurm(torchjob: Path, python: Path, env: dict[str, str], tmp: Path, rounds: int,
-                warmup: int) -> None:
+def bench_slurm(
+    torchjob: Path, python: Path, env: dict[str, str], tmp: Path, rounds: int, warmup: int
+) -> None:
     print("== 2. submit-to-start on a local one-node Slurm ==")
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
@@ -335,8 +382,15 @@ def bench_slurm(torchjob: Path, python: Path, env: dict[str, str], tmp: Path, ro
         shutil.rmtree(state, ignore_errors=True)
 
 
-def _slurm_rounds(info: Slurm, torchjob: Path, python: Path, env: dict[str, str], tmp: Path,
-                  rounds: int, warmup: int) -> None:
+def _slurm_rounds(
+    info: Slurm,
+    torchjob: Path,
+    python: Path,
+    env: dict[str, str],
+    tmp: Path,
+    rounds: int,
+    warmup: int,
+) -> None:
     senv = dict(info.env, **{k: v for k, v in env.items() if k.startswith("TORCHJOB_")})
     project = tmp / "hello-project"
     project.mkdir()
@@ -353,15 +407,31 @@ def _slurm_rounds(info: Slurm, torchjob: Path, python: Path, env: dict[str, str]
     def by_hand(work: Path, slot: int) -> Timing:
         out = work / "out.log"
         script = work / "job.sbatch"
-        script.write_text("\n".join([
-            "#!/bin/bash", "#SBATCH --job-name=bench-hand", f"#SBATCH --output={out}",
-            f"#SBATCH --chdir={project}", "#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1",
-            f"exec {python} hello.py", ""]))
+        script.write_text(
+            "\n".join(
+                [
+                    "#!/bin/bash",
+                    "#SBATCH --job-name=bench-hand",
+                    f"#SBATCH --output={out}",
+                    f"#SBATCH --chdir={project}",
+                    "#SBATCH --nodes=1",
+                    "#SBATCH --ntasks-per-node=1",
+                    f"exec {python} hello.py",
+                    "",
+                ]
+            )
+        )
         stagger(slot)
         start = time.perf_counter()
-        done = subprocess.run(["sbatch", "--parsable", str(script)], env=senv, cwd=work,
-                              capture_output=True, text=True, check=False,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            ["sbatch", "--parsable", str(script)],
+            env=senv,
+            cwd=work,
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
         submitted = (time.perf_counter() - start) * 1000.0
         if done.returncode != 0:
             raise BenchError(f"sbatch refused the job: {done.stderr.strip()}")
@@ -372,19 +442,52 @@ def _slurm_rounds(info: Slurm, torchjob: Path, python: Path, env: dict[str, str]
 
     def following(work: Path, slot: int) -> Timing:
         stagger(slot)
-        return time_to_marker([str(torchjob), "run", "-s", "hello.py", "-p", str(project),
-                               "--backend", "slurm", "--runs-dir", str(work / "runs")],
-                              project, senv, work, "runs/*/stdout.log")
+        return time_to_marker(
+            [
+                str(torchjob),
+                "run",
+                "-s",
+                "hello.py",
+                "-p",
+                str(project),
+                "--backend",
+                "slurm",
+                "--runs-dir",
+                str(work / "runs"),
+            ],
+            project,
+            senv,
+            work,
+            "runs/*/stdout.log",
+        )
 
     def detached(work: Path, slot: int) -> Timing:
         # torchjob's submit path alone: returns after sbatch; the bench polls the run's log
         runs = work / "runs"
-        argv = [str(torchjob), "run", "-s", "hello.py", "-p", str(project), "--backend",
-                "slurm", "--detach", "--runs-dir", str(runs)]
+        argv = [
+            str(torchjob),
+            "run",
+            "-s",
+            "hello.py",
+            "-p",
+            str(project),
+            "--backend",
+            "slurm",
+            "--detach",
+            "--runs-dir",
+            str(runs),
+        ]
         stagger(slot)
         start = time.perf_counter()
-        done = subprocess.run(argv, env=senv, cwd=work, capture_output=True, text=True,
-                              check=False, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            argv,
+            env=senv,
+            cwd=work,
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
         submitted = (time.perf_counter() - start) * 1000.0
         if done.returncode != 0:
             raise BenchError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr}")
@@ -401,26 +504,40 @@ def _slurm_rounds(info: Slurm, torchjob: Path, python: Path, env: dict[str, str]
     ]
     print("slurm: running", file=sys.stderr, flush=True)
     times = interleave(variants, rounds, warmup, tmp / "slurm")
-    print(f"cluster:   one node ({info.node}, {info.cpus} CPUs; tests/slurm.py's slurm.conf), "
-          f"up in {info.startup_seconds:.1f} s")
-    print(f"baseline:  sbatch --parsable job.sbatch  (job.sbatch: exec {python} hello.py); "
-          f"the bench polls its --output file every {FILE_POLL_S * 1000:.0f} ms")
-    print(f"torchjob:  {torchjob} run -s hello.py -p DIR --backend slurm --runs-dir DIR "
-          "(marker read from its stdout pipe)")
-    print("detach:    the same with --detach; the bench polls the run's stdout.log, as for the "
-          "baseline")
-    print(f"rounds:    {rounds}, interleaved in rotating order, after {warmup} warm-up round(s);"
-          f" each job ends before the next is submitted; round k of N starts after an untimed "
-          f"k/N x {SLURM_TICK_S:.0f} s pause (the same set for every variant)")
-    print("columns:   first line: from sbatch's or torchjob's start to the marker; job log: the "
-          "marker in Slurm's --output file (the run's stdout.log for torchjob); lag: from there "
-          "to the line read; total: torchjob's exit, or `scontrol show job` saying COMPLETED "
-          "(polled every 0.1 s)")
+    print(
+        f"cluster:   one node ({info.node}, {info.cpus} CPUs; tests/slurm.py's slurm.conf), "
+        f"up in {info.startup_seconds:.1f} s"
+    )
+    print(
+        f"baseline:  sbatch --parsable job.sbatch  (job.sbatch: exec {python} hello.py); "
+        f"the bench polls its --output file every {FILE_POLL_S * 1000:.0f} ms"
+    )
+    print(
+        f"torchjob:  {torchjob} run -s hello.py -p DIR --backend slurm --runs-dir DIR "
+        "(marker read from its stdout pipe)"
+    )
+    print(
+        "detach:    the same with --detach; the bench polls the run's stdout.log, as for the "
+        "baseline"
+    )
+    print(
+        f"rounds:    {rounds}, interleaved in rotating order, after {warmup} warm-up round(s);"
+        f" each job ends before the next is submitted; round k of N starts after an untimed "
+        f"k/N x {SLURM_TICK_S:.0f} s pause (the same set for every variant)"
+    )
+    print(
+        "columns:   first line: from sbatch's or torchjob's start to the marker; job log: the "
+        "marker in Slurm's --output file (the run's stdout.log for torchjob); lag: from there "
+        "to the line read; total: torchjob's exit, or `scontrol show job` saying COMPLETED "
+        "(polled every 0.1 s)"
+    )
     print()
     print_table("variant", "job log", variants, times)
-    print(f"sbatch --parsable returned after: median {statistics.median(submit_ms['hand']):.0f}"
-          f" ms ({spread(submit_ms['hand'])}); torchjob run --detach returned after: median "
-          f"{statistics.median(submit_ms['detach']):.0f} ms ({spread(submit_ms['detach'])})")
+    print(
+        f"sbatch --parsable returned after: median {statistics.median(submit_ms['hand']):.0f}"
+        f" ms ({spread(submit_ms['hand'])}); torchjob run --detach returned after: median "
+        f"{statistics.median(submit_ms['detach']):.0f} ms ({spread(submit_ms['detach'])})"
+    )
     print()
 
 
@@ -444,10 +561,16 @@ def machine_line(python: Path) -> str:
                 break
     with open("/proc/meminfo") as f:
         mem_kb = int(f.readline().split()[1])
-    torch = subprocess.run([str(python), "-c", "import torch; print(torch.__version__)"],
-                           capture_output=True, text=True, check=False).stdout.strip()
-    return (f"{os.cpu_count()} cores ({model}), {mem_kb / 2**20:.0f} GB RAM, kernel "
-            f"{platform.release()}, Python {platform.python_version()}, torch {torch or '?'}")
+    torch = subprocess.run(
+        [str(python), "-c", "import torch; print(torch.__version__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return (
+        f"{os.cpu_count()} cores ({model}), {mem_kb / 2**20:.0f} GB RAM, kernel "
+        f"{platform.release()}, Python {platform.python_version()}, torch {torch or '?'}"
+    )
 
 
 def main() -> None:

@@ -74,9 +74,36 @@ CASES = {
     "f": "(f) (c)'s read-tree, run by hand",
 }
 TORCHJOB_CASES = ("b", "c", "d")
-WORDS = ("loss", "model", "batch", "optimizer", "step", "epoch", "tensor", "grad", "layer",
-         "weight", "bias", "dataset", "loader", "device", "config", "metric", "scale", "shape",
-         "input", "output", "hidden", "dropout", "norm", "seed", "rank", "world", "state", "dict")
+WORDS = (
+    "loss",
+    "model",
+    "batch",
+    "optimizer",
+    "step",
+    "epoch",
+    "tensor",
+    "grad",
+    "layer",
+    "weight",
+    "bias",
+    "dataset",
+    "loader",
+    "device",
+    "config",
+    "metric",
+    "scale",
+    "shape",
+    "input",
+    "output",
+    "hidden",
+    "dropout",
+    "norm",
+    "seed",
+    "rank",
+    "world",
+    "state",
+    "dict",
+)
 
 
 # ---------------------------------------------------------------- the repository
@@ -91,13 +118,16 @@ def git_env() -> dict[str, str]:
     return env
 
 
-def run(argv: list[str], *, env: dict[str, str], cwd: Path | None = None,
-        stdin: bytes | None = None) -> str:
+def run(
+    argv: list[str], *, env: dict[str, str], cwd: Path | None = None, stdin: bytes | None = None
+) -> str:
     """Run a command to the end; exit the benchmark with its output if it fails."""
     proc = subprocess.run(argv, cwd=cwd, env=env, input=stdin, capture_output=True, check=False)
     if proc.returncode != 0:
-        sys.exit(f"bench: `{shlex.join(argv)}` exited {proc.returncode}:\n"
-                 f"{proc.stderr.decode(errors='replace')}")
+        sys.exit(
+            f"bench: `{shlex.join(argv)}` exited {proc.returncode}:\n"
+            f"{proc.stderr.decode(errors='replace')}"
+        )
     return proc.stdout.decode()
 
 
@@ -144,8 +174,10 @@ def fast_import_stream() -> bytes:
         marks = {p: blob("".join(files[p]).encode()) for p in changed}
         message = f"Commit {n}: {len(changed)} files\n".encode()
         who = b"Bench <bench@torchjob.invalid> %d +0000" % (1_700_000_000 + 3600 * n)
-        out.append(b"commit refs/heads/%s\nauthor %s\ncommitter %s\ndata %d\n%s"
-                   % (BRANCH.encode(), who, who, len(message), message))
+        out.append(
+            b"commit refs/heads/%s\nauthor %s\ncommitter %s\ndata %d\n%s"
+            % (BRANCH.encode(), who, who, len(message), message)
+        )
         out.extend(b"M 100644 :%d %s\n" % (marks[p], p.encode()) for p in changed)
         out.append(b"\n")
     return b"".join(out)
@@ -164,8 +196,7 @@ class Repo:
 def make_repo(path: Path, env: dict[str, str]) -> Repo:
     """The bare repository the daemon serves, packed as `git gc` leaves a real server's."""
     run(["git", "init", "--quiet", "--bare", f"--initial-branch={BRANCH}", str(path)], env=env)
-    run(["git", f"--git-dir={path}", "fast-import", "--quiet"], env=env,
-        stdin=fast_import_stream())
+    run(["git", f"--git-dir={path}", "fast-import", "--quiet"], env=env, stdin=fast_import_stream())
     run(["git", f"--git-dir={path}", "gc", "--quiet", "--prune=now"], env=env)
     head = run(["git", f"--git-dir={path}", "rev-parse", f"refs/heads/{BRANCH}"], env=env).strip()
     commits = int(run(["git", f"--git-dir={path}", "rev-list", "--count", head], env=env))
@@ -218,12 +249,27 @@ def wait_listening(proc: subprocess.Popen[bytes], port: int) -> bool:
 def git_daemon(root: Path, log: Path, env: dict[str, str]) -> Iterator[Daemon]:
     for _ in range(5):
         port = free_port()
-        argv = ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={root}",
-                f"--listen={HOST}", f"--port={port}", "--verbose", "--log-destination=stderr",
-                str(root)]
+        argv = [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            f"--base-path={root}",
+            f"--listen={HOST}",
+            f"--port={port}",
+            "--verbose",
+            "--log-destination=stderr",
+            str(root),
+        ]
         with log.open("ab") as fh:  # O_APPEND: the daemon's children write to it too
-            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=fh, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=fh,
+                start_new_session=True,
+            )
         if wait_listening(proc, port):
             break
         stop(proc)
@@ -265,12 +311,15 @@ class Sample:
 def timed(argv: list[str], env: dict[str, str], cwd: Path, daemon: Daemon) -> Sample:
     before = daemon.requests()
     start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, check=False)
+    proc = subprocess.run(
+        argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False
+    )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.exit(f"bench: `{shlex.join(argv)}` exited {proc.returncode}:\n"
-                 f"{proc.stdout.decode(errors='replace')}{proc.stderr.decode(errors='replace')}")
+        sys.exit(
+            f"bench: `{shlex.join(argv)}` exited {proc.returncode}:\n"
+            f"{proc.stdout.decode(errors='replace')}{proc.stderr.decode(errors='replace')}"
+        )
     return Sample(elapsed, daemon.requests() - before)
 
 
@@ -294,8 +343,9 @@ def git_subcommands(setup_log: str) -> tuple[list[str], float, list[str]]:
                 if word == "read-tree":
                     read_tree = argv
                 break
-    seconds = sum(float(s) for s in re.findall(r"^\[exit 0 after ([0-9.]+)s\]$", setup_log,
-                                                 re.MULTILINE))
+    seconds = sum(
+        float(s) for s in re.findall(r"^\[exit 0 after ([0-9.]+)s\]$", setup_log, re.MULTILINE)
+    )
     return commands, seconds, read_tree
 
 
@@ -312,8 +362,9 @@ def count_files(tree: Path) -> int:
 class Round:
     """One round: a fresh TORCHJOB_HOME and fresh folders for every tree."""
 
-    def __init__(self, root: Path, torchjob: Path, daemon: Daemon, repo: Repo,
-                 env: dict[str, str]) -> None:
+    def __init__(
+        self, root: Path, torchjob: Path, daemon: Daemon, repo: Repo, env: dict[str, str]
+    ) -> None:
         root.mkdir()
         self.root = root
         self.torchjob = torchjob
@@ -330,16 +381,29 @@ class Round:
             self.problems.append(what)
 
     def a_clone(self) -> Sample:
-        sample = timed(["git", "clone", "--quiet", self.daemon.url(), str(self.clone)],
-                       self.env, self.root, self.daemon)
+        sample = timed(
+            ["git", "clone", "--quiet", self.daemon.url(), str(self.clone)],
+            self.env,
+            self.root,
+            self.daemon,
+        )
         self.check(count_files(self.clone) == self.repo.files, "(a) clone has the wrong files")
         return sample
 
     def torchjob_run(self, case: str, ref: str | None) -> Sample:
         runs = self.home / "runs"
         before = set(os.listdir(runs)) if runs.is_dir() else set()
-        argv = [str(self.torchjob), "run", "-q", "-s", "main.py", "-p", self.daemon.url(),
-                "--allow-insecure-source", *(["-r", ref] if ref else [])]
+        argv = [
+            str(self.torchjob),
+            "run",
+            "-q",
+            "-s",
+            "main.py",
+            "-p",
+            self.daemon.url(),
+            "--allow-insecure-source",
+            *(["-r", ref] if ref else []),
+        ]
         sample = timed(argv, self.tj_env, self.root, self.daemon)
         new = sorted(set(os.listdir(runs)) - before)
         if len(new) != 1:
@@ -348,15 +412,18 @@ class Round:
         rec: dict[str, Any] = json.loads((run_dir / "run.json").read_text())
         setup_log = run_dir / "setup.log"
         commands, logged, read_tree = git_subcommands(
-            setup_log.read_text() if setup_log.exists() else "")
+            setup_log.read_text() if setup_log.exists() else ""
+        )
         src = rec["source"]
         sample.record, sample.git_commands, sample.git_logged_s = rec, commands, logged
         sample.checkout_argv = read_tree
         sample.source_s = float(src["seconds"])
         self.check(rec.get("exit_code") == 0, f"({case}) run.json exit_code {rec.get('exit_code')}")
         self.check(src.get("commit") == self.repo.head, f"({case}) commit {src.get('commit')}")
-        self.check(count_files(run_dir / "src") == self.repo.files,
-                   f"({case}) working tree has the wrong files")
+        self.check(
+            count_files(run_dir / "src") == self.repo.files,
+            f"({case}) working tree has the wrong files",
+        )
         return sample
 
     def b_first(self) -> Sample:
@@ -368,8 +435,10 @@ class Round:
     def c_pinned(self) -> Sample:
         sample = self.torchjob_run("c", self.repo.head)
         self.check(sample.record["source"].get("cached") is True, "(c) cached is not true")
-        self.check(not {"fetch", "clone"} & set(sample.git_commands),
-                   f"(c) setup.log shows network commands: {sample.git_commands}")
+        self.check(
+            not {"fetch", "clone"} & set(sample.git_commands),
+            f"(c) setup.log shows network commands: {sample.git_commands}",
+        )
         self.check(sample.requests == 0, f"(c) the daemon served {sample.requests} requests")
         return sample
 
@@ -384,8 +453,17 @@ class Round:
         tree = self.root / "checkout-e"
         index = self.root / "index-e"
         tree.mkdir()  # git needs the folder; one mkdir is microseconds, torchjob makes its own
-        argv = ["git", f"--git-dir={self.clone / '.git'}", f"--work-tree={tree}", "checkout",
-                "-q", "-f", self.repo.head, "--", "."]
+        argv = [
+            "git",
+            f"--git-dir={self.clone / '.git'}",
+            f"--work-tree={tree}",
+            "checkout",
+            "-q",
+            "-f",
+            self.repo.head,
+            "--",
+            ".",
+        ]
         sample = timed(argv, dict(self.env, GIT_INDEX_FILE=str(index)), self.root, self.daemon)
         self.check(count_files(tree) == self.repo.files, "(e) checkout has the wrong files")
         self.check(sample.requests == 0, "(e) used the network")
@@ -397,8 +475,9 @@ class Round:
         tree = self.root / "checkout-f"
         index = self.root / "index-f"
         tree.mkdir()
-        argv = [f"--work-tree={tree}" if a.startswith("--work-tree=") else a
-                for a in c.checkout_argv]
+        argv = [
+            f"--work-tree={tree}" if a.startswith("--work-tree=") else a for a in c.checkout_argv
+        ]
         sample = timed(argv, dict(self.env, GIT_INDEX_FILE=str(index)), self.root, self.daemon)
         self.check(count_files(tree) == self.repo.files, "(f) read-tree has the wrong files")
         return sample
@@ -439,14 +518,18 @@ def ms(seconds: float) -> str:
 
 
 def report(samples: dict[str, list[Sample]], rounds: int, orders: list[bool]) -> None:
-    print(f"{'case':<38}  {'whole ms':>8}  {'min..max':>11}  {'source.seconds ms':>17}  "
-          f"{'git (setup.log) ms':>18}  {'duration_s ms':>13}  {'whole - source ms':>17}  "
-          f"{'requests':>8}")
+    print(
+        f"{'case':<38}  {'whole ms':>8}  {'min..max':>11}  {'source.seconds ms':>17}  "
+        f"{'git (setup.log) ms':>18}  {'duration_s ms':>13}  {'whole - source ms':>17}  "
+        f"{'requests':>8}"
+    )
     for key, label in CASES.items():
         rows = samples[key]
         whole = [s.whole_s for s in rows]
-        line = (f"{label:<38}  {ms(statistics.median(whole)):>8}  "
-                f"{ms(min(whole)) + '..' + ms(max(whole)):>11}  ")
+        line = (
+            f"{label:<38}  {ms(statistics.median(whole)):>8}  "
+            f"{ms(min(whole)) + '..' + ms(max(whole)):>11}  "
+        )
         if key in TORCHJOB_CASES:
             src = statistics.median(s.source_s or 0.0 for s in rows)
             logged = statistics.median(s.git_logged_s or 0.0 for s in rows)
@@ -457,9 +540,11 @@ def report(samples: dict[str, list[Sample]], rounds: int, orders: list[bool]) ->
             line += f"{'-':>17}  {'-':>18}  {'-':>13}  {'-':>17}  "
         reqs = sorted({s.requests for s in rows})
         print(line + f"{'/'.join(map(str, reqs)):>8}")
-    print(f"(medians of {rounds} rounds; git (setup.log): the git commands setup.log lists, "
-          "with its times; duration_s: run.json's, from the run folder's creation to the end of "
-          "the job; requests: upload-pack requests the daemon logged per command)")
+    print(
+        f"(medians of {rounds} rounds; git (setup.log): the git commands setup.log lists, "
+        "with its times; duration_s: run.json's, from the run folder's creation to the end of "
+        "the job; requests: upload-pack requests the daemon logged per command)"
+    )
     print()
     for key in TORCHJOB_CASES:
         commands = samples[key][0].git_commands
@@ -467,28 +552,40 @@ def report(samples: dict[str, list[Sample]], rounds: int, orders: list[bool]) ->
     print()
 
     def med(key: str, source: bool = False) -> float:
-        return statistics.median((s.source_s or 0.0) if source else s.whole_s
-                                 for s in samples[key])
+        return statistics.median((s.source_s or 0.0) if source else s.whole_s for s in samples[key])
 
     e = med("e")
-    for text, value in (("(c) source.seconds / (e)", med("c", True) / e),
-                        ("(c) whole command  / (e)", med("c") / e)):
+    for text, value in (
+        ("(c) source.seconds / (e)", med("c", True) / e),
+        ("(c) whole command  / (e)", med("c") / e),
+    ):
         verdict = "met" if value <= GOAL else "NOT met"
         print(f"goal (c) <= {GOAL}x (e): {text} = {value:.2f}x: {verdict}")
-    print(f"(b) source.seconds / (a) = {med('b', True) / med('a'):.2f}x, "
-          f"(b) whole / (a) = {med('b') / med('a'):.2f}x")
-    print(f"(d) source.seconds / (e) = {med('d', True) / e:.2f}x, "
-          f"(d) whole / (e) = {med('d') / e:.2f}x")
-    waiting = statistics.median((c.source_s or 0.0) - f.whole_s
-                                for c, f in zip(samples["c"], samples["f"], strict=True))
-    print(f"(c) source.seconds - (f), per round, median: {waiting * 1000:.0f} ms of torchjob's "
-          "own time around the checkout (lock, SHA lookup, waiting for git's exit)")
+    print(
+        f"(b) source.seconds / (a) = {med('b', True) / med('a'):.2f}x, "
+        f"(b) whole / (a) = {med('b') / med('a'):.2f}x"
+    )
+    print(
+        f"(d) source.seconds / (e) = {med('d', True) / e:.2f}x, "
+        f"(d) whole / (e) = {med('d') / e:.2f}x"
+    )
+    waiting = statistics.median(
+        (c.source_s or 0.0) - f.whole_s for c, f in zip(samples["c"], samples["f"], strict=True)
+    )
+    print(
+        f"(c) source.seconds - (f), per round, median: {waiting * 1000:.0f} ms of torchjob's "
+        "own time around the checkout (lock, SHA lookup, waiting for git's exit)"
+    )
     spread = max(s.whole_s for s in samples["e"]) / min(s.whole_s for s in samples["e"])
     if spread > 1.5:
-        print(f"warning: (e) varied {spread:.1f}x between rounds: this VM's file creation was not "
-              "steady (other load, or a big delete in the last minutes); rerun when idle")
-    per_round = [f"{(c.source_s or 0.0) / e_.whole_s:.2f} ({'c' if first else 'e'} first)"
-                 for c, e_, first in zip(samples["c"], samples["e"], orders, strict=True)]
+        print(
+            f"warning: (e) varied {spread:.1f}x between rounds: this VM's file creation was not "
+            "steady (other load, or a big delete in the last minutes); rerun when idle"
+        )
+    per_round = [
+        f"{(c.source_s or 0.0) / e_.whole_s:.2f} ({'c' if first else 'e'} first)"
+        for c, e_, first in zip(samples["c"], samples["e"], orders, strict=True)
+    ]
     print(f"(c) source.seconds / (e) per round: {', '.join(per_round)}")
 
 
@@ -515,18 +612,26 @@ def main() -> None:
         made_in = time.perf_counter() - started
         with git_daemon(served, tmp / "daemon.log", env) as daemon:
             print(f"torchjob:  {torchjob}")
-            print(f"git:       {run(['git', '--version'], env=env).strip()}; "
-                  "GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1 for every command")
-            print(f"repo:      {repo.files} files ({repo.raw_bytes / 2**20:.1f} MiB at HEAD), "
-                  f"{repo.commits} commits, pack {repo.pack_bytes / 2**20:.1f} MiB, "
-                  f"HEAD {repo.head} (seed {SEED}; generated in {made_in:.1f} s)")
+            print(
+                f"git:       {run(['git', '--version'], env=env).strip()}; "
+                "GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1 for every command"
+            )
+            print(
+                f"repo:      {repo.files} files ({repo.raw_bytes / 2**20:.1f} MiB at HEAD), "
+                f"{repo.commits} commits, pack {repo.pack_bytes / 2**20:.1f} MiB, "
+                f"HEAD {repo.head} (seed {SEED}; generated in {made_in:.1f} s)"
+            )
             print(f"served:    {daemon.url()} by `git daemon` (git:// protocol, real TCP)")
-            print(f"rounds:    {args.rounds} timed after {args.warmup} warm-up, the cases "
-                  "interleaved: a b c f e d and a b e c f d in turn, so (c) and (e) take turns "
-                  "right after a big write; a fresh TORCHJOB_HOME and fresh folders per round; "
-                  "all deleted at the end")
-            print("(e) is:    GIT_INDEX_FILE=<new file> git --git-dir=<(a)'s clone>/.git "
-                  "--work-tree=<new folder> checkout -q -f <sha> -- .")
+            print(
+                f"rounds:    {args.rounds} timed after {args.warmup} warm-up, the cases "
+                "interleaved: a b c f e d and a b e c f d in turn, so (c) and (e) take turns "
+                "right after a big write; a fresh TORCHJOB_HOME and fresh folders per round; "
+                "all deleted at the end"
+            )
+            print(
+                "(e) is:    GIT_INDEX_FILE=<new file> git --git-dir=<(a)'s clone>/.git "
+                "--work-tree=<new folder> checkout -q -f <sha> -- ."
+            )
             print()
             for i in range(args.warmup + args.rounds):
                 one = Round(tmp / f"round-{i}", torchjob, daemon, repo, env)
@@ -547,9 +652,11 @@ def main() -> None:
         for p in problems:
             print(f"  {p}")
         sys.exit(1)
-    print("checks: every tree has all files of HEAD; (b) cloned once, cached false; (c) cached "
-          "true, no fetch or clone in setup.log, 0 daemon requests; (d) exactly one fetch in "
-          "setup.log; every run.json exit_code 0 at HEAD's commit: all passed")
+    print(
+        "checks: every tree has all files of HEAD; (b) cloned once, cached false; (c) cached "
+        "true, no fetch or clone in setup.log, 0 daemon requests; (d) exactly one fetch in "
+        "setup.log; every run.json exit_code 0 at HEAD's commit: all passed"
+    )
 
 
 if __name__ == "__main__":

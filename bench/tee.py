@@ -136,11 +136,19 @@ class Bench:
         runs_dir, console, errors = folder / "runs", folder / "console.out", folder / "stderr.txt"
         argv = self.argv(variant, mb, runs_dir)
         os.sync()  # leave no dirty pages of the last run for this one to compete with
-        with open(console if variant.console_to_file else os.devnull, "wb") as out, \
-                open(errors, "wb") as err:
+        with (
+            open(console if variant.console_to_file else os.devnull, "wb") as out,
+            open(errors, "wb") as err,
+        ):
             start = time.perf_counter()
-            proc = subprocess.Popen(argv, cwd=self.project, env=self.env,
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.project,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
             watcher = HwmWatcher(proc.pid)
             if variant.torchjob:
                 watcher.start()
@@ -149,8 +157,10 @@ class Bench:
             proc.returncode = os.waitstatus_to_exitcode(status)
             watcher.stop.set()
         if proc.returncode != 0:
-            sys.exit(f"bench: {' '.join(argv)} exited {proc.returncode}:\n"
-                     f"{errors.read_text(errors='replace')[-2000:]}")
+            sys.exit(
+                f"bench: {' '.join(argv)} exited {proc.returncode}:\n"
+                f"{errors.read_text(errors='replace')[-2000:]}"
+            )
         want = mb * MIB
         in_run: float | None = None
         if variant.torchjob:
@@ -162,8 +172,9 @@ class Bench:
             in_run = float(record["duration_s"])
         if variant.console_to_file:
             check_size(console, want)
-        return Result(seconds, in_run, usage.ru_maxrss, watcher.peak_kib,
-                      usage.ru_utime + usage.ru_stime)
+        return Result(
+            seconds, in_run, usage.ru_maxrss, watcher.peak_kib, usage.ru_utime + usage.ru_stime
+        )
 
 
 def check_size(path: Path, want: int) -> None:
@@ -179,8 +190,12 @@ def quiet_echoes(torchjob: Path, root: Path) -> bool:
     (probe / "probe.py").write_text('print("probe-output")\n')
     out = subprocess.run(
         [str(torchjob), "run", "--quiet", "--runs-dir", str(probe / "runs"), "-s", "probe.py"],
-        cwd=probe, env=dict(os.environ, TORCHJOB_HOME=str(root / "home")),
-        stdin=subprocess.DEVNULL, capture_output=True, check=True)
+        cwd=probe,
+        env=dict(os.environ, TORCHJOB_HOME=str(root / "home")),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=True,
+    )
     return b"probe-output" in out.stdout
 
 
@@ -195,8 +210,11 @@ def main() -> None:
     parser.add_argument("--small-mb", type=int, default=50, help="MiB of the small RSS run")
     parser.add_argument("--dir", help="parent of the temp root [default: the system temp dir]")
     parser.add_argument("--keep", action="store_true", help="keep the files (for a look)")
-    parser.add_argument("--delete-each", action="store_true",
-                        help="delete each round's files after measuring (forced if disk is short)")
+    parser.add_argument(
+        "--delete-each",
+        action="store_true",
+        help="delete each round's files after measuring (forced if disk is short)",
+    )
     parser.add_argument("--torchjob", help="torchjob console script [default: found]")
     args = parser.parse_args()
 
@@ -216,12 +234,14 @@ def main() -> None:
             for v in VARIANTS:
                 folder = root / f"round{i}" / v.key
                 results[v.key].append(bench.measure(v, args.mb, folder))
-                print(f"  round {i + 1}/{args.repeat} {v.key}: "
-                      f"{args.mb / results[v.key][-1].seconds:7.1f} MB/s", file=sys.stderr)
+                print(
+                    f"  round {i + 1}/{args.repeat} {v.key}: "
+                    f"{args.mb / results[v.key][-1].seconds:7.1f} MB/s",
+                    file=sys.stderr,
+                )
             if delete_each:
                 shutil.rmtree(root / f"round{i}")
-        small = {v.key: bench.measure(v, args.small_mb, root / "small" / v.key)
-                 for v in VARIANTS}
+        small = {v.key: bench.measure(v, args.small_mb, root / "small" / v.key) for v in VARIANTS}
         written = folder_bytes(root)
     finally:
         if args.keep:
@@ -233,27 +253,44 @@ def main() -> None:
 
 
 def report(
-    args: argparse.Namespace, torchjob: Path, quiet_echoed: bool, free: int, delete_each: bool,
-    written: int, results: dict[str, list[Result]], small: dict[str, Result],
+    args: argparse.Namespace,
+    torchjob: Path,
+    quiet_echoed: bool,
+    free: int,
+    delete_each: bool,
+    written: int,
+    results: dict[str, list[Result]],
+    small: dict[str, Result],
 ) -> None:
     """Print the throughput table, the goal verdicts and the memory table."""
     mb: int = args.mb
     print(f"torchjob:   {torchjob}")
-    print(f"child:      {interpreter_of(torchjob)} writing {mb} MiB of 64-byte lines in 1 MiB "
-          f"blocks; {args.repeat} rounds, interleaved; MB = MiB")
-    print(f"disk:       {free / (1 << 30):.1f} GiB free at start; "
-          + ("each round's files deleted right after it was measured" if delete_each
-             else f"all files kept until the end ({written / (1 << 30):.1f} GiB), then deleted"))
+    print(
+        f"child:      {interpreter_of(torchjob)} writing {mb} MiB of 64-byte lines in 1 MiB "
+        f"blocks; {args.repeat} rounds, interleaved; MB = MiB"
+    )
+    print(
+        f"disk:       {free / (1 << 30):.1f} GiB free at start; "
+        + (
+            "each round's files deleted right after it was measured"
+            if delete_each
+            else f"all files kept until the end ({written / (1 << 30):.1f} GiB), then deleted"
+        )
+    )
     if not quiet_echoed:
-        print("note:       `run --quiet` does not copy the child's output to torchjob's stdout, "
-              "so (b) measures the tee into the logs only, and (c) runs without --quiet "
-              "(torchjob's own lines go to stderr, so the console file is the child's bytes)")
+        print(
+            "note:       `run --quiet` does not copy the child's output to torchjob's stdout, "
+            "so (b) measures the tee into the logs only, and (c) runs without --quiet "
+            "(torchjob's own lines go to stderr, so the console file is the child's bytes)"
+        )
     print()
     base = statistics.median(mb / r.seconds for r in results["a"])
     names = {v.key: f"({v.key}) {v.label}" for v in VARIANTS}
     width = max(len(n) for n in names.values())
-    print(f"{'variant':<{width}}  {'median MB/s':>11}  {'min..max MB/s':>15}  {'ratio':>5}  "
-          f"{'in-run MB/s':>11}  {'median s':>8}  {'CPU s':>5}")
+    print(
+        f"{'variant':<{width}}  {'median MB/s':>11}  {'min..max MB/s':>15}  {'ratio':>5}  "
+        f"{'in-run MB/s':>11}  {'median s':>8}  {'CPU s':>5}"
+    )
     for v in VARIANTS:
         rates = [mb / r.seconds for r in results[v.key]]
         med = statistics.median(rates)
@@ -262,8 +299,10 @@ def report(
         spread = f"{min(rates):.0f}..{max(rates):.0f}"
         seconds = statistics.median(r.seconds for r in results[v.key])
         cpu = statistics.median(r.cpu_seconds for r in results[v.key])
-        print(f"{names[v.key]:<{width}}  {med:11.1f}  {spread:>15}  {med / base:5.2f}  "
-              f"{in_run}  {seconds:8.2f}  {cpu:5.2f}")
+        print(
+            f"{names[v.key]:<{width}}  {med:11.1f}  {spread:>15}  {med / base:5.2f}  "
+            f"{in_run}  {seconds:8.2f}  {cpu:5.2f}"
+        )
     print("(in-run MB/s: the size over run.json's duration_s, i.e. without torchjob's start-up;")
     print(" CPU s: user + system seconds of the writer, and of torchjob with all it waited for)")
     print()
@@ -273,18 +312,26 @@ def report(
         print(f"goal: ({v.key}) >= {GOAL_RATIO} x baseline: {verdict} ({ratio:.2f})")
     print()
     print(f"peak RSS, MiB: {args.small_mb} MiB run vs median of the {mb} MiB runs")
-    print(f"{'variant':<{width}}  {'own ' + str(args.small_mb):>8}  {'own ' + str(mb):>8}  "
-          f"{'tree ' + str(args.small_mb):>9}  {'tree ' + str(mb):>9}")
+    print(
+        f"{'variant':<{width}}  {'own ' + str(args.small_mb):>8}  {'own ' + str(mb):>8}  "
+        f"{'tree ' + str(args.small_mb):>9}  {'tree ' + str(mb):>9}"
+    )
     for v in VARIANTS:
         own_big = [r.own_hwm_kib for r in results[v.key] if r.own_hwm_kib]
         own_small = small[v.key].own_hwm_kib
         tree_big = statistics.median(r.tree_rss_kib for r in results[v.key]) / 1024
-        own = [f"{kib / 1024:8.1f}" if kib else "-".rjust(8)
-               for kib in (own_small, statistics.median(own_big) if own_big else None)]
-        print(f"{names[v.key]:<{width}}  {own[0]}  {own[1]}  "
-              f"{small[v.key].tree_rss_kib / 1024:9.1f}  {tree_big:9.1f}")
-    print("(own: the torchjob process's VmHWM; tree: wait4 ru_maxrss, the largest of torchjob, the "
-          "child and the watchdog; for (a) the writer alone)")
+        own = [
+            f"{kib / 1024:8.1f}" if kib else "-".rjust(8)
+            for kib in (own_small, statistics.median(own_big) if own_big else None)
+        ]
+        print(
+            f"{names[v.key]:<{width}}  {own[0]}  {own[1]}  "
+            f"{small[v.key].tree_rss_kib / 1024:9.1f}  {tree_big:9.1f}"
+        )
+    print(
+        "(own: the torchjob process's VmHWM; tree: wait4 ru_maxrss, the largest of torchjob, the "
+        "child and the watchdog; for (a) the writer alone)"
+    )
 
 
 if __name__ == "__main__":

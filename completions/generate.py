@@ -20,7 +20,10 @@ def generate(shell: str) -> str:
     env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
     return subprocess.run(
         [sys.executable, "-m", "torchrun_cli", "--show-completion", shell],
-        capture_output=True, text=True, check=True, env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     ).stdout
 
 

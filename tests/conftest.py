@@ -28,8 +28,9 @@ REAL_DIRS = [
 
 
 @pytest.fixture(autouse=True)
-def iso(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def iso(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
     before = snapshot(REAL_DIRS)
     home = tmp_path / "tjhome"
     monkeypatch.setenv("TORCHJOB_HOME", str(home))

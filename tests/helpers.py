@@ -101,8 +101,13 @@ def other_interpreter() -> str | None:
 # ---------------------------------------------------------------- waiting and processes
 
 
-def wait_until(pred: Callable[[], T | None], timeout: float, what: str | Callable[[], str],
-               *, interval: float = 0.05) -> T:
+def wait_until(
+    pred: Callable[[], T | None],
+    timeout: float,
+    what: str | Callable[[], str],
+    *,
+    interval: float = 0.05,
+) -> T:
     """Call `pred` every `interval` seconds until it gives a truthy value, and return that value.
     When `timeout` seconds pass first, fail the test saying it waited for `what` (a text, or a
     function that makes one, e.g. with the state last seen). An exception from `pred` (say, an
@@ -110,8 +115,9 @@ def wait_until(pred: Callable[[], T | None], timeout: float, what: str | Callabl
     deadline = time.monotonic() + timeout
     while not (value := pred()):
         if time.monotonic() >= deadline:
-            pytest.fail(f"gave up after {timeout:g} s waiting for "
-                        f"{what() if callable(what) else what}")
+            pytest.fail(
+                f"gave up after {timeout:g} s waiting for {what() if callable(what) else what}"
+            )
         time.sleep(interval)
     return value
 
@@ -128,8 +134,9 @@ def alive(pid: int) -> bool:
 def gone_within(pids: list[int], seconds: float) -> bool:
     """Whether every pid is gone within `seconds` (polling /proc)."""
     try:
-        wait_until(lambda: not any(alive(p) for p in pids), seconds, f"{pids} to end",
-                   interval=0.02)
+        wait_until(
+            lambda: not any(alive(p) for p in pids), seconds, f"{pids} to end", interval=0.02
+        )
     except pytest.fail.Exception:
         return False
     return True
@@ -155,8 +162,14 @@ class Daemon:
     once a line holds `ready` (the server's own readiness output: no sleeps)."""
 
     def __init__(
-        self, argv: list[str], *, ready: str = "", env: Mapping[str, str] | None = None,
-        log: Path | None = None, user: pwd.struct_passwd | None = None, name: str = "",
+        self,
+        argv: list[str],
+        *,
+        ready: str = "",
+        env: Mapping[str, str] | None = None,
+        log: Path | None = None,
+        user: pwd.struct_passwd | None = None,
+        name: str = "",
         stop_timeout: float = 5.0,
     ) -> None:
         self.argv = argv
@@ -169,11 +182,16 @@ class Daemon:
         sink = log.open("ab") if log else None
         try:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=sink or subprocess.DEVNULL,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=sink or subprocess.DEVNULL,
                 stderr=subprocess.STDOUT if sink else subprocess.PIPE,
-                env=None if env is None else dict(env), cwd=log.parent if log else None,
-                start_new_session=True, user=user.pw_uid if user else None,
-                group=user.pw_gid if user else None, extra_groups=[] if user else None,
+                env=None if env is None else dict(env),
+                cwd=log.parent if log else None,
+                start_new_session=True,
+                user=user.pw_uid if user else None,
+                group=user.pw_gid if user else None,
+                extra_groups=[] if user else None,
             )
         finally:
             if sink:
@@ -268,13 +286,23 @@ def _claims(folder: Path) -> list[str]:
             continue
         with suppress(ValueError):
             data = json.loads(text)
-            found += [_field(data, key) for key in ("cwd", "source.path", "spec.spec_file",
-                                                    "spec.project", "project", "url")]
+            found += [
+                _field(data, key)
+                for key in (
+                    "cwd",
+                    "source.path",
+                    "spec.spec_file",
+                    "spec.project",
+                    "project",
+                    "url",
+                )
+            ]
     return [claim for claim in found if isinstance(claim, str)]
 
 
-def check_untouched(folders: list[Path], before: dict[str, dict[str, int]],
-                    roots: list[Path]) -> None:
+def check_untouched(
+    folders: list[Path], before: dict[str, dict[str, int]], roots: list[Path]
+) -> None:
     """Fail when the test's own processes wrote to one of `folders` since `before`.
 
     The folders are the user's real ones, and any other process of the user (a real job in
@@ -296,8 +324,12 @@ def check_untouched(folders: list[Path], before: dict[str, dict[str, int]],
         return False
 
     after = snapshot(folders)
-    changed = [path for top, entries in after.items() for path, mtime in entries.items()
-               if before.get(top, {}).get(path) != mtime and the_tests(Path(path), Path(top))]
+    changed = [
+        path
+        for top, entries in after.items()
+        for path, mtime in entries.items()
+        if before.get(top, {}).get(path) != mtime and the_tests(Path(path), Path(top))
+    ]
     if changed:  # shown by their top-most changed folder
         shown = [path for path in changed if str(Path(path).parent) not in changed]
         pytest.fail(f"the test wrote to the real user folders {shown}; use TORCHJOB_HOME")

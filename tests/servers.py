@@ -60,8 +60,17 @@ def git_env(**extra: str) -> dict[str, str]:
 def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     """Run git with hooks off and a fixed identity; return stdout, raise with stderr on failure."""
     argv = [
-        "git", "-c", "user.name=Torchjob Test", "-c", "user.email=test@torchjob.invalid",
-        "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false", "-c", "tag.gpgSign=false",
+        "git",
+        "-c",
+        "user.name=Torchjob Test",
+        "-c",
+        "user.email=test@torchjob.invalid",
+        "-c",
+        "core.hooksPath=/dev/null",
+        "-c",
+        "commit.gpgSign=false",
+        "-c",
+        "tag.gpgSign=false",
         *args,
     ]
     done = subprocess.run(
@@ -169,8 +178,16 @@ def git_daemon(tmp_path: Path) -> Iterator[GitDaemon]:
 
     def argv(port: int) -> list[str]:
         return [
-            "git", "daemon", "--reuseaddr", "--export-all", f"--base-path={root}",
-            f"--listen={HOST}", f"--port={port}", "--informative-errors", "--verbose", str(root),
+            "git",
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            f"--base-path={root}",
+            f"--listen={HOST}",
+            f"--port={port}",
+            "--informative-errors",
+            "--verbose",
+            str(root),
         ]
 
     daemon, port = start_on_free_port(argv, "Ready to rumble", git_env())
@@ -226,12 +243,29 @@ class Sshd:
 
     def ssh_command(self, good: bool = True) -> str:
         key = self.good_key if good else self.bad_key
-        return shlex.join([
-            "ssh", "-F", "/dev/null", "-p", str(self.port), "-i", str(key),
-            "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-        ])
+        return shlex.join(
+            [
+                "ssh",
+                "-F",
+                "/dev/null",
+                "-p",
+                str(self.port),
+                "-i",
+                str(key),
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                f"UserKnownHostsFile={self.known_hosts}",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=10",
+            ]
+        )
 
     def env(self, good: bool = True) -> dict[str, str]:
         """GIT_SSH_COMMAND reaching this server with the authorized (or the refused) key."""
@@ -262,8 +296,16 @@ def ensure_git_user() -> pwd.struct_passwd:
         user = pwd.getpwnam("git")
     except KeyError:
         done = _run(
-            "useradd", "--system", "--user-group", "--home-dir", str(GIT_USER_HOME),
-            "--shell", str(GIT_SHELL), "--password", "*", "git",
+            "useradd",
+            "--system",
+            "--user-group",
+            "--home-dir",
+            str(GIT_USER_HOME),
+            "--shell",
+            str(GIT_SHELL),
+            "--password",
+            "*",
+            "git",
         )
         try:
             user = pwd.getpwnam("git")
@@ -356,8 +398,20 @@ def sshd() -> Iterator[Sshd]:
         os.chown(repos, user.pw_uid, user.pw_gid)
         try:
             for key in ("host_ed25519", "good_ed25519", "bad_ed25519"):
-                _check(_run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", key,
-                            "-f", str(state / key)))
+                _check(
+                    _run(
+                        "ssh-keygen",
+                        "-q",
+                        "-t",
+                        "ed25519",
+                        "-N",
+                        "",
+                        "-C",
+                        key,
+                        "-f",
+                        str(state / key),
+                    )
+                )
             shutil.copy(state / "good_ed25519.pub", state / "authorized_keys")
             (state / "authorized_keys").chmod(0o644)
             daemon, port = _start_sshd(state)
@@ -366,8 +420,16 @@ def sshd() -> Iterator[Sshd]:
         host_key = (state / "host_ed25519.pub").read_text().split()[:2]
         known_hosts = state / "known_hosts"
         known_hosts.write_text(f"[{HOST}]:{port} {' '.join(host_key)}\n")
-        yield Sshd(port, state, repos, prefix, state / "good_ed25519", state / "bad_ed25519",
-                   known_hosts, daemon)
+        yield Sshd(
+            port,
+            state,
+            repos,
+            prefix,
+            state / "good_ed25519",
+            state / "bad_ed25519",
+            known_hosts,
+            daemon,
+        )
     finally:
         if daemon is not None:
             daemon.stop()
@@ -421,11 +483,42 @@ def make_tls_files(folder: Path) -> TlsFiles:
     cfg.write_text(OPENSSL_CONFIG)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     for argv in (
-        ["req", "-x509", "-config", cfg, "-extensions", "ca_ext", *ec, "-keyout", ca_key,
-         "-out", ca, "-days", "3"],
+        [
+            "req",
+            "-x509",
+            "-config",
+            cfg,
+            "-extensions",
+            "ca_ext",
+            *ec,
+            "-keyout",
+            ca_key,
+            "-out",
+            ca,
+            "-days",
+            "3",
+        ],
         ["req", "-new", "-config", cfg, *ec, "-subj", f"/CN={HOST}", "-keyout", key, "-out", csr],
-        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-set_serial", "2", "-days",
-         "3", "-extfile", cfg, "-extensions", "server_ext", "-out", cert],
+        [
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca_key,
+            "-set_serial",
+            "2",
+            "-days",
+            "3",
+            "-extfile",
+            cfg,
+            "-extensions",
+            "server_ext",
+            "-out",
+            cert,
+        ],
     ):
         _check(_run("openssl", *map(str, argv)))
     return TlsFiles(ca, cert, key)
@@ -552,21 +645,22 @@ class _Handler(BaseHTTPRequestHandler):
             state.auth_seen.append(auth)
         path, _, query = self.path.partition("?")
         if path.startswith("/files/") and self.command in ("GET", "HEAD"):
-            self._file(unquote(path[len("/files/"):]))
+            self._file(unquote(path[len("/files/") :]))
         elif path.startswith("/git/") and state.fail_next > 0:  # a transient server error
             state.fail_next -= 1
             self._simple(503, b"try again later\n")
         elif path.startswith("/git/"):
             user = self._user(state.require_token)
             if user is None:
-                self._simple(401, b"authentication required\n",
-                             {"WWW-Authenticate": 'Basic realm="git"'})
+                self._simple(
+                    401, b"authentication required\n", {"WWW-Authenticate": 'Basic realm="git"'}
+                )
             else:
                 if self.command == "POST" and path.endswith("/git-upload-pack"):
                     state.pack_requested.set()
                     if state.hold_packs is not None:
                         state.hold_packs.wait(timeout=60)
-                self._cgi(unquote(path[len("/git"):]), query, user)
+                self._cgi(unquote(path[len("/git") :]), query, user)
         else:
             self._simple(404, b"not found\n")
 
@@ -654,8 +748,11 @@ class _Handler(BaseHTTPRequestHandler):
                 env["HTTP_" + header.upper().replace("-", "_")] = self.headers[header]
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
         proc = subprocess.Popen(
-            ["git", "http-backend"], env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            ["git", "http-backend"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         feeder = threading.Thread(target=self._feed, args=(proc, length, chunked), daemon=True)
         errors = threading.Thread(target=self._errors, args=(proc,), daemon=True)
@@ -758,5 +855,3 @@ def https_server(tmp_path: Path, tls_files: TlsFiles) -> Iterator[HttpsServer]:
         yield state
     finally:
         state.stop()
-
-

@@ -45,14 +45,31 @@ SYSTEM_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 READY_TIMEOUT = 30.0  # for each daemon; the whole start takes about a second here
 STOP_TIMEOUT = 10.0
 # Job states after which a job never runs again (`scontrol show job` JobState).
-FINAL_STATES = frozenset({
-    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
-    "PREEMPTED", "TIMEOUT",
-})
+FINAL_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "TIMEOUT",
+    }
+)
 # Variables an outer Slurm job or a user's shell may set that would change what sbatch, srun
 # or squeue do here (SLURM_JOB_ID makes srun join that job; SBATCH_PARTITION picks another).
-_INHERITED_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "SQUEUE_", "SINFO_", "SCANCEL_",
-                       "SCONTROL_")
+_INHERITED_PREFIXES = (
+    "SLURM_",
+    "SBATCH_",
+    "SRUN_",
+    "SALLOC_",
+    "SQUEUE_",
+    "SINFO_",
+    "SCANCEL_",
+    "SCONTROL_",
+)
 
 SLURM_CONF = """\
 # Written by tests/slurm.py: a one-node cluster for the tests, everything in {state}
@@ -147,8 +164,14 @@ class Slurm:
     ) -> subprocess.CompletedProcess[str]:
         """Run a Slurm command (sbatch, squeue, ...) against this cluster; text output."""
         return subprocess.run(
-            list(argv), cwd=cwd, env=self.env, capture_output=True, text=True, timeout=timeout,
-            stdin=subprocess.DEVNULL, check=False,
+            list(argv),
+            cwd=cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
 
     def job(self, job_id: str) -> dict[str, str]:
@@ -159,8 +182,9 @@ class Slurm:
             return {}
         return parse_scontrol(done.stdout)
 
-    def wait_job(self, job_id: str, timeout: float = 30,
-                 states: Collection[str] = FINAL_STATES) -> dict[str, str]:
+    def wait_job(
+        self, job_id: str, timeout: float = 30, states: Collection[str] = FINAL_STATES
+    ) -> dict[str, str]:
         """Poll `scontrol show job` until the job is in one of `states` (by default a final
         one); return its fields."""
         seen: list[dict[str, str]] = [{}]
@@ -169,8 +193,9 @@ class Slurm:
             seen[0] = self.job(job_id)
             return seen[0] if seen[0].get("JobState") in states else None
 
-        return wait_until(in_state, timeout,
-                          lambda: f"job {job_id} to reach {sorted(states)}: {seen[0]}")
+        return wait_until(
+            in_state, timeout, lambda: f"job {job_id} to reach {sorted(states)}: {seen[0]}"
+        )
 
     def jobs(self) -> list[str]:
         """Ids of the jobs not finished yet (pending, running, completing)."""
@@ -201,8 +226,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _daemon(name: str, argv: list[str], log: Path, env: Mapping[str, str],
-            user: pwd.struct_passwd | None = None) -> Daemon:
+def _daemon(
+    name: str,
+    argv: list[str],
+    log: Path,
+    env: Mapping[str, str],
+    user: pwd.struct_passwd | None = None,
+) -> Daemon:
     """A daemon in the foreground, its output appended to `log` in the state folder."""
     return Daemon(argv, env=env, log=log, user=user, name=name, stop_timeout=STOP_TIMEOUT)
 
@@ -215,8 +245,9 @@ def _wait(what: str, check: Callable[[], bool], daemons: list[Daemon]) -> None:
             return True
         dead = [d for d in daemons if not d.alive()]
         if dead:
-            raise _start_error(what, f"{dead[0].name} exited with {dead[0].proc.returncode}",
-                               daemons)
+            raise _start_error(
+                what, f"{dead[0].name} exited with {dead[0].proc.returncode}", daemons
+            )
         return False
 
     try:
@@ -242,8 +273,13 @@ def _munge_ready(sock: Path) -> bool:
 def _node_idle(env: Mapping[str, str], partition: str) -> bool:
     try:
         done = subprocess.run(
-            ["sinfo", "-h", "-p", partition, "-o", "%T"], env=dict(env), capture_output=True,
-            text=True, timeout=15, stdin=subprocess.DEVNULL, check=False,
+            ["sinfo", "-h", "-p", partition, "-o", "%T"],
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=15,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return False
@@ -253,8 +289,13 @@ def _node_idle(env: Mapping[str, str], partition: str) -> bool:
 def _job_state(env: Mapping[str, str], job_id: str) -> str | None:
     try:
         done = subprocess.run(
-            ["scontrol", "-o", "show", "job", job_id], env=dict(env), capture_output=True,
-            text=True, timeout=15, stdin=subprocess.DEVNULL, check=False,
+            ["scontrol", "-o", "show", "job", job_id],
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=15,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return None
@@ -264,8 +305,15 @@ def _job_state(env: Mapping[str, str], job_id: str) -> str | None:
 def _real_memory(path: str) -> int | None:
     """RealMemory (MB) as slurmd itself counts it (`slurmd -C`), or None when it cannot say."""
     try:
-        done = subprocess.run(["slurmd", "-C"], env={"PATH": path}, capture_output=True,
-                              text=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            ["slurmd", "-C"],
+            env={"PATH": path},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     found = re.search(r"\bRealMemory=(\d+)", done.stdout)
@@ -335,9 +383,17 @@ class _Cluster:
         sock = munge_dir / "munge.socket"
         self.munged = _daemon(
             "munged",
-            ["munged", "--foreground", f"--socket={sock}", f"--key-file={MUNGE_KEY}",
-             f"--pid-file={munge_dir / 'munged.pid'}", f"--seed-file={munge_dir / 'munged.seed'}"],
-            self.state / "log" / "munged.log", {"PATH": self.path}, user=munge,
+            [
+                "munged",
+                "--foreground",
+                f"--socket={sock}",
+                f"--key-file={MUNGE_KEY}",
+                f"--pid-file={munge_dir / 'munged.pid'}",
+                f"--seed-file={munge_dir / 'munged.seed'}",
+            ],
+            self.state / "log" / "munged.log",
+            {"PATH": self.path},
+            user=munge,
         )
         _wait("munged", lambda: _munge_ready(sock), [self.munged])
         memory = _real_memory(self.path)
@@ -354,20 +410,33 @@ class _Cluster:
                     raise
         else:
             raise SlurmStartError("\n".join(errors))
-        return Slurm(self.state, self.conf, PARTITION, self.node, self.cpus, self.path,
-                     time.monotonic() - started)
+        return Slurm(
+            self.state,
+            self.conf,
+            PARTITION,
+            self.node,
+            self.cpus,
+            self.path,
+            time.monotonic() - started,
+        )
 
     def _write_conf(self, memory: int | None) -> None:
-        self.conf.write_text(SLURM_CONF.format(
-            state=self.state, cluster=CLUSTER, node=self.node, cpus=self.cpus,
-            memory=f" RealMemory={memory}" if memory else "", partition=PARTITION,
-            ctld_port=_free_port(), slurmd_port=_free_port(),
-        ))
+        self.conf.write_text(
+            SLURM_CONF.format(
+                state=self.state,
+                cluster=CLUSTER,
+                node=self.node,
+                cpus=self.cpus,
+                memory=f" RealMemory={memory}" if memory else "",
+                partition=PARTITION,
+                ctld_port=_free_port(),
+                slurmd_port=_free_port(),
+            )
+        )
 
     def _start_slurm(self) -> None:
         log = self.state / "log"
-        ctld = _daemon("slurmctld", ["slurmctld", "-D", "-i"], log / "slurmctld.stderr",
-                       self.env)
+        ctld = _daemon("slurmctld", ["slurmctld", "-D", "-i"], log / "slurmctld.stderr", self.env)
         self.slurm.append(ctld)
         slurmd = _daemon("slurmd", ["slurmd", "-D"], log / "slurmd.stderr", self.env)
         self.slurm.append(slurmd)
@@ -379,15 +448,29 @@ class _Cluster:
         # return after 10 s). A probe job that runs to the end proves the whole path: munge
         # credentials, the scheduler, slurmd and slurmstepd.
         done = subprocess.run(
-            ["sbatch", "--parsable", "--job-name=torchjob-probe", "--output=/dev/null",
-             "--wrap=true"], env=self.env, capture_output=True, text=True, timeout=30,
-            check=False, cwd=self.state, stdin=subprocess.DEVNULL,
+            [
+                "sbatch",
+                "--parsable",
+                "--job-name=torchjob-probe",
+                "--output=/dev/null",
+                "--wrap=true",
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            cwd=self.state,
+            stdin=subprocess.DEVNULL,
         )
         if done.returncode != 0:
             raise SlurmStartError(f"probe job refused: {done.stderr.strip()}")
         probe = done.stdout.strip().split(";")[0]
-        _wait(f"slurm (probe job {probe} completed)", lambda: _job_state(self.env, probe) ==
-              "COMPLETED", daemons)
+        _wait(
+            f"slurm (probe job {probe} completed)",
+            lambda: _job_state(self.env, probe) == "COMPLETED",
+            daemons,
+        )
 
     def _cancel_jobs(self) -> None:
         """scancel every job and wait (bounded) until slurmctld has none left running."""
@@ -395,8 +478,14 @@ class _Cluster:
 
         def queued() -> list[str]:
             try:
-                done = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, text=True,
-                                      capture_output=True, timeout=15, check=False)
+                done = subprocess.run(
+                    ["squeue", "-h", "-o", "%i"],
+                    env=env,
+                    text=True,
+                    capture_output=True,
+                    timeout=15,
+                    check=False,
+                )
             except subprocess.TimeoutExpired:
                 return []
             return done.stdout.split() if done.returncode == 0 else []

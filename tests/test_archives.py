@@ -53,8 +53,7 @@ def test_archive_with_subdirectory_runs(tmp_path: Path, iso: Env, suffix: str) -
 
 
 def refused(iso: Env, archive: Path, needle: str, **env: str) -> None:
-    res = torchjob("run", "-s", "main.py", "-p", str(archive),
-                   env={**os.environ, **env})
+    res = torchjob("run", "-s", "main.py", "-p", str(archive), env={**os.environ, **env})
     err = res.stderr.decode()
     assert res.returncode == 125, err
     assert needle in err, err
@@ -75,34 +74,50 @@ def test_zip_with_dotdot_entry_is_refused(tmp_path: Path, iso: Env) -> None:
 def test_tar_with_outward_symlink_is_refused(tmp_path: Path, iso: Env) -> None:
     link = tarfile.TarInfo("data")
     link.type, link.linkname = tarfile.SYMTYPE, "../../.."
-    refused(iso, tar_with(tmp_path / "evil.tar.gz", [file_info("main.py"), link],
-                          {"main.py": MAIN}), "refused archive entry")
+    refused(
+        iso,
+        tar_with(tmp_path / "evil.tar.gz", [file_info("main.py"), link], {"main.py": MAIN}),
+        "refused archive entry",
+    )
 
 
 def test_tar_with_absolute_path_is_refused(tmp_path: Path, iso: Env) -> None:
-    refused(iso, tar_with(tmp_path / "abs.tar.gz", [file_info(str(tmp_path / "escaped"))],
-                          {str(tmp_path / "escaped"): b"x"}), "points outside")
+    refused(
+        iso,
+        tar_with(
+            tmp_path / "abs.tar.gz",
+            [file_info(str(tmp_path / "escaped"))],
+            {str(tmp_path / "escaped"): b"x"},
+        ),
+        "points outside",
+    )
 
 
 def test_tar_with_device_file_is_refused(tmp_path: Path, iso: Env) -> None:
     dev = tarfile.TarInfo("null")
     dev.type, dev.devmajor, dev.devminor = tarfile.CHRTYPE, 1, 3
-    refused(iso, tar_with(tmp_path / "dev.tar.gz", [file_info("main.py"), dev],
-                          {"main.py": MAIN}), "device")
+    refused(
+        iso,
+        tar_with(tmp_path / "dev.tar.gz", [file_info("main.py"), dev], {"main.py": MAIN}),
+        "device",
+    )
 
 
 def test_zip_symlink_is_refused(tmp_path: Path, iso: Env) -> None:
     archive = tmp_path / "link.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         info = zipfile.ZipInfo("data")
-        info.external_attr = (0o120777 << 16)
+        info.external_attr = 0o120777 << 16
         zf.writestr(info, "/etc")
     refused(iso, archive, "symlinks")
 
 
 def test_archive_over_the_size_limit_is_refused(tmp_path: Path, iso: Env) -> None:
-    archive = tar_with(tmp_path / "big.tar.gz", [file_info("main.py"), file_info("blob")],
-                       {"main.py": MAIN, "blob": b"\0" * 100_000})
+    archive = tar_with(
+        tmp_path / "big.tar.gz",
+        [file_info("main.py"), file_info("blob")],
+        {"main.py": MAIN, "blob": b"\0" * 100_000},
+    )
     refused(iso, archive, "too large", TORCHJOB_ARCHIVE_MAX_BYTES="50000")
 
 
@@ -114,16 +129,22 @@ def test_corrupt_archive_is_refused(tmp_path: Path, iso: Env) -> None:
 
 
 def test_files_are_copied_next_to_the_script_without_touching_the_project(
-        project: Path, iso: Env) -> None:
-    write(project / "sub" / "train.py", (
-        "import json, pathlib\n"
-        "print(json.load(open('sub/config.json'))['lr'],\n"
-        "      pathlib.Path('sub/extra/a.txt').read_text())\n"))
+    project: Path, iso: Env
+) -> None:
+    write(
+        project / "sub" / "train.py",
+        (
+            "import json, pathlib\n"
+            "print(json.load(open('sub/config.json'))['lr'],\n"
+            "      pathlib.Path('sub/extra/a.txt').read_text())\n"
+        ),
+    )
     config = write(iso.tmp / "inputs" / "config.json", json.dumps({"lr": 0.5}))
     extra = iso.tmp / "inputs" / "extra"
     write(extra / "a.txt", "A")
-    res = torchjob("run", "-s", "sub/train.py", "-p", str(project), "--file", str(config),
-                   "--file", str(extra))
+    res = torchjob(
+        "run", "-s", "sub/train.py", "-p", str(project), "--file", str(config), "--file", str(extra)
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout == b"0.5 A\n"
     assert sorted(p.name for p in (project / "sub").iterdir()) == ["train.py"]
@@ -148,9 +169,13 @@ def test_tar_link_chain_through_long_names_is_refused(tmp_path: Path, iso: Env) 
     escape = tarfile.TarInfo("escape")
     escape.type, escape.linkname = tarfile.SYMTYPE, deep.name + "/" + "../" * 5 + "escaped"
     entries += [deep, escape, file_info("escape/pwned.txt")]
-    refused(iso, tar_with(tmp_path / "chain.tar", entries,
-                          {"main.py": MAIN, "escape/pwned.txt": b"PWNED\n"}),
-            "refused archive entry")
+    refused(
+        iso,
+        tar_with(
+            tmp_path / "chain.tar", entries, {"main.py": MAIN, "escape/pwned.txt": b"PWNED\n"}
+        ),
+        "refused archive entry",
+    )
     assert not list(iso.tmp.rglob("pwned.txt"))
 
 
@@ -162,11 +187,15 @@ def test_tar_links_that_stay_inside_are_extracted(tmp_path: Path, iso: Env) -> N
     near.type, near.linkname = tarfile.SYMTYPE, "conf.py"
     hard = tarfile.TarInfo("copy.py")
     hard.type, hard.linkname = tarfile.LNKTYPE, "shared/conf.py"
-    main = b"import pathlib\nprint(pathlib.Path('pkg/alias.py').read_text().strip(), " \
-           b"pathlib.Path('copy.py').read_text().strip())\n"
-    archive = tar_with(tmp_path / "ok.tar.gz",
-                       [file_info("main.py"), file_info("shared/conf.py"), up, near, hard],
-                       {"main.py": main, "shared/conf.py": b"X = 1\n"})
+    main = (
+        b"import pathlib\nprint(pathlib.Path('pkg/alias.py').read_text().strip(), "
+        b"pathlib.Path('copy.py').read_text().strip())\n"
+    )
+    archive = tar_with(
+        tmp_path / "ok.tar.gz",
+        [file_info("main.py"), file_info("shared/conf.py"), up, near, hard],
+        {"main.py": main, "shared/conf.py": b"X = 1\n"},
+    )
     res = torchjob("run", "-s", "main.py", "-p", str(archive))
     assert res.returncode == 0, res.stderr
     assert res.stdout == b"X = 1 X = 1\n"
@@ -179,13 +208,17 @@ def test_files_never_write_through_a_link_of_the_project(project: Path, iso: Env
     shared = write(iso.tmp / "shared" / "cfg" / "a.yaml", "a: shared\n").parent
     (project / "data.txt").symlink_to(victim)
     (project / "cfg").symlink_to(shared)
-    write(project / "main.py", "import pathlib\n"
-          "print(pathlib.Path('data.txt').read_text().strip(), "
-          "pathlib.Path('cfg/a.yaml').read_text().strip())\n")
+    write(
+        project / "main.py",
+        "import pathlib\n"
+        "print(pathlib.Path('data.txt').read_text().strip(), "
+        "pathlib.Path('cfg/a.yaml').read_text().strip())\n",
+    )
     mine = write(iso.tmp / "mine" / "data.txt", "theirs\n")
     mine_cfg = write(iso.tmp / "mine2" / "cfg" / "a.yaml", "a: run\n").parent
-    res = torchjob("run", "-s", "main.py", "-p", str(project), "--file", str(mine),
-                   "--file", str(mine_cfg))
+    res = torchjob(
+        "run", "-s", "main.py", "-p", str(project), "--file", str(mine), "--file", str(mine_cfg)
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout == b"theirs a: run\n"
     assert victim.read_text() == "mine\n"
@@ -193,8 +226,7 @@ def test_files_never_write_through_a_link_of_the_project(project: Path, iso: Env
     assert (project / "data.txt").is_symlink() and (project / "cfg").is_symlink()
 
 
-def test_files_for_a_script_folder_that_links_out_are_refused(project: Path,
-                                                              iso: Env) -> None:
+def test_files_for_a_script_folder_that_links_out_are_refused(project: Path, iso: Env) -> None:
     outside = iso.tmp / "outdir"
     write(outside / "train.py", "print('outside')\n")
     (project / "tools").symlink_to(outside)
@@ -205,8 +237,9 @@ def test_files_for_a_script_folder_that_links_out_are_refused(project: Path,
     assert sorted(p.name for p in outside.iterdir()) == ["train.py"]
 
 
-def test_a_relative_link_out_of_a_local_project_still_works_with_files(project: Path,
-                                                                       iso: Env) -> None:
+def test_a_relative_link_out_of_a_local_project_still_works_with_files(
+    project: Path, iso: Env
+) -> None:
     """With --file the run uses a copy of the project; `data -> ../datasets` must still
     lead to the datasets next to the original."""
     write(iso.tmp / "datasets" / "x.txt", "X\n")

@@ -14,7 +14,7 @@ CASES: list[tuple[str | None, list[str], str, str]] = [
     ("scritp: a.py\n", [], "1", "scritp"),
     ("script: a.py\npython:\n  interpeter: /x\n", [], "3", "python.interpeter"),
     ("script: a.py\nargs: {a: 1}\n", [], "2", "args"),
-    ("script: a.py\nargs: \"--a 'b\"\n", [], "2", "args"),
+    ('script: a.py\nargs: "--a \'b"\n', [], "2", "args"),
     ("script: a.py\nparams: [1, 2]\n", [], "2", "params"),
     ("script: a.py\nparams:\n  bad key: 1\n", [], "3", "params.bad key"),
     ("script: a.py\nparams:\n  lr: null\n", [], "3", "params.lr"),
@@ -30,7 +30,7 @@ CASES: list[tuple[str | None, list[str], str, str]] = [
     ("script: a.py\nproject: ./nope\n", [], "2", "project"),
     ("script: a.py\nproject: spec.yaml\n", [], "2", "project"),
     ("script: [a.py\n", [], "2", "script"),
-    ("script: a.py\nargs: !!python/object/apply:os.system [\"true\"]\n", [], "2", "args"),
+    ('script: a.py\nargs: !!python/object/apply:os.system ["true"]\n', [], "2", "args"),
     ("- script: a.py\n", [], "1", "(top level)"),
     ("script: a.py\nscript: b.py\n", [], "2", "script"),
     ("script: a.py\npython:\n  manager: pipenv\n", [], "3", "python.manager"),
@@ -45,16 +45,28 @@ CASES: list[tuple[str | None, list[str], str, str]] = [
     ("script: a.py\nfiles: [missing.txt]\n", [], "2", "files"),
     ("script: a.py\nallow_insecure_source: yes please\n", [], "2", "allow_insecure_source"),
     ("script: a.py\ngit_token_env: not-a-name\n", [], "2", "git_token_env"),
-    ("script: a.py\nparams:\n  x: \"a\\0b\"\n", [], "3", "params.x"),
-    ("script: a.py\nbackend:\n  type: slurm\n  partition: \"gpu\\nrm -rf x #\"\n", [], "4",
-     "backend.partition"),
+    ('script: a.py\nparams:\n  x: "a\\0b"\n', [], "3", "params.x"),
+    (
+        'script: a.py\nbackend:\n  type: slurm\n  partition: "gpu\\nrm -rf x #"\n',
+        [],
+        "4",
+        "backend.partition",
+    ),
     ("script: a.py\nbackend:\n  type: slurm\n  nodes: 2\n", [], "4", "backend.nodes"),
-    ("script: a.py\ndistributed:\n  nnodes: 2\nbackend:\n  type: slurm\n", [], "3",
-     "distributed.nnodes"),
+    (
+        "script: a.py\ndistributed:\n  nnodes: 2\nbackend:\n  type: slurm\n",
+        [],
+        "3",
+        "distributed.nnodes",
+    ),
     ("script: a.py\ndistributed:\n  nnodes: 0\n", [], "3", "distributed.nnodes"),
-    ("script: a.py\ndistributed:\n  nnodes: \"2:1\"\n", [], "3", "distributed.nnodes"),
-    ("script: a.py\nbackend:\n  type: slurm\n  extra_args: [\"--comment=a#b\"]\n", [], "4",
-     "backend.extra_args"),
+    ('script: a.py\ndistributed:\n  nnodes: "2:1"\n', [], "3", "distributed.nnodes"),
+    (
+        'script: a.py\nbackend:\n  type: slurm\n  extra_args: ["--comment=a#b"]\n',
+        [],
+        "4",
+        "backend.extra_args",
+    ),
     (None, ["-s", "a.py", "-P", "lr"], "command line", "-P/--param"),
     (None, ["-s", "a.py", "-E", "=x"], "command line", "-E/--env"),
     (None, ["-s", "a.py", "-E", "A-B=1"], "command line", "-E A-B"),
@@ -69,8 +81,9 @@ CASES: list[tuple[str | None, list[str], str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("text", "flags", "where", "key"), CASES,
-                         ids=[f"case{i}" for i in range(len(CASES))])
+@pytest.mark.parametrize(
+    ("text", "flags", "where", "key"), CASES, ids=[f"case{i}" for i in range(len(CASES))]
+)
 def test_bad_input_exits_2_with_one_clear_message(
     project: Path, iso: Env, text: str | None, flags: list[str], where: str, key: str
 ) -> None:
@@ -115,8 +128,20 @@ def test_validate_accepts_a_good_spec_and_runs_nothing(project: Path, iso: Env) 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(project: Path, iso: Env) -> None:
     write(project / "a.py", "open('ran', 'w')\n")
-    res = torchjob("run", "-s", "a.py", "-p", str(project), "-P", "api-key=s3cr3t",
-                   "-E", "HF_TOKEN=t0k3n", "-P", "lr=0.5", "--dry-run")
+    res = torchjob(
+        "run",
+        "-s",
+        "a.py",
+        "-p",
+        str(project),
+        "-P",
+        "api-key=s3cr3t",
+        "-E",
+        "HF_TOKEN=t0k3n",
+        "-P",
+        "lr=0.5",
+        "--dry-run",
+    )
     out = res.stdout.decode()
     assert res.returncode == 0
     assert "--lr 0.5" in out and "--api-key '****'" in out and "HF_TOKEN=****" in out

@@ -35,14 +35,20 @@ def module(env: Path, name: str) -> tuple[Path, Path]:
 
 def loads_from_pyc(env: Path, name: str) -> bool:
     """Whether the environment's python imports name from its .pyc (`-v` says "matches")."""
-    out = subprocess.run([str(env / "bin" / "python"), "-v", "-c", f"import {name}"],
-                         capture_output=True, text=True, check=True)
-    return any("matches" in line and f"/{name}/__init__.py" in line
-               for line in out.stderr.splitlines())
+    out = subprocess.run(
+        [str(env / "bin" / "python"), "-v", "-c", f"import {name}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return any(
+        "matches" in line and f"/{name}/__init__.py" in line for line in out.stderr.splitlines()
+    )
 
 
-def test_a_new_environment_links_the_bytecode_of_an_earlier_one(project: Path, iso: Env,
-                                                                 offline: Any) -> None:
+def test_a_new_environment_links_the_bytecode_of_an_earlier_one(
+    project: Path, iso: Env, offline: Any
+) -> None:
     write(project / "main.py", SHOW)
     first, log1 = build(project, iso, "tinyb==1.0\n")
     assert "linked 0 files from 0 earlier environment(s), compiled" in log1
@@ -58,8 +64,9 @@ def test_a_new_environment_links_the_bytecode_of_an_earlier_one(project: Path, i
         assert loads_from_pyc(second, name)
 
 
-def test_bytecode_of_another_version_or_a_stale_pyc_is_never_linked(project: Path, iso: Env,
-                                                                    offline: Any) -> None:
+def test_bytecode_of_another_version_or_a_stale_pyc_is_never_linked(
+    project: Path, iso: Env, offline: Any
+) -> None:
     write(project / "main.py", SHOW)
     old, _ = build(project, iso, "tinya==1.0\n")
     donor, _ = build(project, iso, "tinyb==1.0\n")  # tinya 2.0, its own compile
@@ -85,7 +92,8 @@ def test_bytecode_of_another_version_or_a_stale_pyc_is_never_linked(project: Pat
 
 
 def test_a_same_size_same_mtime_file_of_another_version_is_never_linked(
-        project: Path, iso: Env, offline: Any) -> None:
+    project: Path, iso: Env, offline: Any
+) -> None:
     """tinya 1.0 and 2.0 have __init__.py files of the same size; uv stamps mtimes in whole
     seconds, so they can also share an mtime. Only the inode tells them apart."""
     write(project / "main.py", SHOW)
@@ -105,8 +113,9 @@ def test_a_same_size_same_mtime_file_of_another_version_is_never_linked(
     assert res.stdout == b"tinya 1.0\n"
 
 
-def test_hash_based_bytecode_is_linked_too(project: Path, iso: Env, offline: Any,
-                                           monkeypatch: Any) -> None:
+def test_hash_based_bytecode_is_linked_too(
+    project: Path, iso: Env, offline: Any, monkeypatch: Any
+) -> None:
     """With SOURCE_DATE_EPOCH set (Nix shells, reproducible builds) py_compile writes .pyc
     files the import system checks by the source's hash: those can be shared as well."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1")
@@ -126,12 +135,12 @@ def test_compile_workers_die_with_the_step(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     (site,) = venv.glob("lib/python*/site-packages")
-    body = "".join(f"def f{i}(x):\n    return [x * {i} for _ in range({i})]\n"
-                   for i in range(400))
+    body = "".join(f"def f{i}(x):\n    return [x * {i} for _ in range({i})]\n" for i in range(400))
     for n in range(600):
         write(site / f"pkg{n}" / "__init__.py", body)
-    step = subprocess.Popen([str(venv / "bin" / "python"), "-I", str(BYTECODE)],
-                            stdout=subprocess.DEVNULL)
+    step = subprocess.Popen(
+        [str(venv / "bin" / "python"), "-I", str(BYTECODE)], stdout=subprocess.DEVNULL
+    )
 
     def workers_seen() -> list[int]:
         workers = children(step.pid)

@@ -27,10 +27,20 @@ def test_ci_runs_the_readme_test_command() -> None:
 def run_folder(runs: Path, run_id: str, project: Path, python: Path) -> None:
     """A run folder as `torchjob run -p PROJECT --python PYTHON` leaves it (the fields the
     guard reads, and an interpreter that names no project)."""
-    write(runs / run_id / "run.json", json.dumps({
-        "id": run_id, "status": "running", "cwd": str(project), "interpreter": str(python),
-        "argv": [str(python), "train.py"], "source": {"kind": "local", "path": str(project)},
-        "spec": {"spec_file": None, "project": str(project)}}))
+    write(
+        runs / run_id / "run.json",
+        json.dumps(
+            {
+                "id": run_id,
+                "status": "running",
+                "cwd": str(project),
+                "interpreter": str(python),
+                "argv": [str(python), "train.py"],
+                "source": {"kind": "local", "path": str(project)},
+                "spec": {"spec_file": None, "project": str(project)},
+            }
+        ),
+    )
     write(runs / run_id / "stdout.log", "epoch 1\n")
 
 
@@ -38,26 +48,41 @@ def run_folder(runs: Path, run_id: str, project: Path, python: Path) -> None:
 def stand_ins(tmp_path: Path) -> tuple[list[Path], list[Path]]:
     """Stand-ins for the real user data and cache folders, and for the attribution roots (the
     session's base temp folder, the repository)."""
-    return [tmp_path / "real-data", tmp_path / "real-cache"], [tmp_path / "basetemp",
-                                                               tmp_path / "repo"]
+    return [tmp_path / "real-data", tmp_path / "real-cache"], [
+        tmp_path / "basetemp",
+        tmp_path / "repo",
+    ]
 
 
 def test_guard_ignores_what_another_process_of_the_user_writes(
-        stand_ins: tuple[list[Path], list[Path]], tmp_path: Path) -> None:
+    stand_ins: tuple[list[Path], list[Path]], tmp_path: Path
+) -> None:
     """The user runs a real job in another terminal while the suite runs: the run folder and
     cache entries it makes name the user's own project, so the test did not write them."""
     (data, cache), roots = stand_ins
     key = "a" * 24
     user_project = tmp_path / "elsewhere" / "my-model"
-    run_folder(data / "runs", "20250101-120000-train-1a2b", user_project,
-               roots[1] / ".venv" / "bin" / "python")  # the repo's python: not a project
+    run_folder(
+        data / "runs",
+        "20250101-120000-train-1a2b",
+        user_project,
+        roots[1] / ".venv" / "bin" / "python",
+    )  # the repo's python: not a project
     before = snapshot([data, cache])
     check_untouched([data, cache], before, roots)  # nothing written: passes
-    run_folder(data / "runs", "20250101-120001-train-3c4d", user_project,
-               roots[1] / ".venv" / "bin" / "python")
+    run_folder(
+        data / "runs",
+        "20250101-120001-train-3c4d",
+        user_project,
+        roots[1] / ".venv" / "bin" / "python",
+    )
     write(data / "runs" / "20250101-120000-train-1a2b" / "stdout.log", "epoch 1\nepoch 2\n")
-    write(cache / "envs" / key / ".ready", json.dumps({
-        "project": str(user_project), "inputs": {"interpreter": str(roots[1] / "python")}}))
+    write(
+        cache / "envs" / key / ".ready",
+        json.dumps(
+            {"project": str(user_project), "inputs": {"interpreter": str(roots[1] / "python")}}
+        ),
+    )
     write(cache / "envs" / key / "projects", f"{user_project}\n")
     write(cache / "envs" / f"{key}.lock", "")
     write(cache / "envs" / ("b" * 24) / "env-7-abc" / "pyvenv.cfg", "")  # half-built: no marker
@@ -68,7 +93,8 @@ def test_guard_ignores_what_another_process_of_the_user_writes(
 
 @pytest.mark.parametrize("entry", ["run", "env", "env-reused", "mirror"])
 def test_guard_fails_a_test_that_writes_to_real_folders(
-        stand_ins: tuple[list[Path], list[Path]], tmp_path: Path, entry: str) -> None:
+    stand_ins: tuple[list[Path], list[Path]], tmp_path: Path, entry: str
+) -> None:
     (data, cache), roots = stand_ins
     key = "c" * 24
     mine = roots[0] / "test_x0" / "proj"  # a project of the test, under the base temp

@@ -14,16 +14,18 @@ from pathlib import Path
 from tests.helpers import TORCHJOB, Env, torchjob, write
 
 
-def test_escaped_process_holding_the_pipe_does_not_hang_or_corrupt(project: Path,
-                                                                   iso: Env) -> None:
+def test_escaped_process_holding_the_pipe_does_not_hang_or_corrupt(project: Path, iso: Env) -> None:
     """A grandchild leaves the process group (setsid) and keeps writing to the job's stdout."""
-    write(project / "escape.py", (
-        "import subprocess, sys\n"
-        "code = 'import os\\nwhile True: os.write(1, b\"ESCAPED\\\\n\" * 50)'\n"
-        "p = subprocess.Popen([sys.executable, '-c', code], start_new_session=True)\n"
-        "open('escaped.pid', 'w').write(str(p.pid))\n"
-        "print('main done', flush=True)\n"
-    ))
+    write(
+        project / "escape.py",
+        (
+            "import subprocess, sys\n"
+            "code = 'import os\\nwhile True: os.write(1, b\"ESCAPED\\\\n\" * 50)'\n"
+            "p = subprocess.Popen([sys.executable, '-c', code], start_new_session=True)\n"
+            "open('escaped.pid', 'w').write(str(p.pid))\n"
+            "print('main done', flush=True)\n"
+        ),
+    )
     try:
         res = torchjob("run", "-q", "-s", "escape.py", "-p", str(project), timeout=60)
         assert res.returncode == 0, res.stderr
@@ -38,9 +40,11 @@ def test_escaped_process_holding_the_pipe_does_not_hang_or_corrupt(project: Path
 
 def test_console_gone_during_a_stop_keeps_the_exit_status(project: Path, iso: Env) -> None:
     write(project / "sleep.py", "import time\nprint('up', flush=True)\ntime.sleep(60)\n")
-    proc = subprocess.Popen([*TORCHJOB, "run", "-s", "sleep.py", "-p", str(project),
-                             "--timeout", "1", "--grace", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*TORCHJOB, "run", "-s", "sleep.py", "-p", str(project), "--timeout", "1", "--grace", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline() == b"up\n"
     proc.stderr.close()  # like `2>&1 | head -1`: every later console write fails
@@ -52,9 +56,13 @@ def test_console_gone_during_a_stop_keeps_the_exit_status(project: Path, iso: En
 
 def test_closed_stdout_does_not_leak_into_the_log(project: Path, iso: Env) -> None:
     write(project / "hi.py", "print('hi')\n")
-    res = subprocess.run([*TORCHJOB, "run", "-s", "hi.py", "-p", str(project)],
-                         preexec_fn=lambda: os.close(1), capture_output=False,
-                         stderr=subprocess.DEVNULL, check=False)
+    res = subprocess.run(
+        [*TORCHJOB, "run", "-s", "hi.py", "-p", str(project)],
+        preexec_fn=lambda: os.close(1),
+        capture_output=False,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
     assert res.returncode == 0
     run_dir, _ = iso.only_run()
     assert (run_dir / "stdout.log").read_bytes() == b"hi\n"
@@ -73,8 +81,11 @@ def test_non_blocking_console_still_gets_everything(project: Path) -> None:
 
     thread = threading.Thread(target=reader)
     thread.start()
-    proc = subprocess.Popen([*TORCHJOB, "run", "-s", "many.py", "-p", str(project)],
-                            stdout=write_end, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*TORCHJOB, "run", "-s", "many.py", "-p", str(project)],
+        stdout=write_end,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write_end)
     assert proc.wait(timeout=120) == 0
     thread.join()
@@ -95,9 +106,22 @@ def test_secrets_stay_out_of_messages_and_records(project: Path, iso: Env) -> No
     write(project / "a.py", "print('ok')\n")
     res = torchjob("run", "-s", "a.py", "-p", str(project), "-E", "HF_TOKEN:hf_realsecret")
     assert res.returncode == 2 and b"hf_realsecret" not in res.stderr
-    res = torchjob("run", "-q", "-s", "a.py", "-p", str(project),
-                   "-E", "DATABASE_URL=postgres://u:dbpass123@h/db", "-E", "MY_PASS=pw12345",
-                   "--", "--password", "hunter22", "--token=tok98765")
+    res = torchjob(
+        "run",
+        "-q",
+        "-s",
+        "a.py",
+        "-p",
+        str(project),
+        "-E",
+        "DATABASE_URL=postgres://u:dbpass123@h/db",
+        "-E",
+        "MY_PASS=pw12345",
+        "--",
+        "--password",
+        "hunter22",
+        "--token=tok98765",
+    )
     assert res.returncode == 0
     text = (iso.run_dirs()[0] / "run.json").read_text()
     for secret in ("dbpass123", "pw12345", "hunter22", "tok98765"):
@@ -114,17 +138,19 @@ def test_durations_beyond_a_year_are_refused(project: Path) -> None:
         assert res.returncode == 2 and b"365 days" in res.stderr
 
 
-def test_a_reader_that_stops_early_ends_logs_quietly_but_never_a_run(project: Path,
-                                                                     iso: Env) -> None:
+def test_a_reader_that_stops_early_ends_logs_quietly_but_never_a_run(
+    project: Path, iso: Env
+) -> None:
     """`torchjob logs last | head -1`: logs dies of SIGPIPE as cat does (no message, not the
     exit 1 click gives); `torchjob run | head -1` still runs the job to its end."""
-    write(project / "many.py", "import sys\nfor i in range(200000): print(i)\n"
-          "print('done', file=sys.stderr)\n")
+    write(
+        project / "many.py",
+        "import sys\nfor i in range(200000): print(i)\nprint('done', file=sys.stderr)\n",
+    )
     for argv in (["logs", "last"], ["run", "-s", "many.py", "-p", str(project)]):
         if argv[0] == "logs":
             assert torchjob("run", "-q", "-s", "many.py", "-p", str(project)).returncode == 0
-        proc = subprocess.Popen([*TORCHJOB, *argv], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen([*TORCHJOB, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout is not None and proc.stderr is not None
         assert proc.stdout.readline() == b"0\n"
         proc.stdout.close()  # the reader goes away, as head does

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from tests.helpers import Env, torchjob, write
 
-DUMP_ENV = ("import json, os\n"
-            "keys = sorted(k for k in os.environ if k.startswith(('TORCHJOB_', 'SM_', 'TM_')))\n"
-            "print(json.dumps({k: os.environ[k] for k in keys}))\n")
+DUMP_ENV = (
+    "import json, os\n"
+    "keys = sorted(k for k in os.environ if k.startswith(('TORCHJOB_', 'SM_', 'TM_')))\n"
+    "print(json.dumps({k: os.environ[k] for k in keys}))\n"
+)
 
 
 def job_env(res_stdout: bytes) -> dict[str, str]:
@@ -23,9 +25,13 @@ def test_params_channels_and_folders(project: Path, iso: Env) -> None:
     write(project / "main.py", DUMP_ENV)
     data = iso.tmp / "data"
     write(data / "x.bin", "x")
-    spec = write(project / "job.yaml", (
-        f"script: main.py\nparams: {{lr: 0.1, dry-run: true, quiet: false}}\n"
-        f"inputs: {{train: {data}}}\n"))
+    spec = write(
+        project / "job.yaml",
+        (
+            f"script: main.py\nparams: {{lr: 0.1, dry-run: true, quiet: false}}\n"
+            f"inputs: {{train: {data}}}\n"
+        ),
+    )
     res = torchjob("run", str(spec), "--input", f"test={data / 'x.bin'}")
     assert res.returncode == 0, res.stderr
     env = job_env(res.stdout)
@@ -52,12 +58,16 @@ def test_missing_channel_and_placed_outputs(project: Path, iso: Env) -> None:
 
 
 def test_output_parameters_reach_the_record_summary_and_table(project: Path, iso: Env) -> None:
-    write(project / "main.py", (
-        "import json, os, pathlib\n"
-        "out = pathlib.Path(os.environ['TORCHJOB_OUTPUT_DIR'])\n"
-        "(out / 'metrics.json').write_text(json.dumps({'accuracy': 0.93, 'loss': 0.21}))\n"
-        "(out / 'output_parameters').mkdir()\n"
-        "(out / 'output_parameters' / 'best_epoch').write_text('3\\n')\n"))
+    write(
+        project / "main.py",
+        (
+            "import json, os, pathlib\n"
+            "out = pathlib.Path(os.environ['TORCHJOB_OUTPUT_DIR'])\n"
+            "(out / 'metrics.json').write_text(json.dumps({'accuracy': 0.93, 'loss': 0.21}))\n"
+            "(out / 'output_parameters').mkdir()\n"
+            "(out / 'output_parameters' / 'best_epoch').write_text('3\\n')\n"
+        ),
+    )
     res = torchjob("run", "-s", "main.py", "-p", str(project))
     assert res.returncode == 0, res.stderr
     _, rec = iso.only_run()
@@ -69,11 +79,15 @@ def test_output_parameters_reach_the_record_summary_and_table(project: Path, iso
 
 
 def test_resume_last_uses_the_previous_runs_checkpoint(project: Path, iso: Env) -> None:
-    write(project / "train.py", (
-        "import os, pathlib\n"
-        "resume = os.environ.get('TORCHJOB_RESUME_FROM')\n"
-        "print('resume', resume)\n"
-        "pathlib.Path(os.environ['TORCHJOB_MODEL_DIR'], 'checkpoint.pt').write_text('w')\n"))
+    write(
+        project / "train.py",
+        (
+            "import os, pathlib\n"
+            "resume = os.environ.get('TORCHJOB_RESUME_FROM')\n"
+            "print('resume', resume)\n"
+            "pathlib.Path(os.environ['TORCHJOB_MODEL_DIR'], 'checkpoint.pt').write_text('w')\n"
+        ),
+    )
     res = torchjob("run", "-s", "train.py", "-p", str(project), "--resume", "last")
     assert res.returncode == 2 and b"no earlier run named 'train'" in res.stderr
     assert torchjob("run", "-s", "train.py", "-p", str(project)).returncode == 0
@@ -87,7 +101,7 @@ def test_resume_last_uses_the_previous_runs_checkpoint(project: Path, iso: Env) 
     assert res.stdout == f"resume {ckpt}\n".encode()
 
 
-SAGEMAKER_SCRIPT = '''
+SAGEMAKER_SCRIPT = """
 import argparse, json, os
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochs", type=int, default=1)
@@ -101,14 +115,14 @@ with open(os.path.join(args.model_dir, "model.txt"), "w") as f:
             f"{os.environ['SM_HP_EPOCHS']} {os.environ['SM_HP_OPTIM_LR']}")
 with open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "metrics.json"), "w") as f:
     json.dump({"epochs_done": args.epochs}, f)
-'''
+"""
 
-TI_SCRIPT = '''
+TI_SCRIPT = """
 import os
 with open(os.path.join(os.environ["TM_MODEL_DIR"], "model.txt"), "w") as f:
     f.write(f"{sorted(os.listdir(os.environ['TM_CHANNEL_TRAIN']))} {os.environ['TM_NUM_GPUS']}")
 open(os.path.join(os.environ["TM_OUTPUT_DATA_DIR"], "done"), "w").close()
-'''
+"""
 
 
 def test_sagemaker_and_ti_scripts_run_unchanged(project: Path, iso: Env) -> None:
@@ -116,15 +130,29 @@ def test_sagemaker_and_ti_scripts_run_unchanged(project: Path, iso: Env) -> None
     write(data / "a.csv", "1")
     write(project / "sm.py", SAGEMAKER_SCRIPT)
     write(project / "ti.py", TI_SCRIPT)
-    res = torchjob("run", "-s", "sm.py", "-p", str(project), "--compat", "sagemaker",
-                   "--input", f"train={data}", "-P", "epochs=2", "-P", "optim.lr=0.1")
+    res = torchjob(
+        "run",
+        "-s",
+        "sm.py",
+        "-p",
+        str(project),
+        "--compat",
+        "sagemaker",
+        "--input",
+        f"train={data}",
+        "-P",
+        "epochs=2",
+        "-P",
+        "optim.lr=0.1",
+    )
     assert res.returncode == 0, res.stderr
     run_dir = max(iso.run_dirs())
     # optim.lr: a shell name too (a Slurm batch script exports it)
     assert (run_dir / "model" / "model.txt").read_text() == "2 2 ['a.csv'] ['train'] 0 2 0.1"
     assert json.loads((run_dir / "run.json").read_text())["outputs"] == {"epochs_done": 2}
-    res = torchjob("run", "-s", "ti.py", "-p", str(project), "--compat", "ti",
-                   "--input", f"train={data}")
+    res = torchjob(
+        "run", "-s", "ti.py", "-p", str(project), "--compat", "ti", "--input", f"train={data}"
+    )
     assert res.returncode == 0, res.stderr
     ti_dir = next(d for d in iso.run_dirs() if d != run_dir)
     assert (ti_dir / "model" / "model.txt").read_text() == "['a.csv'] 0"

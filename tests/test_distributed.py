@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import TORCHJOB, Env, alive, gone_within, torchjob, write
 
-DDP = '''
+DDP = """
 import os, sys, time, torch, torch.distributed as dist
 dist.init_process_group("gloo")
 t = torch.ones(1) * (dist.get_rank() + 1)
@@ -28,10 +28,12 @@ if "libfail" in sys.argv and dist.get_rank() == 1:
 if "wait" in sys.argv:
     time.sleep(600)
 dist.destroy_process_group()
-'''
+"""
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
-                                reason="torch is not installed in the test environment")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None,
+    reason="torch is not installed in the test environment",
+)
 
 
 def test_two_process_gang_all_reduces(project: Path, iso: Env) -> None:
@@ -50,8 +52,7 @@ def test_two_process_gang_all_reduces(project: Path, iso: Env) -> None:
 
 def test_failing_rank_is_named_with_its_exception(project: Path, iso: Env) -> None:
     write(project / "ddp.py", DDP)
-    res = torchjob("run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "2", "--",
-                   "fail")
+    res = torchjob("run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "2", "--", "fail")
     assert res.returncode == 1
     _, rec = iso.only_run()
     line = next(i for i, s in enumerate(DDP.splitlines(), 1) if "1 / 0" in s)
@@ -60,13 +61,15 @@ def test_failing_rank_is_named_with_its_exception(project: Path, iso: Env) -> No
     assert rec["error"].encode() in res.stderr
 
 
-def test_a_failure_inside_a_library_names_its_message_and_package_path(project: Path,
-                                                                        iso: Env) -> None:
+def test_a_failure_inside_a_library_names_its_message_and_package_path(
+    project: Path, iso: Env
+) -> None:
     """The summary used to give the innermost frame's basename and drop the message
     (`rank 0 failed: AttributeError at __init__.py:689`)."""
     write(project / "ddp.py", DDP)
-    res = torchjob("run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "2", "--",
-                   "libfail")
+    res = torchjob(
+        "run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "2", "--", "libfail"
+    )
     assert res.returncode == 1
     _, rec = iso.only_run()
     error = rec["error"]
@@ -77,9 +80,22 @@ def test_a_failure_inside_a_library_names_its_message_and_package_path(project: 
 
 def test_sigterm_leaves_no_worker(project: Path, iso: Env) -> None:
     write(project / "ddp.py", DDP)
-    proc = subprocess.Popen([*TORCHJOB, "run", "-s", "ddp.py", "-p", str(project),
-                             "--nproc-per-node", "2", "--", "wait"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            *TORCHJOB,
+            "run",
+            "-s",
+            "ddp.py",
+            "-p",
+            str(project),
+            "--nproc-per-node",
+            "2",
+            "--",
+            "wait",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     assert proc.stdout is not None
     pids: list[int] = []
     while len(pids) < 2:
@@ -97,12 +113,15 @@ def test_sigterm_leaves_no_worker(project: Path, iso: Env) -> None:
 
 def test_torch_missing_in_the_environment_is_125(project: Path, iso: Env) -> None:
     bare = shutil.which("python3.11", path="/usr/bin")
-    if bare is None or subprocess.run([bare, "-c", "import torch"],
-                                      capture_output=True).returncode == 0:
+    if (
+        bare is None
+        or subprocess.run([bare, "-c", "import torch"], capture_output=True).returncode == 0
+    ):
         pytest.skip("no interpreter without torch here")
     write(project / "ddp.py", DDP)
-    res = torchjob("run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "2",
-                   "--python", bare)
+    res = torchjob(
+        "run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "2", "--python", bare
+    )
     assert res.returncode == 125 and b"torch is not importable" in res.stderr
     _, rec = iso.only_run()
     assert (rec["status"], rec["phase"]) == ("setup_error", "launch")
@@ -110,8 +129,10 @@ def test_torch_missing_in_the_environment_is_125(project: Path, iso: Env) -> Non
 
 def test_distributed_spec_and_bad_values(project: Path, iso: Env) -> None:
     write(project / "ddp.py", DDP)
-    spec = write(project / "job.yaml", "script: ddp.py\ndistributed:\n  nproc_per_node: 2\n"
-                 "  max_restarts: 1\ngpus: \"\"\n")
+    spec = write(
+        project / "job.yaml",
+        'script: ddp.py\ndistributed:\n  nproc_per_node: 2\n  max_restarts: 1\ngpus: ""\n',
+    )
     res = torchjob("run", str(spec), "--dry-run")
     assert res.returncode == 2 and b"gpus" in res.stderr
     spec.write_text("script: ddp.py\ndistributed:\n  nproc_per_node: 2\n  max_restarts: 1\n")
@@ -127,12 +148,30 @@ def test_distributed_spec_and_bad_values(project: Path, iso: Env) -> None:
 def test_nproc_auto_follows_the_visible_gpus(project: Path, iso: Env) -> None:
     """No GPU here: `auto` is one process; `--gpus 0,1` (CUDA_VISIBLE_DEVICES) makes it two."""
     write(project / "ddp.py", DDP)
-    out = torchjob("run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "auto",
-                   "--dry-run", env={k: v for k, v in os.environ.items()
-                                     if k != "CUDA_VISIBLE_DEVICES"}).stdout.decode()
+    out = torchjob(
+        "run",
+        "-s",
+        "ddp.py",
+        "-p",
+        str(project),
+        "--nproc-per-node",
+        "auto",
+        "--dry-run",
+        env={k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"},
+    ).stdout.decode()
     assert "--nproc-per-node 1 " in out
-    out = torchjob("run", "-s", "ddp.py", "-p", str(project), "--nproc-per-node", "auto",
-                   "--gpus", "0,1", "--dry-run").stdout.decode()
+    out = torchjob(
+        "run",
+        "-s",
+        "ddp.py",
+        "-p",
+        str(project),
+        "--nproc-per-node",
+        "auto",
+        "--gpus",
+        "0,1",
+        "--dry-run",
+    ).stdout.decode()
     assert "--nproc-per-node 2 " in out and "CUDA_VISIBLE_DEVICES=0,1" in out
 
 
@@ -144,10 +183,15 @@ def test_the_root_cause_comes_from_the_last_attempt_even_past_nine(tmp_path: Pat
 
     ranks = tmp_path / "ranks"
     for n in range(11):
-        write(ranks / "run_x" / f"attempt_{n}" / "1" / "stderr.log",
-              f'  File "train.py", line {n + 1}, in <module>\nValueError: attempt {n}\n')
-    stderr = write(tmp_path / "stderr.log", "Root Cause (first observed failure):\n"
-                   "  rank      : 1 (local_rank: 1)\n  exitcode  : 1 (pid: 9)\n")
+        write(
+            ranks / "run_x" / f"attempt_{n}" / "1" / "stderr.log",
+            f'  File "train.py", line {n + 1}, in <module>\nValueError: attempt {n}\n',
+        )
+    stderr = write(
+        tmp_path / "stderr.log",
+        "Root Cause (first observed failure):\n"
+        "  rank      : 1 (local_rank: 1)\n  exitcode  : 1 (pid: 9)\n",
+    )
     dist = DistributedSpec(nproc_per_node="2", max_restarts="10")
     out = summarize(ranks, stderr, dist, 0, tmp_path)
     assert out["restarts"] == 10

@@ -14,14 +14,20 @@ from tests.helpers import Env, alive, torchjob, write
 
 # Runs torchjob's own main() with one core function replaced by a bug: nothing real fails this
 # way on purpose, and the point is what the run's record says afterwards.
-_WITH_BUG = ("import sys, importlib; m = importlib.import_module(sys.argv.pop(1)); "
-             "setattr(m, sys.argv.pop(1), lambda *a, **k: 1 / 0); "
-             "from torchrun_cli.cli import main; sys.argv[0] = 'torchjob'; main()")
+_WITH_BUG = (
+    "import sys, importlib; m = importlib.import_module(sys.argv.pop(1)); "
+    "setattr(m, sys.argv.pop(1), lambda *a, **k: 1 / 0); "
+    "from torchrun_cli.cli import main; sys.argv[0] = 'torchjob'; main()"
+)
 
 
 def with_bug(module: str, name: str, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-c", _WITH_BUG, module, name, *args],
-                          capture_output=True, check=False, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", _WITH_BUG, module, name, *args],
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def test_a_bug_during_setup_still_finalises_the_record(project: Path, iso: Env) -> None:
@@ -35,16 +41,16 @@ def test_a_bug_during_setup_still_finalises_the_record(project: Path, iso: Env) 
 
 def test_a_bug_after_the_job_ran_still_finalises_the_record(project: Path, iso: Env) -> None:
     write(project / "a.py", "print('ran')\n")
-    res = with_bug("torchrun_cli.launch.conventions", "read_outputs", "run", "-s", "a.py", "-p",
-                   str(project))
+    res = with_bug(
+        "torchrun_cli.launch.conventions", "read_outputs", "run", "-s", "a.py", "-p", str(project)
+    )
     assert res.returncode == 1 and res.stdout == b"ran\n"
     _, rec = iso.only_run()
     assert (rec["status"], rec["phase"]) == ("failed", "job")
     assert torchjob("runs", "--json").stdout.count(b'"status": "failed"') == 1
 
 
-def test_an_unusable_cache_is_a_setup_error_not_a_launch_failure(project: Path,
-                                                                  iso: Env) -> None:
+def test_an_unusable_cache_is_a_setup_error_not_a_launch_failure(project: Path, iso: Env) -> None:
     """The cache folder is a file: this used to end as failed/127/launch."""
     write(project / "a.py", "print('ran')\n")
     write(iso.home / "cache", "not a folder")
@@ -69,14 +75,16 @@ def _start_ticks(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
 
 
-def test_cancel_never_signals_a_process_of_another_host_or_a_reused_pid(project: Path,
-                                                                       iso: Env) -> None:
+def test_cancel_never_signals_a_process_of_another_host_or_a_reused_pid(
+    project: Path, iso: Env
+) -> None:
     """A record written on another host (a shared runs folder) names a pid that means nothing
     here; neither does a pid the kernel gave to another process since."""
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        run_id = _fake_running(iso, project, host="elsewhere", pid=bystander.pid,
-                               pid_start=_start_ticks(bystander.pid))
+        run_id = _fake_running(
+            iso, project, host="elsewhere", pid=bystander.pid, pid_start=_start_ticks(bystander.pid)
+        )
         res = torchjob("cancel", run_id)
         assert res.returncode == 2 and b"runs on host elsewhere" in res.stderr
         record = iso.runs / run_id / "run.json"

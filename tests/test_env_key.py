@@ -16,16 +16,17 @@ SHOW = "import tinya\nprint(tinya.VALUE)\n"
 
 
 def _run(project: Path, iso: Env, manager: str, env: dict[str, str]) -> tuple[bytes, str]:
-    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager,
-                   env=env)
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager, env=env)
     assert res.returncode == 0, res.stderr
     return res.stdout, newest_record(iso.runs)["environment"]["key"]
 
 
-@pytest.mark.parametrize(("manager", "variable"), [("virtualenv", "PIP_CONSTRAINT"),
-                                                   ("uv", "UV_CONSTRAINT")])
-def test_a_constraint_changes_the_environment(project: Path, iso: Env, offline: Any,
-                                              manager: str, variable: str) -> None:
+@pytest.mark.parametrize(
+    ("manager", "variable"), [("virtualenv", "PIP_CONSTRAINT"), ("uv", "UV_CONSTRAINT")]
+)
+def test_a_constraint_changes_the_environment(
+    project: Path, iso: Env, offline: Any, manager: str, variable: str
+) -> None:
     """A changed constraint used to reuse the old environment, installed without it."""
     write(project / "main.py", SHOW)
     write(project / "requirements.txt", "tinya\n")
@@ -39,8 +40,9 @@ def test_a_constraint_changes_the_environment(project: Path, iso: Env, offline: 
     assert out == b"tinya 2.0\n" and repinned not in (free, pinned)
 
 
-def test_a_pip_config_file_and_the_constraint_it_names_are_keyed(project: Path, iso: Env,
-                                                                 offline: Any) -> None:
+def test_a_pip_config_file_and_the_constraint_it_names_are_keyed(
+    project: Path, iso: Env, offline: Any
+) -> None:
     write(project / "main.py", SHOW)
     write(project / "requirements.txt", "tinya\n")
     pins = write(iso.tmp / "pins.txt", "tinya==1.0\n")

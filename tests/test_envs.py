@@ -45,8 +45,9 @@ def build_started(envs: Path, proc: subprocess.Popen[bytes]) -> bool:
 
 
 @pytest.mark.parametrize("manager", MANAGERS)
-def test_build_once_then_reuse_without_any_tool(project: Path, iso: Env, offline: Any,
-                                                manager: str) -> None:
+def test_build_once_then_reuse_without_any_tool(
+    project: Path, iso: Env, offline: Any, manager: str
+) -> None:
     write(project / "main.py", SHOW)
     write(project / "requirements.txt", "tinyb==1.0\n")  # pulls tinya 2.0 through its dependency
     res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager)
@@ -56,7 +57,8 @@ def test_build_once_then_reuse_without_any_tool(project: Path, iso: Env, offline
     env = first["environment"]
     assert (env["manager"], env["reused"]) == (manager, False)
     assert env["build_seconds"] > 0 and env["python_version"] == ".".join(
-        map(str, sys.version_info[:3]))
+        map(str, sys.version_info[:3])
+    )
     assert first["interpreter"] == str(Path(env["path"]) / "bin" / "python")
     assert "install" in setup_log(iso.runs, first)
     res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager)
@@ -75,8 +77,7 @@ def test_inputs_change_the_key(project: Path, iso: Env, offline: Any, manager: s
     keys = []
 
     def run(*extra: str) -> bytes:
-        res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager,
-                       *extra)
+        res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager, *extra)
         assert res.returncode == 0, res.stderr
         keys.append(newest_record(iso.runs)["environment"]["key"])
         return res.stdout
@@ -88,28 +89,39 @@ def test_inputs_change_the_key(project: Path, iso: Env, offline: Any, manager: s
     run()
     run("--pip", "tinyb")
     assert len(set(keys)) == 4
-    out = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager,
-                   "--dry-run").stdout.decode()
+    out = torchjob(
+        "run", "-s", "main.py", "-p", str(project), "--env-manager", manager, "--dry-run"
+    ).stdout.decode()
     assert "hit" in out
-    out = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager,
-                   "--dry-run", "--rebuild").stdout.decode()
+    out = torchjob(
+        "run",
+        "-s",
+        "main.py",
+        "-p",
+        str(project),
+        "--env-manager",
+        manager,
+        "--dry-run",
+        "--rebuild",
+    ).stdout.decode()
     assert "built afresh (--rebuild)" in out and "hit" not in out
     write(project / "base.txt", "tinya==1.0\n")
-    out = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager,
-                   "--dry-run").stdout.decode()
+    out = torchjob(
+        "run", "-s", "main.py", "-p", str(project), "--env-manager", manager, "--dry-run"
+    ).stdout.decode()
     assert "miss (" in out and "requirements" in out  # which input differs, and from what
 
 
-def test_another_interpreter_is_another_environment(project: Path, iso: Env,
-                                                    offline: Any) -> None:
+def test_another_interpreter_is_another_environment(project: Path, iso: Env, offline: Any) -> None:
     other = other_interpreter()
     if other is None:
         pytest.skip("no second interpreter on this machine")
     write(project / "main.py", "import sys\nprint(sys.base_prefix)\n")
     keys = set()
     for python in (sys.executable, other):
-        res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv",
-                       "--python", python)
+        res = torchjob(
+            "run", "-s", "main.py", "-p", str(project), "--env-manager", "uv", "--python", python
+        )
         assert res.returncode == 0, res.stderr
         keys.add(newest_record(iso.runs)["environment"]["key"])
     assert len(keys) == 2
@@ -119,10 +131,13 @@ def test_rebuild_and_system_site_packages(project: Path, iso: Env, offline: Any)
     write(project / "main.py", "import yaml\nprint('yaml', yaml.__version__)\n")
     res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv")
     assert res.returncode == 1 and b"No module named 'yaml'" in res.stderr  # isolated
-    spec = write(project / "job.yaml", "script: main.py\npython:\n  manager: uv\n"
-                 "  system_site_packages: true\n")
-    base_has_yaml = subprocess.run([sys.executable, "-c", "import yaml"],
-                                   check=False).returncode == 0
+    spec = write(
+        project / "job.yaml",
+        "script: main.py\npython:\n  manager: uv\n  system_site_packages: true\n",
+    )
+    base_has_yaml = (
+        subprocess.run([sys.executable, "-c", "import yaml"], check=False).returncode == 0
+    )
     res = torchjob("run", str(spec))
     assert (res.returncode == 0) == base_has_yaml, res.stderr
     key = newest_record(iso.runs)["environment"]["key"]
@@ -134,10 +149,10 @@ def test_rebuild_and_system_site_packages(project: Path, iso: Env, offline: Any)
 def test_eight_concurrent_runs_build_once(project: Path, iso: Env, offline: Any) -> None:
     write(project / "main.py", SHOW)
     write(project / "requirements.txt", "tinya==1.0\n")
-    argv = [*TORCHJOB, "run", "-s", "main.py", "-p", str(project), "--env-manager",
-            "virtualenv"]
-    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-             for _ in range(8)]
+    argv = [*TORCHJOB, "run", "-s", "main.py", "-p", str(project), "--env-manager", "virtualenv"]
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(8)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * 8
     assert outs == [b"tinya 1.0\n"] * 8
@@ -149,8 +164,17 @@ def test_eight_concurrent_runs_build_once(project: Path, iso: Env, offline: Any)
 def test_kill_9_during_builds_then_clean_reruns(project: Path, iso: Env, offline: Any) -> None:
     write(project / "main.py", SHOW)
     write(project / "requirements.txt", "tinya==1.0\n")
-    argv = [*TORCHJOB, "run", "-q", "-s", "main.py", "-p", str(project),
-            "--env-manager", "virtualenv"]
+    argv = [
+        *TORCHJOB,
+        "run",
+        "-q",
+        "-s",
+        "main.py",
+        "-p",
+        str(project),
+        "--env-manager",
+        "virtualenv",
+    ]
     envs = iso.home / "cache" / "envs"
     rng = random.Random(7)
     for _ in range(3):
@@ -164,21 +188,24 @@ def test_kill_9_during_builds_then_clean_reruns(project: Path, iso: Env, offline
         for marker in ready_envs(iso):  # whatever is marked ready is really complete
             env = json.loads(marker.read_text())["env"]
             assert (marker.parent / env / "bin" / "python").exists()
-        res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager",
-                       "virtualenv")
+        res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "virtualenv")
         assert res.returncode == 0, res.stderr
         assert res.stdout == b"tinya 1.0\n"
         shutil.rmtree(envs)
 
 
-@pytest.mark.parametrize(("requirements", "needle"), [
-    ("nosuchpackage==1.0\n", "No matching distribution"),
-    ("tinya==1.0\ntinyb==1.0\n", "conflict"),
-    ("tinybroken==1.0\n", "fails on purpose"),
-    ("this is not a requirement !!\n", "Invalid requirement"),
-])
-def test_failed_builds_exit_125_and_leave_nothing(project: Path, iso: Env, offline: Any,
-                                                  requirements: str, needle: str) -> None:
+@pytest.mark.parametrize(
+    ("requirements", "needle"),
+    [
+        ("nosuchpackage==1.0\n", "No matching distribution"),
+        ("tinya==1.0\ntinyb==1.0\n", "conflict"),
+        ("tinybroken==1.0\n", "fails on purpose"),
+        ("this is not a requirement !!\n", "Invalid requirement"),
+    ],
+)
+def test_failed_builds_exit_125_and_leave_nothing(
+    project: Path, iso: Env, offline: Any, requirements: str, needle: str
+) -> None:
     write(project / "main.py", SHOW)
     write(project / "requirements.txt", requirements)
     res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "virtualenv")
@@ -192,12 +219,14 @@ def test_failed_builds_exit_125_and_leave_nothing(project: Path, iso: Env, offli
     assert not [p for p in (iso.home / "cache" / "envs").glob("*") if p.is_dir()]
 
 
-def test_prune_never_removes_an_environment_in_use(project: Path, iso: Env,
-                                                   offline: Any) -> None:
+def test_prune_never_removes_an_environment_in_use(project: Path, iso: Env, offline: Any) -> None:
     write(project / "main.py", "import sys\nprint('up', flush=True)\nsys.stdin.read()\n")
-    job = subprocess.Popen([*TORCHJOB, "run", "-s", "main.py", "-p", str(project),
-                            "--env-manager", "uv"], stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        [*TORCHJOB, "run", "-s", "main.py", "-p", str(project), "--env-manager", "uv"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     assert job.stdin is not None and job.stdout is not None
     assert job.stdout.readline() == b"up\n"
     out = torchjob("env", "prune", "--keep", "0").stdout.decode()
@@ -213,20 +242,33 @@ def test_prune_never_removes_an_environment_in_use(project: Path, iso: Env,
 
 
 def test_rebuild_while_a_job_runs_neither_waits_for_it_nor_pulls_its_env(
-        project: Path, iso: Env, offline: Any) -> None:
+    project: Path, iso: Env, offline: Any
+) -> None:
     """--rebuild builds beside the environment a running job uses: it does not wait for that
     job (hours, for training), and the job's environment stays until prune finds it unused."""
     write(project / "main.py", "import sys\nprint(sys.prefix, flush=True)\nsys.stdin.read()\n")
     write(project / "requirements.txt", "tinyb==1.0\n")
-    job = subprocess.Popen([*TORCHJOB, "run", "-s", "main.py", "-p", str(project),
-                            "--env-manager", "uv"], stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        [*TORCHJOB, "run", "-s", "main.py", "-p", str(project), "--env-manager", "uv"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     assert job.stdin is not None and job.stdout is not None
     old_env = Path(job.stdout.readline().decode().strip())
     try:
         write(project / "quick.py", "import sys\nprint(sys.prefix)\n")
-        res = torchjob("run", "-s", "quick.py", "-p", str(project), "--env-manager", "uv",
-                       "--rebuild", timeout=120)
+        res = torchjob(
+            "run",
+            "-s",
+            "quick.py",
+            "-p",
+            str(project),
+            "--env-manager",
+            "uv",
+            "--rebuild",
+            timeout=120,
+        )
         assert res.returncode == 0, res.stderr
         new_env = Path(res.stdout.decode().strip())
         assert new_env != old_env and new_env.parent == old_env.parent
@@ -239,17 +281,19 @@ def test_rebuild_while_a_job_runs_neither_waits_for_it_nor_pulls_its_env(
     assert job.wait(timeout=60) == 0
     assert torchjob("env", "prune", "--unused-for", "300d").returncode == 0
     assert not old_env.exists() and (new_env / "bin" / "python").exists()
-    assert torchjob("run", "-s", "quick.py", "-p", str(project), "--env-manager",
-                    "uv").stdout.decode().strip() == str(new_env)
+    assert torchjob(
+        "run", "-s", "quick.py", "-p", str(project), "--env-manager", "uv"
+    ).stdout.decode().strip() == str(new_env)
 
 
-def test_prune_keep_counts_ready_environments_only(project: Path, iso: Env,
-                                                   offline: Any) -> None:
+def test_prune_keep_counts_ready_environments_only(project: Path, iso: Env, offline: Any) -> None:
     write(project / "main.py", SHOW)
     for requirement in ("tinya==1.0", "tinya==2.0"):
         write(project / "requirements.txt", requirement + "\n")
-        assert torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager",
-                        "uv").returncode == 0
+        assert (
+            torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv").returncode
+            == 0
+        )
     write(iso.home / "cache" / "envs" / ("f" * 24) / "env-1-abc" / "half", "built")  # newest
     out = torchjob("env", "prune", "--keep", "1").stdout.decode()
     assert out.count("removed") == 2, out
@@ -257,8 +301,9 @@ def test_prune_keep_counts_ready_environments_only(project: Path, iso: Env,
     assert not (iso.home / "cache" / "envs" / ("f" * 24)).exists()
 
 
-def test_a_launcher_script_is_keyed_by_the_python_it_runs(project: Path, iso: Env,
-                                                          offline: Any) -> None:
+def test_a_launcher_script_is_keyed_by_the_python_it_runs(
+    project: Path, iso: Env, offline: Any
+) -> None:
     """A pyenv shim picks its python from the folder or the environment; the same script
     must never reuse an environment built for another python."""
     other = other_interpreter()
@@ -269,8 +314,18 @@ def test_a_launcher_script_is_keyed_by_the_python_it_runs(project: Path, iso: En
     write(project / "main.py", "import sys\nprint(sys.base_prefix)\n")
     prefixes = []
     for pick in (sys.executable, other, sys.executable):
-        res = torchjob("run", "-s", "main.py", "-p", str(project), "--python", str(launcher),
-                       "--env-manager", "uv", env={**os.environ, "TJ_PICK": pick})
+        res = torchjob(
+            "run",
+            "-s",
+            "main.py",
+            "-p",
+            str(project),
+            "--python",
+            str(launcher),
+            "--env-manager",
+            "uv",
+            env={**os.environ, "TJ_PICK": pick},
+        )
         assert res.returncode == 0, res.stderr
         reused = newest_record(iso.runs)["environment"]["reused"]
         prefixes.append((res.stdout.decode().strip(), reused))
@@ -280,7 +335,8 @@ def test_a_launcher_script_is_keyed_by_the_python_it_runs(project: Path, iso: En
 
 
 def test_requirements_paths_are_the_project_s_and_includes_are_keyed(
-        project: Path, iso: Env, offline: dict[str, str], tmp_path: Path) -> None:
+    project: Path, iso: Env, offline: dict[str, str], tmp_path: Path
+) -> None:
     """`./wheels/x.whl` means the project's folder, wherever torchjob is started from; an
     include written `-rbase.txt` or continued over two lines is part of the key."""
     wheel = next(Path(offline["PIP_FIND_LINKS"]).glob("tinya-1.0-*.whl"))
@@ -291,29 +347,46 @@ def test_requirements_paths_are_the_project_s_and_includes_are_keyed(
     write(project / "limits.txt", "tinya<3\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv",
-                   cwd=elsewhere)
+    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv", cwd=elsewhere)
     assert res.returncode == 0, res.stderr
     assert res.stdout == b"tinya 1.0\n"
     # pip's (not uv's) other spellings: an attached value, a continued line
     write(project / "requirements.txt", "-rbase.txt\n-c \\\n  limits.txt\n")
     keys = []
-    for name, text in (("limits.txt", "tinya<3\n"), ("base.txt", f"wheels/{wheel.name}\n"),
-                       ("limits.txt", "tinya<4\n"), ("limits.txt", "tinya<4\n")):
+    for name, text in (
+        ("limits.txt", "tinya<3\n"),
+        ("base.txt", f"wheels/{wheel.name}\n"),
+        ("limits.txt", "tinya<4\n"),
+        ("limits.txt", "tinya<4\n"),
+    ):
         write(project / name, text)
-        plan = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv",
-                        "--dry-run", cwd=elsewhere)
+        plan = torchjob(
+            "run",
+            "-s",
+            "main.py",
+            "-p",
+            str(project),
+            "--env-manager",
+            "uv",
+            "--dry-run",
+            cwd=elsewhere,
+        )
         assert plan.returncode == 0, plan.stderr
-        keys.append(next(line for line in plan.stdout.decode().splitlines()
-                         if "key " in line).split("key ")[1].split(":")[0])
+        keys.append(
+            next(line for line in plan.stdout.decode().splitlines() if "key " in line)
+            .split("key ")[1]
+            .split(":")[0]
+        )
     assert len(set(keys[:3])) == 3 and keys[3] == keys[2]  # each include is keyed
 
 
 def test_a_python_version_the_interpreter_does_not_have_is_refused_before_building(
-        project: Path, iso: Env, offline: Any) -> None:
+    project: Path, iso: Env, offline: Any
+) -> None:
     write(project / "main.py", SHOW)
-    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv",
-                   "--python-version", "3.9")
+    res = torchjob(
+        "run", "-s", "main.py", "-p", str(project), "--env-manager", "uv", "--python-version", "3.9"
+    )
     assert res.returncode == 125, res.stderr
     assert b"python.version is 3.9" in res.stderr and b"Traceback" not in res.stderr
     # no uv, no pip: refused before any build
@@ -324,8 +397,18 @@ def test_missing_conda_is_a_clear_setup_error(project: Path, iso: Env) -> None:
     write(project / "main.py", SHOW)
     env = {**os.environ, "PATH": "/usr/bin:/bin"}
     env.pop("TORCHJOB_CONDA", None)
-    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "conda",
-                   "--python-version", "3.11", env=env)
+    res = torchjob(
+        "run",
+        "-s",
+        "main.py",
+        "-p",
+        str(project),
+        "--env-manager",
+        "conda",
+        "--python-version",
+        "3.11",
+        env=env,
+    )
     assert res.returncode == 125 and b"no conda found" in res.stderr
     res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "conda")
     assert res.returncode == 2 and b"conda needs a python version" in res.stderr
@@ -348,14 +431,18 @@ def test_conda_commands_with_a_stand_in(project: Path, iso: Env, offline: Any) -
     """conda itself cannot run here (no channel is reachable): a stand-in `conda` on PATH
     records the exact commands torchjob issues, and makes a virtualenv for the rest."""
     log = iso.tmp / "conda-calls.jsonl"
-    conda = write(iso.tmp / "bin" / "conda", CONDA_STANDIN.format(python=sys.executable,
-                                                                   log=str(log)))
+    conda = write(
+        iso.tmp / "bin" / "conda", CONDA_STANDIN.format(python=sys.executable, log=str(log))
+    )
     conda.chmod(0o755)
     write(project / "main.py", SHOW)
     write(project / "requirements.txt", "tinya==1.0\n")
     write(project / "environment.yml", "dependencies:\n  - numpy\n")
-    spec = write(project / "job.yaml", "script: main.py\npython:\n  manager: conda\n"
-                 '  version: "3.11"\n  conda_file: environment.yml\n')
+    spec = write(
+        project / "job.yaml",
+        "script: main.py\npython:\n  manager: conda\n"
+        '  version: "3.11"\n  conda_file: environment.yml\n',
+    )
     env = {**os.environ, "TORCHJOB_CONDA": str(conda)}
     res = torchjob("run", str(spec), env=env)
     assert res.returncode == 0, res.stderr
@@ -364,7 +451,8 @@ def test_conda_commands_with_a_stand_in(project: Path, iso: Env, offline: Any) -
     prefix = newest_record(iso.runs)["environment"]["path"]
     # what the health check measured, not the "3.11" asked for
     assert newest_record(iso.runs)["environment"]["python_version"] == ".".join(
-        map(str, sys.version_info[:3]))
+        map(str, sys.version_info[:3])
+    )
     assert calls == [
         ["create", "--yes", "--quiet", "--prefix", prefix, "python=3.11"],
         ["env", "update", "--prefix", prefix, "--file", str(project / "environment.yml")],
@@ -381,22 +469,27 @@ def test_torch_cpu_wheel_installs_and_imports(project: Path, iso: Env, manager: 
     wheels = Path("/opt/wheels")
     if not list(wheels.glob("torch-2.13.0*.whl")):
         pytest.skip("no local torch 2.13.0 wheel")
-    write(project / "main.py",
-          "import torch\nprint(torch.__version__, torch.ones(2).sum().item())\n")
+    write(
+        project / "main.py", "import torch\nprint(torch.__version__, torch.ones(2).sum().item())\n"
+    )
     write(project / "requirements.txt", "torch==2.13.0\n")
     env = {**os.environ, "UV_FIND_LINKS": str(wheels), "PIP_FIND_LINKS": str(wheels)}
-    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", manager,
-                   env=env, timeout=1200)
+    res = torchjob(
+        "run", "-s", "main.py", "-p", str(project), "--env-manager", manager, env=env, timeout=1200
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.decode().startswith("2.13.0") and res.stdout.strip().endswith(b"2.0")
 
 
 def test_ctrl_c_during_a_build_stops_the_tools_and_leaves_no_marker(
-        project: Path, iso: Env, offline: Any) -> None:
+    project: Path, iso: Env, offline: Any
+) -> None:
     write(project / "main.py", SHOW)
     write(project / "requirements.txt", "tinya==1.0\n")
-    proc = subprocess.Popen([*TORCHJOB, "run", "-s", "main.py", "-p", str(project),
-                             "--env-manager", "virtualenv"], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*TORCHJOB, "run", "-s", "main.py", "-p", str(project), "--env-manager", "virtualenv"],
+        stderr=subprocess.DEVNULL,
+    )
     envs = iso.home / "cache" / "envs"
     wait_until(partial(build_started, envs, proc), 60, "the build to start")
     proc.send_signal(signal.SIGINT)
@@ -406,22 +499,48 @@ def test_ctrl_c_during_a_build_stops_the_tools_and_leaves_no_marker(
     assert newest_record(iso.runs)["status"] == "cancelled"
 
 
-def test_missing_uv_and_a_broken_interpreter_are_clear_setup_errors(project: Path,
-                                                                     iso: Env) -> None:
+def test_missing_uv_and_a_broken_interpreter_are_clear_setup_errors(
+    project: Path, iso: Env
+) -> None:
     """uv is installed here, so its absence is staged: PATH without it, and the `uv` module
     made unimportable inside the torchjob process. The broken interpreter is a real script."""
     write(project / "main.py", SHOW)
-    code = ("import sys; sys.modules['uv'] = None; sys.argv[0] = 'torchjob'; "
-            "from torchrun_cli.cli import main; main()")
+    code = (
+        "import sys; sys.modules['uv'] = None; sys.argv[0] = 'torchjob'; "
+        "from torchrun_cli.cli import main; main()"
+    )
     env = {**os.environ, "PATH": "/usr/bin:/bin"}
-    res = subprocess.run([sys.executable, "-c", code, "run", "-s", "main.py", "-p",
-                          str(project), "--env-manager", "uv"], capture_output=True, env=env,
-                         check=False)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "run",
+            "-s",
+            "main.py",
+            "-p",
+            str(project),
+            "--env-manager",
+            "uv",
+        ],
+        capture_output=True,
+        env=env,
+        check=False,
+    )
     assert res.returncode == 125 and b"uv is not installed" in res.stderr, res.stderr
     broken = write(iso.tmp / "bin" / "python-broken", "#!/bin/sh\nexit 3\n")
     broken.chmod(0o755)
-    res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "virtualenv",
-                   "--python", str(broken))
+    res = torchjob(
+        "run",
+        "-s",
+        "main.py",
+        "-p",
+        str(project),
+        "--env-manager",
+        "virtualenv",
+        "--python",
+        str(broken),
+    )
     assert res.returncode == 125 and b"cannot start the interpreter" in res.stderr
 
 
@@ -439,18 +558,33 @@ time.sleep(600)
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_during_a_build_stops_the_tools_and_records_cancelled(
-        project: Path, iso: Env, signum: int) -> None:
+    project: Path, iso: Env, signum: int
+) -> None:
     """`torchjob cancel` sends SIGTERM: during a build (a stand-in conda that stalls, since
     no real build can be held still), the tool and its child go, no marker, exit 128+N."""
     pids = iso.tmp / "conda.pids"
-    conda = write(iso.tmp / "bin" / "conda", STALLING_CONDA.format(python=sys.executable,
-                                                                   pids=str(pids)))
+    conda = write(
+        iso.tmp / "bin" / "conda", STALLING_CONDA.format(python=sys.executable, pids=str(pids))
+    )
     conda.chmod(0o755)
     write(project / "main.py", SHOW)
-    job = subprocess.Popen([*TORCHJOB, "run", "-s", "main.py", "-p", str(project),
-                            "--env-manager", "conda", "--python-version", "3.11"],
-                           env={**os.environ, "TORCHJOB_CONDA": str(conda)},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    job = subprocess.Popen(
+        [
+            *TORCHJOB,
+            "run",
+            "-s",
+            "main.py",
+            "-p",
+            str(project),
+            "--env-manager",
+            "conda",
+            "--python-version",
+            "3.11",
+        ],
+        env={**os.environ, "TORCHJOB_CONDA": str(conda)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
     def stand_in_runs() -> bool:
         assert pids.exists() or job.poll() is None, "the stand-in never started"

@@ -72,7 +72,7 @@ def test_non_executable_interpreter_is_126(project: Path) -> None:
 def test_python_launcher_variable_chooses_the_interpreter(project: Path, iso: Env) -> None:
     """$PYTHON_LAUNCHER (DolphinScheduler's variable) is used when no flag or key names one."""
     write(project / "main.py", "import sys\nprint(sys.executable)\n")
-    launcher = write(iso.tmp / "bin" / "mypython", f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    launcher = write(iso.tmp / "bin" / "mypython", f'#!/bin/sh\nexec {sys.executable} "$@"\n')
     launcher.chmod(0o755)
     env = {**os.environ, "PYTHON_LAUNCHER": str(launcher)}
     res = torchjob("run", "-s", "main.py", "-p", str(project), env=env)

@@ -27,29 +27,39 @@ from tests.helpers import (
 )
 from tests.servers import make_bare_repo
 
-MAIN = ("import os, sys\n"
-        "here = os.path.dirname(os.path.abspath(__file__))\n"
-        "print('v', open(os.path.join(here, 'version.txt')).read().strip(), sys.argv[1:])\n")
+MAIN = (
+    "import os, sys\n"
+    "here = os.path.dirname(os.path.abspath(__file__))\n"
+    "print('v', open(os.path.join(here, 'version.txt')).read().strip(), sys.argv[1:])\n"
+)
 
 
 def repo_with_history(path: Path) -> list[str]:
     """Three commits on main, tag v1 on the first; the script lives in mnist/."""
     commits: list[dict[str, str | bytes]] = [
-        {"mnist/main.py": MAIN, "mnist/version.txt": str(i), "README": f"r{i}"} for i in range(3)]
+        {"mnist/main.py": MAIN, "mnist/version.txt": str(i), "README": f"r{i}"} for i in range(3)
+    ]
     return make_bare_repo(path, commits, tags={"v1": 0})
 
 
-def run_git(url: str, *extra: str, env: dict[str, str] | None = None,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    return torchjob("run", "-s", "main.py", "-p", url, "--allow-insecure-source", *extra,
-                    env=env, cwd=cwd)
+def run_git(
+    url: str, *extra: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return torchjob(
+        "run", "-s", "main.py", "-p", url, "--allow-insecure-source", *extra, env=env, cwd=cwd
+    )
 
 
 def test_file_url_refs_and_subdirectory(tmp_path: Path, iso: Env) -> None:
     shas = repo_with_history(tmp_path / "r.git")
     url = f"file://{tmp_path / 'r.git'}#mnist"
-    cases = [([], "2", "main"), (["-r", "main"], "2", "main"), (["-r", "v1"], "0", "v1"),
-             (["-r", shas[1]], "1", shas[1]), (["-r", shas[1][:7]], "1", shas[1][:7])]
+    cases = [
+        ([], "2", "main"),
+        (["-r", "main"], "2", "main"),
+        (["-r", "v1"], "0", "v1"),
+        (["-r", shas[1]], "1", shas[1]),
+        (["-r", shas[1][:7]], "1", shas[1][:7]),
+    ]
     for extra, version, ref in cases:
         res = run_git(url, *extra)
         assert res.returncode == 0, res.stderr
@@ -61,24 +71,44 @@ def test_file_url_refs_and_subdirectory(tmp_path: Path, iso: Env) -> None:
         assert src["url"] == f"file://{tmp_path / 'r.git'}"
         assert rec["cwd"].endswith("/src/mnist")
     # Without a subdirectory the script path is relative to the repository root.
-    res = torchjob("run", "-s", "mnist/main.py", "-p", f"file://{tmp_path / 'r.git'}",
-                   "--allow-insecure-source")
+    res = torchjob(
+        "run",
+        "-s",
+        "mnist/main.py",
+        "-p",
+        f"file://{tmp_path / 'r.git'}",
+        "--allow-insecure-source",
+    )
     assert res.returncode == 0 and res.stdout.split()[:2] == [b"v", b"2"]
     rec = newest_record(iso.runs)
     assert rec["source"]["subdirectory"] is None and rec["cwd"].endswith("/src")
 
 
 def test_pinned_commit_runs_offline_and_a_moved_branch_is_fetched(
-        tmp_path: Path, iso: Env, git_daemon: Any) -> None:
+    tmp_path: Path, iso: Env, git_daemon: Any
+) -> None:
     shas = repo_with_history(git_daemon.root / "r.git")
     url = git_daemon.url("r.git") + "#mnist"
     assert run_git(url, "-r", "main").returncode == 0
     assert newest_record(iso.runs)["source"]["commit"] == shas[2]
     # The branch moves on the server: the next run fetches and uses the new commit.
-    more = make_bare_repo(tmp_path / "next.git", [
-        {"mnist/main.py": MAIN, "mnist/version.txt": str(i), "README": f"r{i}"} for i in range(4)])
-    subprocess.run(["git", "--git-dir", str(tmp_path / "next.git"), "push", "--force", "--quiet",
-                    str(git_daemon.root / "r.git"), "main:main"], check=True)
+    more = make_bare_repo(
+        tmp_path / "next.git",
+        [{"mnist/main.py": MAIN, "mnist/version.txt": str(i), "README": f"r{i}"} for i in range(4)],
+    )
+    subprocess.run(
+        [
+            "git",
+            "--git-dir",
+            str(tmp_path / "next.git"),
+            "push",
+            "--force",
+            "--quiet",
+            str(git_daemon.root / "r.git"),
+            "main:main",
+        ],
+        check=True,
+    )
     assert run_git(url, "-r", "main").returncode == 0
     assert newest_record(iso.runs)["source"]["commit"] == more[3]
     git_daemon.stop()
@@ -94,8 +124,16 @@ def test_pinned_commit_runs_offline_and_a_moved_branch_is_fetched(
 
 def test_eight_concurrent_first_runs_make_one_clone(tmp_path: Path, iso: Env) -> None:
     repo_with_history(tmp_path / "r.git")
-    argv = [*TORCHJOB, "run", "-q", "-s", "main.py", "--allow-insecure-source",
-            "-p", f"file://{tmp_path / 'r.git'}#mnist"]
+    argv = [
+        *TORCHJOB,
+        "run",
+        "-q",
+        "-s",
+        "main.py",
+        "--allow-insecure-source",
+        "-p",
+        f"file://{tmp_path / 'r.git'}#mnist",
+    ]
     procs = [subprocess.Popen(argv) for _ in range(8)]
     assert [p.wait(timeout=300) for p in procs] == [0] * 8
     logs = [(d / "setup.log").read_text() for d in iso.run_dirs()]
@@ -106,11 +144,14 @@ def test_eight_concurrent_first_runs_make_one_clone(tmp_path: Path, iso: Env) ->
 
 def test_kill_9_during_clone_then_a_clean_rerun(tmp_path: Path, iso: Env, git_daemon: Any) -> None:
     blobs: dict[str, str | bytes] = {f"data/{i}.bin": os.urandom(1 << 20) for i in range(60)}
-    shas = make_bare_repo(git_daemon.root / "big.git",
-                          [{**blobs, "mnist/main.py": MAIN, "mnist/version.txt": "big"}])
+    shas = make_bare_repo(
+        git_daemon.root / "big.git", [{**blobs, "mnist/main.py": MAIN, "mnist/version.txt": "big"}]
+    )
     url = git_daemon.url("big.git") + "#mnist"
-    proc = subprocess.Popen([*TORCHJOB, "run", "-s", "main.py", "-p", url,
-                             "--allow-insecure-source"], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*TORCHJOB, "run", "-s", "main.py", "-p", url, "--allow-insecure-source"],
+        stderr=subprocess.DEVNULL,
+    )
     repos = iso.home / "cache" / "repos"
 
     def clone_started() -> bool:
@@ -136,22 +177,35 @@ def test_hostile_repository_runs_nothing(tmp_path: Path, iso: Env) -> None:
     hooks = tmp_path / "hooks"
     for name in ("post-checkout", "post-merge", "reference-transaction", "pre-auto-gc"):
         write(hooks / name, f"#!/bin/sh\ntouch {sentinel}\n").chmod(0o755)
-    shas = make_bare_repo(tmp_path / "evil.git", [{
-        "mnist/main.py": MAIN, "mnist/version.txt": "1",
-        ".gitmodules": f'[submodule "sub"]\n\tpath = sub\n\turl = ext::sh -c touch% {sentinel}\n',
-    }])
+    shas = make_bare_repo(
+        tmp_path / "evil.git",
+        [
+            {
+                "mnist/main.py": MAIN,
+                "mnist/version.txt": "1",
+                ".gitmodules": (
+                    f'[submodule "sub"]\n\tpath = sub\n\turl = ext::sh -c touch% {sentinel}\n'
+                ),
+            }
+        ],
+    )
     work = tmp_path / "work"
-    subprocess.run(["git", "clone", "-q", str(tmp_path / "evil.git"), str(work)], check=True,
-                   env={**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null"})
+    subprocess.run(
+        ["git", "clone", "-q", str(tmp_path / "evil.git"), str(work)],
+        check=True,
+        env={**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null"},
+    )
     os.symlink("/etc", work / "outside")
     git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "update-index", "--add", "--cacheinfo", f"160000,{shas[0]},sub"],
-                   check=True)
+    subprocess.run(
+        [*git, "update-index", "--add", "--cacheinfo", f"160000,{shas[0]},sub"], check=True
+    )
     subprocess.run([*git, "add", "outside"], check=True)
     subprocess.run([*git, "commit", "-qm", "evil"], check=True)
     subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], check=True)
-    config = write(tmp_path / "gitconfig", f"[core]\n\thooksPath = {hooks}\n"
-                                           "[submodule]\n\trecurse = true\n")
+    config = write(
+        tmp_path / "gitconfig", f"[core]\n\thooksPath = {hooks}\n[submodule]\n\trecurse = true\n"
+    )
     env = {**os.environ, "GIT_CONFIG_GLOBAL": str(config)}
     res = run_git(f"file://{tmp_path / 'evil.git'}#mnist", env=env)
     assert res.returncode == 0, res.stderr
@@ -166,8 +220,10 @@ def test_errors_users_meet(tmp_path: Path, iso: Env) -> None:
     checks = [
         (run_git(url + "#mnist", "-r", "nope"), "unknown ref"),
         (run_git(url + "#missing"), "no subdirectory"),
-        (torchjob("run", "-s", "nope.py", "-p", url + "#mnist", "--allow-insecure-source"),
-         "is not in the checkout"),
+        (
+            torchjob("run", "-s", "nope.py", "-p", url + "#mnist", "--allow-insecure-source"),
+            "is not in the checkout",
+        ),
         (run_git(f"file://{tmp_path / 'absent.git'}"), "no git repository"),
         (torchjob("run", "-s", "main.py", "-p", "https://127.0.0.1:9/x.git"), "cannot reach"),
     ]
@@ -191,21 +247,32 @@ def test_ssh_url_form_with_key_and_a_refused_key(tmp_path: Path, iso: Env, sshd:
     assert res.returncode == 0, res.stderr  # the ssh:// form, without a subdirectory
     assert newest_record(iso.runs)["source"]["commit"] == shas[2]
     t0 = time.monotonic()
-    res = torchjob("run", "-s", "main.py", "-p", url.replace("r.git", "r2.git") + "#mnist",
-                   env={**os.environ, **sshd.env(good=False)})
+    res = torchjob(
+        "run",
+        "-s",
+        "main.py",
+        "-p",
+        url.replace("r.git", "r2.git") + "#mnist",
+        env={**os.environ, **sshd.env(good=False)},
+    )
     assert res.returncode == 125 and b"authentication refused" in res.stderr, res.stderr
     assert time.monotonic() - t0 < 30  # no prompt, no hang
 
 
 def test_https_token_stays_out_of_urls_logs_records_and_argv(
-        tmp_path: Path, iso: Env, https_server: Any) -> None:
+    tmp_path: Path, iso: Env, https_server: Any
+) -> None:
     token = "tjtoken-" + os.urandom(8).hex()
     shas = repo_with_history(https_server.git_root / "r.git")
     https_server.require_token = token
     env = {**os.environ, "GIT_SSL_CAINFO": str(https_server.ca_file), "MY_TOKEN": token}
-    spec = write(tmp_path / "job.yaml", (
-        f"project: {https_server.url('/git/r.git')}#mnist\nscript: main.py\n"
-        "git_token_env: MY_TOKEN\n"))
+    spec = write(
+        tmp_path / "job.yaml",
+        (
+            f"project: {https_server.url('/git/r.git')}#mnist\nscript: main.py\n"
+            "git_token_env: MY_TOKEN\n"
+        ),
+    )
     seen: set[str] = set()
     done = threading.Event()
 
@@ -237,8 +304,7 @@ def test_https_token_stays_out_of_urls_logs_records_and_argv(
     assert res.returncode == 125 and b"authentication refused" in res.stderr
 
 
-def test_transient_server_errors_are_retried(tmp_path: Path, iso: Env,
-                                            https_server: Any) -> None:
+def test_transient_server_errors_are_retried(tmp_path: Path, iso: Env, https_server: Any) -> None:
     shas = repo_with_history(https_server.git_root / "r.git")
     env = {**os.environ, **https_server.client_env()}
     url = https_server.url("/git/r.git") + "#mnist"
@@ -303,15 +369,20 @@ def test_submodules_only_when_asked(tmp_path: Path, iso: Env) -> None:
     subprocess.run(["git", "clone", "-q", str(tmp_path / "app.git"), str(work)], check=True)
     git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t"]
     write(work / ".gitmodules", '[submodule "lib"]\n\tpath = vendor/lib\n\turl = ../lib.git\n')
-    subprocess.run([*git, "update-index", "--add", "--cacheinfo", f"160000,{lib[0]},vendor/lib"],
-                   check=True)
-    write(work / "main.py", "import sys\nsys.path.insert(0, 'vendor/lib')\n"
-                            "import helper\nprint(helper.VALUE)\n")
+    subprocess.run(
+        [*git, "update-index", "--add", "--cacheinfo", f"160000,{lib[0]},vendor/lib"], check=True
+    )
+    write(
+        work / "main.py",
+        "import sys\nsys.path.insert(0, 'vendor/lib')\nimport helper\nprint(helper.VALUE)\n",
+    )
     subprocess.run([*git, "add", ".gitmodules", "main.py"], check=True)
     subprocess.run([*git, "commit", "-qm", "sub"], check=True)
     subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], check=True)
-    spec = write(tmp_path / "job.yaml", f"project: file://{tmp_path / 'app.git'}\n"
-                 "script: main.py\nallow_insecure_source: true\n")
+    spec = write(
+        tmp_path / "job.yaml",
+        f"project: file://{tmp_path / 'app.git'}\nscript: main.py\nallow_insecure_source: true\n",
+    )
     res = torchjob("run", str(spec))
     assert res.returncode == 1 and b"ModuleNotFoundError" in res.stderr  # off by default
     spec.write_text(spec.read_text() + "submodules: true\n")
@@ -333,8 +404,9 @@ def test_cache_list_and_prune(tmp_path: Path, iso: Env) -> None:
 
 
 @pytest.mark.parametrize("form", ["token-as-user", "user-and-password"])
-def test_credentials_written_in_the_url_stay_secret(tmp_path: Path, iso: Env,
-                                                    https_server: Any, form: str) -> None:
+def test_credentials_written_in_the_url_stay_secret(
+    tmp_path: Path, iso: Env, https_server: Any, form: str
+) -> None:
     """`https://ghp_TOKEN@host/...` (GitHub's form) is a secret like a password; with
     `https://bob:TOKEN@host/...` the login bob is what the server sees."""
     token = "ghp_" + os.urandom(12).hex()
@@ -342,13 +414,22 @@ def test_credentials_written_in_the_url_stay_secret(tmp_path: Path, iso: Env,
     https_server.require_token = token
     userinfo = token if form == "token-as-user" else f"bob:{token}"
     url = https_server.url("/git/r.git").replace("https://", f"https://{userinfo}@")
-    res = torchjob("run", "-s", "main.py", "-p", url + "#mnist",
-                   env={**os.environ, "GIT_SSL_CAINFO": str(https_server.ca_file)})
+    res = torchjob(
+        "run",
+        "-s",
+        "main.py",
+        "-p",
+        url + "#mnist",
+        env={**os.environ, "GIT_SSL_CAINFO": str(https_server.ca_file)},
+    )
     assert res.returncode == 0, res.stderr
     rec = newest_record(iso.runs)
     assert rec["source"]["commit"] == shas[2]
-    logins = {base64.b64decode(a.split()[-1]).decode().split(":")[0]
-              for a in https_server.auth_seen if a.startswith("Basic ")}
+    logins = {
+        base64.b64decode(a.split()[-1]).decode().split(":")[0]
+        for a in https_server.auth_seen
+        if a.startswith("Basic ")
+    }
     assert logins == ({"x-access-token"} if form == "token-as-user" else {"bob"})
     run_dir = iso.runs / rec["id"]
     for path in [*run_dir.glob("*"), *(iso.home / "cache").rglob("*")]:
@@ -357,8 +438,9 @@ def test_credentials_written_in_the_url_stay_secret(tmp_path: Path, iso: Env,
     assert token.encode() not in res.stdout + res.stderr
 
 
-def test_remotes_that_differ_only_by_dot_git_get_their_own_mirrors(tmp_path: Path,
-                                                                   iso: Env) -> None:
+def test_remotes_that_differ_only_by_dot_git_get_their_own_mirrors(
+    tmp_path: Path, iso: Env
+) -> None:
     """`x` and `x.git` are two repositories on most servers (and here): one mirror each."""
     make_bare_repo(tmp_path / "x", [{"main.py": "print('I am x')\n"}])
     make_bare_repo(tmp_path / "x.git", [{"main.py": "print('I am x.git')\n"}])
@@ -378,21 +460,32 @@ def test_a_new_default_branch_of_the_remote_is_followed(tmp_path: Path, iso: Env
     assert newest_record(iso.runs)["source"]["ref"] == "main"
     work = tmp_path / "work"
     subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True)
-    git_env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    git_env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     subprocess.run(["git", "-C", str(work), "checkout", "-q", "-b", "trunk"], check=True)
     (work / "mnist" / "version.txt").write_text("trunk")
     subprocess.run(["git", "-C", str(work), "commit", "-qam", "trunk"], check=True, env=git_env)
     subprocess.run(["git", "-C", str(work), "push", "-q", "origin", "trunk"], check=True)
-    subprocess.run(["git", "--git-dir", str(bare), "symbolic-ref", "HEAD", "refs/heads/trunk"],
-                   check=True)
-    subprocess.run(["git", "--git-dir", str(bare), "branch", "-D", "main"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "--git-dir", str(bare), "symbolic-ref", "HEAD", "refs/heads/trunk"], check=True
+    )
+    subprocess.run(
+        ["git", "--git-dir", str(bare), "branch", "-D", "main"], check=True, capture_output=True
+    )
     res = run_git(url)
     assert res.returncode == 0, res.stderr
     rec = newest_record(iso.runs)
-    trunk = subprocess.run(["git", "--git-dir", str(bare), "rev-parse", "trunk"],
-                           capture_output=True, text=True, check=True).stdout.strip()
+    trunk = subprocess.run(
+        ["git", "--git-dir", str(bare), "rev-parse", "trunk"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert rec["source"]["commit"] == trunk != shas[2]
     assert rec["source"]["ref"] == "trunk"
 
@@ -402,11 +495,22 @@ def test_an_ambiguous_short_sha_is_named_as_such(tmp_path: Path, iso: Env) -> No
     contents and dates are fixed); git resolves such a prefix to nothing."""
     bare = tmp_path / "many.git"
     make_bare_repo(bare, [{"main.py": MAIN, **{f"d/{i}.txt": f"{i}\n" for i in range(1000)}}])
-    listing = subprocess.run(["git", "--git-dir", str(bare), "cat-file", "--batch-all-objects",
-                              "--batch-check=%(objectname)"], capture_output=True, text=True,
-                             check=True).stdout.split()
-    prefixes = [p for p in {sha[:4] for sha in listing}
-                if sum(sha.startswith(p) for sha in listing) > 1]
+    listing = subprocess.run(
+        [
+            "git",
+            "--git-dir",
+            str(bare),
+            "cat-file",
+            "--batch-all-objects",
+            "--batch-check=%(objectname)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    prefixes = [
+        p for p in {sha[:4] for sha in listing} if sum(sha.startswith(p) for sha in listing) > 1
+    ]
     assert prefixes, "no shared prefix among the fixed objects"
     res = run_git(f"file://{bare}", "-r", prefixes[0])
     assert res.returncode == 125

@@ -15,7 +15,7 @@ from tests.helpers import TORCHJOB, Env, torchjob, write
 # Written into the job's project and also executed here, so both sides build the same bytes.
 # stdout uses bytes 0x01-0x7f (with \r and \n), stderr only bytes 0x80-0xff (invalid UTF-8,
 # one 10 MB line): stdout.log can then be split back into the two streams to check each one.
-GEN = r'''
+GEN = r"""
 import os, random, sys, threading
 
 def streams(out_mb, err_mb):
@@ -42,7 +42,7 @@ if __name__ == "__main__":
     t.start()
     pour(1, out, 1)
     t.join()
-'''
+"""
 
 HIGH = bytes(range(128, 256))
 LOW = bytes(range(128))
@@ -76,25 +76,29 @@ def test_100mb_stdout_and_10mb_stderr_at_once_are_byte_exact(project: Path, iso:
 
 
 def test_small_odd_output_survives_exactly(project: Path, iso: Env) -> None:
-    write(project / "odd.py", (
-        "import os, pathlib, sys\n"
-        "log = pathlib.Path(os.environ['TORCHJOB_RUN_DIR'], 'stdout.log')\n"
-        "def said(data):  # wait until torchjob has logged it: arrival order is then defined\n"
-        "    while not log.read_bytes().endswith(data):\n"
-        "        pass\n"
-        "sys.stdout.buffer.write(b'caf\\xc3\\xa9 \\xff\\xfe bad utf8\\n10%\\r50%\\r')\n"
-        "sys.stdout.flush(); said(b'50%\\r')\n"
-        "sys.stderr.buffer.write(b'warn\\x00 nul\\r\\n'); said(b'nul\\r\\n')\n"
-        "sys.stdout.buffer.write(b'100%'); sys.stdout.flush(); said(b'100%')\n"
-        "sys.stderr.buffer.write(b' no newline at end')\n"
-    ))
+    write(
+        project / "odd.py",
+        (
+            "import os, pathlib, sys\n"
+            "log = pathlib.Path(os.environ['TORCHJOB_RUN_DIR'], 'stdout.log')\n"
+            "def said(data):  # wait until torchjob has logged it: arrival order is then defined\n"
+            "    while not log.read_bytes().endswith(data):\n"
+            "        pass\n"
+            "sys.stdout.buffer.write(b'caf\\xc3\\xa9 \\xff\\xfe bad utf8\\n10%\\r50%\\r')\n"
+            "sys.stdout.flush(); said(b'50%\\r')\n"
+            "sys.stderr.buffer.write(b'warn\\x00 nul\\r\\n'); said(b'nul\\r\\n')\n"
+            "sys.stdout.buffer.write(b'100%'); sys.stdout.flush(); said(b'100%')\n"
+            "sys.stderr.buffer.write(b' no newline at end')\n"
+        ),
+    )
     res = torchjob("run", "-s", "odd.py", "-p", str(project))
     assert res.returncode == 0
     run_dir, _ = iso.only_run()
     out = b"caf\xc3\xa9 \xff\xfe bad utf8\n10%\r50%\r100%"
     err = b"warn\x00 nul\r\n no newline at end"
     assert (run_dir / "stdout.log").read_bytes() == (
-        b"caf\xc3\xa9 \xff\xfe bad utf8\n10%\r50%\rwarn\x00 nul\r\n100% no newline at end")
+        b"caf\xc3\xa9 \xff\xfe bad utf8\n10%\r50%\rwarn\x00 nul\r\n100% no newline at end"
+    )
     assert (run_dir / "stderr.log").read_bytes() == err
     assert res.stdout == out
 
@@ -132,8 +136,9 @@ def test_header_and_summary_are_plain_lines_off_a_terminal(project: Path, iso: E
 def _on_a_terminal(args: list[str], env: dict[str, str]) -> bytes:
     """Run torchjob with a pseudo-terminal as stdout and stderr; return what it showed."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([*TORCHJOB, *args], stdout=slave, stderr=slave,
-                            stdin=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [*TORCHJOB, *args], stdout=slave, stderr=slave, stdin=subprocess.DEVNULL, env=env
+    )
     os.close(slave)
     shown = b""
     while True:

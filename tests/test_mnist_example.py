@@ -26,6 +26,7 @@ with warnings.catch_warnings():  # torch warns at import when numpy is missing; 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist"
 PYTHON = sys.executable  # the interpreter torchjob runs job.yaml with: it has torch
 
+
 def load_idx_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("mnist_idx", EXAMPLE / "idx.py")
     assert spec is not None and spec.loader is not None
@@ -100,8 +101,11 @@ def test_idx_truncated_file(tmp_path: Path, gz: bool) -> None:
     data = images_bytes(3)[:-100]  # the last image is short of 100 pixels
     path = tmp_path / "images"
     path.write_bytes(gzip.compress(data) if gz else data)
-    with pytest.raises(ValueError, match=r"truncated IDX file: 2268 bytes, expected 2368 for "
-                       r"dimensions 3 x 28 x 28"):
+    with pytest.raises(
+        ValueError,
+        match=r"truncated IDX file: 2268 bytes, expected 2368 for "
+        r"dimensions 3 x 28 x 28",
+    ):
         idx.load_images(path)
 
 
@@ -134,14 +138,20 @@ def test_idx_extra_bytes_and_wrong_shapes(tmp_path: Path) -> None:
 
 def test_idx_count_mismatch(tmp_path: Path) -> None:
     write_split(tmp_path, images_bytes(3), labels_bytes([1, 2]), gz=True)
-    with pytest.raises(ValueError, match=r"3 images in train-images-idx3-ubyte.gz but 2 labels "
-                       r"in train-labels-idx1-ubyte.gz"):
+    with pytest.raises(
+        ValueError,
+        match=r"3 images in train-images-idx3-ubyte.gz but 2 labels "
+        r"in train-labels-idx1-ubyte.gz",
+    ):
         idx.load_split(tmp_path, "train")
 
 
 def test_idx_missing_file_names_the_expected_names(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"no train-images-idx3-ubyte or "
-                       r"train-images-idx3-ubyte.gz"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"no train-images-idx3-ubyte or "
+        r"train-images-idx3-ubyte.gz",
+    ):
         idx.load_split(tmp_path, "train")
 
 
@@ -159,8 +169,14 @@ def test_idx_reads_the_shipped_data() -> None:
 def test_main_reports_a_damaged_data_folder(tmp_path: Path) -> None:
     write_split(tmp_path / "d", images_bytes(3), labels_bytes([1, 2]), gz=False)
     write_split(tmp_path / "d", images_bytes(1), labels_bytes([1]), gz=False, split="test")
-    done = subprocess.run([PYTHON, str(EXAMPLE / "main.py"), "--data-dir", str(tmp_path / "d")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [PYTHON, str(EXAMPLE / "main.py"), "--data-dir", str(tmp_path / "d")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 1, done.stderr
     assert "cannot read MNIST" in done.stderr and "3 images" in done.stderr
 
@@ -189,8 +205,9 @@ def test_dry_run_through_torchjob(iso: Env) -> None:
 @pytest.mark.slow
 def test_ddp_dry_run_with_two_processes(iso: Env) -> None:
     """job-ddp.yaml: torchrun, 2 processes, gloo on CPU, DistributedSampler and DDP."""
-    done = torchjob("run", str(EXAMPLE / "job-ddp.yaml"), "-P", "dry-run=true", cwd=iso.tmp,
-                    timeout=600)
+    done = torchjob(
+        "run", str(EXAMPLE / "job-ddp.yaml"), "-P", "dry-run=true", cwd=iso.tmp, timeout=600
+    )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     run_dir, record = iso.only_run()
     assert record["distributed"]["world_size"] == 2
@@ -204,8 +221,15 @@ def test_ddp_dry_run_with_two_processes(iso: Env) -> None:
 @pytest.mark.slow
 def test_slurm_dry_run(iso: Env, slurm: Any) -> None:
     """job-slurm.yaml on the tests' one-node Slurm cluster."""
-    done = torchjob("run", str(EXAMPLE / "job-slurm.yaml"), "-P", "dry-run=true", cwd=iso.tmp,
-                    env={**os.environ, **slurm.env}, timeout=600)
+    done = torchjob(
+        "run",
+        str(EXAMPLE / "job-slurm.yaml"),
+        "-P",
+        "dry-run=true",
+        cwd=iso.tmp,
+        env={**os.environ, **slurm.env},
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     run_dir, record = iso.only_run()
     assert record["backend"]["job_id"] and (run_dir / "job.sbatch").is_file()
@@ -231,8 +255,9 @@ def test_one_epoch_reaches_90_percent(iso: Env) -> None:
 
 @pytest.mark.slow
 def test_resume_from_a_checkpoint(iso: Env) -> None:
-    done = torchjob("run", str(EXAMPLE / "job.yaml"), "-P", "save-model=true", cwd=iso.tmp,
-                    timeout=600)
+    done = torchjob(
+        "run", str(EXAMPLE / "job.yaml"), "-P", "save-model=true", cwd=iso.tmp, timeout=600
+    )
     assert done.returncode == 0, done.stderr.decode()
     run_dir, _ = iso.only_run()
     checkpoint = run_dir / "model" / "checkpoint.pt"
@@ -240,11 +265,21 @@ def test_resume_from_a_checkpoint(iso: Env) -> None:
     first = json.loads((run_dir / "output" / "metrics.json").read_text())
 
     out = iso.tmp / "second"
-    env = {**os.environ, "TORCHJOB_RESUME_FROM": str(checkpoint),
-           "TORCHJOB_OUTPUT_DIR": str(out), "TORCHJOB_MODEL_DIR": str(out / "model")}
-    second = subprocess.run([PYTHON, str(EXAMPLE / "main.py"), "--epochs", "2", "--save-model"],
-                            cwd=iso.tmp, env=env, capture_output=True, text=True, timeout=600,
-                            check=False)
+    env = {
+        **os.environ,
+        "TORCHJOB_RESUME_FROM": str(checkpoint),
+        "TORCHJOB_OUTPUT_DIR": str(out),
+        "TORCHJOB_MODEL_DIR": str(out / "model"),
+    }
+    second = subprocess.run(
+        [PYTHON, str(EXAMPLE / "main.py"), "--epochs", "2", "--save-model"],
+        cwd=iso.tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert second.returncode == 0, second.stderr
     assert f"Resumed from {checkpoint} at epoch 2" in second.stdout
     assert "Train Epoch: 1 " not in second.stdout and "Train Epoch: 2 [0/4000" in second.stdout

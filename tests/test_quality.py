@@ -14,18 +14,30 @@ SRC = ROOT / "src" / "torchrun_cli"
 
 # Each module may import modules of a lower rank, and modules of its own package.
 RANKS = {
-    "torchrun_cli": 0, "torchrun_cli.errors": 0, "torchrun_cli.masking": 0,
-    "torchrun_cli.store": 1, "torchrun_cli.settings": 1, "torchrun_cli.tools": 1,
+    "torchrun_cli": 0,
+    "torchrun_cli.errors": 0,
+    "torchrun_cli.masking": 0,
+    "torchrun_cli.store": 1,
+    "torchrun_cli.settings": 1,
+    "torchrun_cli.tools": 1,
     "torchrun_cli.spec": 2,
     "torchrun_cli.record": 3,
-    "torchrun_cli.source": 4, "torchrun_cli.envs": 4,
+    "torchrun_cli.source": 4,
+    "torchrun_cli.envs": 4,
     "torchrun_cli.launch": 5,
-    "torchrun_cli.jobs": 6, "torchrun_cli.console": 6,
+    "torchrun_cli.jobs": 6,
+    "torchrun_cli.console": 6,
     "torchrun_cli.cli": 7,
     "torchrun_cli.__main__": 8,
 }
-CLI_MAY_IMPORT = {"torchrun_cli", "torchrun_cli.console", "torchrun_cli.jobs",
-                  "torchrun_cli.spec", "torchrun_cli.errors", "torchrun_cli.settings"}
+CLI_MAY_IMPORT = {
+    "torchrun_cli",
+    "torchrun_cli.console",
+    "torchrun_cli.jobs",
+    "torchrun_cli.spec",
+    "torchrun_cli.errors",
+    "torchrun_cli.settings",
+}
 MAX_LINES = 400
 
 
@@ -73,10 +85,17 @@ def test_imports_point_down_the_layers() -> None:
 
 def test_typer_only_in_cli_rich_only_in_console_torch_nowhere() -> None:
     for path, module, tree in _sources():
-        names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
-                 for a in n.names}
-        names |= {n.module.split(".")[0] for n in ast.walk(tree)
-                  if isinstance(n, ast.ImportFrom) and n.module}
+        names = {
+            a.name.split(".")[0]
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Import)
+            for a in n.names
+        }
+        names |= {
+            n.module.split(".")[0]
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and n.module
+        }
         assert "torch" not in names, path
         assert "typer" not in names or module == "torchrun_cli.cli", path
         assert "rich" not in names or module == "torchrun_cli.console", path
@@ -84,8 +103,11 @@ def test_typer_only_in_cli_rich_only_in_console_torch_nowhere() -> None:
 
 
 def test_no_module_holds_two_nouns() -> None:
-    long = [f"{p.relative_to(ROOT)}: {n} lines" for p in SRC.rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > MAX_LINES]
+    long = [
+        f"{p.relative_to(ROOT)}: {n} lines"
+        for p in SRC.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    ]
     assert not long, long
 
 
@@ -95,14 +117,18 @@ def test_imports_inside_functions_say_why() -> None:
     silent = []
     for path, _, tree in _sources():
         lines = path.read_text().splitlines()
-        guarded = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                   and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        guarded = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)
+        }
         for func in ast.walk(tree):
             if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             for node in ast.walk(func):
                 if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in guarded:
-                    said = " ".join(lines[node.lineno - 2: node.end_lineno or node.lineno])
+                    said = " ".join(lines[node.lineno - 2 : node.end_lineno or node.lineno])
                     if "#" not in said:
                         silent.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not silent, silent
@@ -117,8 +143,9 @@ def test_no_test_module_imports_another() -> None:
 
 
 def _tool(*args: str) -> None:
-    res = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
-                         text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 

@@ -33,8 +33,14 @@ def test_tour_commands_run_with_the_documented_status(iso: Env) -> None:
     assert len(commands) >= 25
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for command, expected in commands:
-        res = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, capture_output=True,
-                             timeout=600, check=False)
+        res = subprocess.run(
+            ["bash", "-c", command],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            timeout=600,
+            check=False,
+        )
         assert res.returncode == expected, (command, res.stderr.decode()[-2000:])
         assert b"Traceback" not in res.stderr or expected != 0, command
     assert len(iso.run_dirs()) >= 10

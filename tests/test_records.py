@@ -10,15 +10,44 @@ from pathlib import Path
 
 from tests.helpers import TORCHJOB, Env, torchjob, write
 
-REQUIRED = ("id", "name", "status", "exit_code", "signal", "phase", "error", "started_at",
-            "ended_at", "duration_s", "argv", "cwd", "source", "environment", "params", "spec",
-            "torchjob_version")
+REQUIRED = (
+    "id",
+    "name",
+    "status",
+    "exit_code",
+    "signal",
+    "phase",
+    "error",
+    "started_at",
+    "ended_at",
+    "duration_s",
+    "argv",
+    "cwd",
+    "source",
+    "environment",
+    "params",
+    "spec",
+    "torchjob_version",
+)
 
 
 def test_record_fields_and_secrets_masked(project: Path, iso: Env) -> None:
     write(project / "main.py", "import os\nprint(os.environ['HF_TOKEN'] == 't0k3n')\n")
-    res = torchjob("run", "-s", "main.py", "-p", str(project), "--name", "my job!",
-                   "-P", "api-key=s3cr3t", "-P", "lr=0.1", "-E", "HF_TOKEN=t0k3n")
+    res = torchjob(
+        "run",
+        "-s",
+        "main.py",
+        "-p",
+        str(project),
+        "--name",
+        "my job!",
+        "-P",
+        "api-key=s3cr3t",
+        "-P",
+        "lr=0.1",
+        "-E",
+        "HF_TOKEN=t0k3n",
+    )
     assert res.returncode == 0
     assert res.stdout == b"True\n"  # the script got the real value
     run_dir, rec = iso.only_run()
@@ -38,12 +67,15 @@ def test_record_fields_and_secrets_masked(project: Path, iso: Env) -> None:
 
 
 def test_record_says_running_while_the_job_runs(project: Path, iso: Env) -> None:
-    write(project / "main.py", (
-        "import json, os, pathlib\n"
-        "d = pathlib.Path(os.environ['TORCHJOB_RUN_DIR'])\n"
-        "rec = json.loads((d / 'run.json').read_text())\n"
-        "print(rec['status'], rec['id'] == os.environ['TORCHJOB_RUN_ID'])\n"
-    ))
+    write(
+        project / "main.py",
+        (
+            "import json, os, pathlib\n"
+            "d = pathlib.Path(os.environ['TORCHJOB_RUN_DIR'])\n"
+            "rec = json.loads((d / 'run.json').read_text())\n"
+            "print(rec['status'], rec['id'] == os.environ['TORCHJOB_RUN_ID'])\n"
+        ),
+    )
     res = torchjob("run", "-q", "-s", "main.py", "-p", str(project))
     assert res.returncode == 0
     _, rec = iso.only_run()
@@ -54,18 +86,28 @@ def test_record_says_running_while_the_job_runs(project: Path, iso: Env) -> None
 def test_child_environment_cwd_and_pythonpath(project: Path, iso: Env) -> None:
     """The project is importable from a script in a subfolder; cwd is the project."""
     write(project / "mylib.py", "VALUE = 'from project'\n")
-    write(project / "sub" / "train.py", (
-        "import os, sys, mylib\n"
-        "print(mylib.VALUE, os.getcwd(), os.environ['PYTHONPATH'],\n"
-        "      os.environ['PYTHONUNBUFFERED'], os.environ['OMP_NUM_THREADS'], sep='|')\n"
-    ))
-    spec = write(project / "cfg" / "job.yaml", (
-        "project: ..\nscript: sub/train.py\nenv:\n  OMP_NUM_THREADS: 4\n"))
+    write(
+        project / "sub" / "train.py",
+        (
+            "import os, sys, mylib\n"
+            "print(mylib.VALUE, os.getcwd(), os.environ['PYTHONPATH'],\n"
+            "      os.environ['PYTHONUNBUFFERED'], os.environ['OMP_NUM_THREADS'], sep='|')\n"
+        ),
+    )
+    spec = write(
+        project / "cfg" / "job.yaml",
+        ("project: ..\nscript: sub/train.py\nenv:\n  OMP_NUM_THREADS: 4\n"),
+    )
     env = {**os.environ, "PYTHONPATH": "/inherited/path"}
     res = torchjob("run", str(spec), cwd=iso.tmp, env=env)
     assert res.returncode == 0, res.stderr
     assert res.stdout.decode().strip().split("|") == [
-        "from project", str(project), f"{project}{os.pathsep}/inherited/path", "1", "4"]
+        "from project",
+        str(project),
+        f"{project}{os.pathsep}/inherited/path",
+        "1",
+        "4",
+    ]
 
 
 def test_flag_beats_file_beats_default(project: Path, iso: Env) -> None:
@@ -75,8 +117,10 @@ def test_flag_beats_file_beats_default(project: Path, iso: Env) -> None:
     assert torchjob("run", "-q", str(spec)).returncode == 0
     assert torchjob("run", "-q", str(spec), "-s", "b.py", "--name", "fromflag").returncode == 0
     recs = json.loads(torchjob("runs", "--json").stdout)
-    assert [(r["name"], r["spec"]["script"]) for r in recs] == [("fromflag", "b.py"),
-                                                                ("fromfile", "a.py")]
+    assert [(r["name"], r["spec"]["script"]) for r in recs] == [
+        ("fromflag", "b.py"),
+        ("fromfile", "a.py"),
+    ]
 
 
 def test_runs_show_and_lookup(project: Path, iso: Env) -> None:
@@ -86,8 +130,7 @@ def test_runs_show_and_lookup(project: Path, iso: Env) -> None:
         torchjob("run", "-q", "-s", script, "-p", str(project))
     rows = json.loads(torchjob("runs", "--json").stdout)
     assert [r["status"] for r in rows] == ["succeeded", "failed", "succeeded"]
-    assert [r["started_at"] for r in rows] == sorted((r["started_at"] for r in rows),
-                                                     reverse=True)
+    assert [r["started_at"] for r in rows] == sorted((r["started_at"] for r in rows), reverse=True)
     failed = json.loads(torchjob("runs", "--json", "--status", "failed").stdout)
     assert [r["name"] for r in failed] == ["bad"]
     assert len(json.loads(torchjob("runs", "--json", "--limit", "1").stdout)) == 1
@@ -117,16 +160,22 @@ def test_logs_prints_both_logs_byte_exact(project: Path, iso: Env) -> None:
 
 def test_logs_follow_streams_a_running_job_until_it_ends(project: Path, iso: Env) -> None:
     gate = iso.tmp / "gate"
-    write(project / "slow.py", (
-        "import pathlib, sys\n"
-        f"gate = pathlib.Path({str(gate)!r})\n"
-        "print('first', flush=True)\n"
-        "sys.stdin.read()\n"  # blocks until the test closes the job's stdin
-        "print('second')\n"
-    ))
-    job = subprocess.Popen([*TORCHJOB, "run", "-s", "slow.py", "-p", str(project)],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL)
+    write(
+        project / "slow.py",
+        (
+            "import pathlib, sys\n"
+            f"gate = pathlib.Path({str(gate)!r})\n"
+            "print('first', flush=True)\n"
+            "sys.stdin.read()\n"  # blocks until the test closes the job's stdin
+            "print('second')\n"
+        ),
+    )
+    job = subprocess.Popen(
+        [*TORCHJOB, "run", "-s", "slow.py", "-p", str(project)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     assert job.stdin is not None and job.stdout is not None
     assert job.stdout.readline() == b"first\n"
     follow = subprocess.Popen([*TORCHJOB, "logs", "-f", "last"], stdout=subprocess.PIPE)
@@ -142,9 +191,13 @@ def test_logs_follow_streams_a_running_job_until_it_ends(project: Path, iso: Env
 
 def test_fifty_runs_at_once_get_fifty_folders(project: Path, iso: Env) -> None:
     write(project / "hi.py", "print('hi')\n")
-    procs = [subprocess.Popen([*TORCHJOB, "run", "-q", "-s", "hi.py", "-p", str(project),
-                               "--name", "same"], stdout=subprocess.DEVNULL)
-             for _ in range(50)]
+    procs = [
+        subprocess.Popen(
+            [*TORCHJOB, "run", "-q", "-s", "hi.py", "-p", str(project), "--name", "same"],
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(50)
+    ]
     assert [p.wait(timeout=300) for p in procs] == [0] * 50
     dirs = iso.run_dirs()
     assert len(dirs) == 50
@@ -155,8 +208,9 @@ def test_fifty_runs_at_once_get_fifty_folders(project: Path, iso: Env) -> None:
 
 
 def test_module_entry_point_and_version() -> None:
-    res = subprocess.run([sys.executable, "-m", "torchrun_cli", "--version"],
-                         capture_output=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "torchrun_cli", "--version"], capture_output=True, check=False
+    )
     assert res.returncode == 0 and res.stdout.startswith(b"torchjob ")
 
 
@@ -172,11 +226,16 @@ def test_internal_errors_have_no_traceback_unless_debug(project: Path) -> None:
     """A bug is injected (make_plan raises ZeroDivisionError): nothing real fails this way on
     purpose, and the point is what the CLI does with an unexpected exception."""
     write(project / "a.py", "print(1)\n")
-    code = ("import sys, torchrun_cli.jobs.run as j; j.make_plan = lambda *a: 1 / 0; "
-            "from torchrun_cli.cli import main; sys.argv[0] = 'torchjob'; main()")
+    code = (
+        "import sys, torchrun_cli.jobs.run as j; j.make_plan = lambda *a: 1 / 0; "
+        "from torchrun_cli.cli import main; sys.argv[0] = 'torchjob'; main()"
+    )
     for debug in ([], ["--debug"]):
-        res = subprocess.run([sys.executable, "-c", code, *debug, "run", "-s", "a.py",
-                              "-p", str(project)], capture_output=True, check=False)
+        res = subprocess.run(
+            [sys.executable, "-c", code, *debug, "run", "-s", "a.py", "-p", str(project)],
+            capture_output=True,
+            check=False,
+        )
         assert res.returncode == 1
         if debug:
             assert b"Traceback" in res.stderr and b"ZeroDivisionError" in res.stderr

@@ -125,13 +125,15 @@ def test_https_git_requires_the_token(https_server: HttpsServer, tmp_path: Path)
     wrong = f"Authorization: Bearer {TOKEN}x"
     assert git_run("-c", f"http.extraHeader={wrong}", "ls-remote", url, env=env).returncode != 0
     basic = "Basic " + base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
-    assert_clone(url, tmp_path / "basic", shas, "-c", f"http.extraHeader=Authorization: {basic}",
-                 **env)
+    assert_clone(
+        url, tmp_path / "basic", shas, "-c", f"http.extraHeader=Authorization: {basic}", **env
+    )
     assert basic in https_server.auth_seen
     assert ("POST", "/git/repo.git/git-upload-pack", 200) in https_server.requests
     bearer = f"Bearer {TOKEN}"
-    assert_clone(url, tmp_path / "bearer", shas, "-c", f"http.extraHeader=Authorization: {bearer}",
-                 **env)
+    assert_clone(
+        url, tmp_path / "bearer", shas, "-c", f"http.extraHeader=Authorization: {bearer}", **env
+    )
     assert bearer in https_server.auth_seen
     assert all(TOKEN not in path for path in https_server.paths_seen)
 
@@ -145,8 +147,19 @@ def test_https_git_push_with_a_chunked_body(https_server: HttpsServer, tmp_path:
     (tmp_path / "w" / "big.bin").write_bytes(os.urandom(300_000))  # > postBuffer: chunked
     git("add", "big.bin", cwd=tmp_path / "w")
     git("commit", "-q", "-m", "big", cwd=tmp_path / "w")
-    pushed = git_run("-C", str(tmp_path / "w"), "-c", header, "-c", "http.postBuffer=65536",
-                     "push", "-q", "origin", "main", env=env)
+    pushed = git_run(
+        "-C",
+        str(tmp_path / "w"),
+        "-c",
+        header,
+        "-c",
+        "http.postBuffer=65536",
+        "push",
+        "-q",
+        "origin",
+        "main",
+        env=env,
+    )
     assert pushed.returncode == 0, (pushed.stderr, https_server.backend_log)
     head = git("rev-parse", "HEAD", cwd=tmp_path / "w").strip()
     served = git("--git-dir", str(https_server.git_root / "repo.git"), "rev-parse", "main")
@@ -160,8 +173,10 @@ def test_https_holds_a_clone_so_a_test_can_kill_it(
     https_server.hold_packs = threading.Event()
     clone = subprocess.Popen(
         ["git", "clone", "-q", https_server.url("git/repo.git"), str(tmp_path / "killed")],
-        env=git_env(**https_server.client_env()), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=git_env(**https_server.client_env()),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert https_server.pack_requested.wait(10)  # mid-clone: refs listed, pack not sent
@@ -172,8 +187,9 @@ def test_https_holds_a_clone_so_a_test_can_kill_it(
     https_server.hold_packs.set()
     https_server.hold_packs = None
     assert not (tmp_path / "killed" / "sub").exists()
-    assert_clone(https_server.url("git/repo.git"), tmp_path / "again", shas,
-                 **https_server.client_env())
+    assert_clone(
+        https_server.url("git/repo.git"), tmp_path / "again", shas, **https_server.client_env()
+    )
 
 
 def test_https_refuses_clients_that_do_not_trust_the_ca(
@@ -182,8 +198,7 @@ def test_https_refuses_clients_that_do_not_trust_the_ca(
     make_bare_repo(https_server.git_root / "repo.git", COMMITS)
     done = git_run("clone", "-q", https_server.url("git/repo.git"), str(tmp_path / "c"))
     assert done.returncode != 0 and b"certificate" in done.stderr
-    missing = git_run("ls-remote", https_server.url("git/nope.git"),
-                      env=https_server.client_env())
+    missing = git_run("ls-remote", https_server.url("git/nope.git"), env=https_server.client_env())
     assert missing.returncode != 0
     assert ("GET", "/git/nope.git/info/refs?service=git-upload-pack", 404) in (
         https_server.requests
@@ -199,11 +214,13 @@ def test_https_serves_static_files(https_server: HttpsServer) -> None:
     with urllib.request.urlopen(url, context=https_server.ssl_context(), timeout=10) as r:  # noqa: S310
         assert r.status == 200 and r.read() == payload
     with pytest.raises(urllib.error.HTTPError) as missing:
-        urllib.request.urlopen(https_server.url("files/nope.zip"),  # noqa: S310
-                               context=https_server.ssl_context(), timeout=10)
+        urllib.request.urlopen(  # noqa: S310
+            https_server.url("files/nope.zip"), context=https_server.ssl_context(), timeout=10
+        )
     assert missing.value.code == 404
-    conn = http.client.HTTPSConnection("127.0.0.1", https_server.port,
-                                       context=https_server.ssl_context(), timeout=10)
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", https_server.port, context=https_server.ssl_context(), timeout=10
+    )
     conn.request("GET", "/files/..%2Fhttps-git%2Fsecret")
     assert conn.getresponse().status == 404
     conn.close()

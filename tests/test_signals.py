@@ -16,7 +16,7 @@ from tests.helpers import TORCHJOB, Env, alive, gone_within, newest_record, writ
 
 # The job starts a grandchild, prints both pids, then sleeps. "stubborn" ignores SIGTERM and
 # SIGINT in both processes, so only SIGKILL can stop them.
-JOB = r'''
+JOB = r"""
 import os, signal, subprocess, sys, time
 stubborn = sys.argv[1:] == ["stubborn"]
 code = "import signal, time\n"
@@ -28,14 +28,15 @@ if stubborn:
 g = subprocess.Popen([sys.executable, "-c", code + "time.sleep(600)"])
 print(os.getpid(), g.pid, flush=True)
 time.sleep(600)
-'''
+"""
 
 
 def start(project: Path, *extra: str) -> tuple[subprocess.Popen[bytes], list[int]]:
     write(project / "job.py", JOB)
     proc = subprocess.Popen(
         [*TORCHJOB, "run", "-s", "job.py", "-p", str(project), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the job is running once it has printed its pids
@@ -49,8 +50,9 @@ def finish(proc: subprocess.Popen[bytes]) -> tuple[int, bytes]:
     return proc.returncode, err
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130),
-                                           (signal.SIGHUP, 129)])
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
+)
 def test_signal_stops_child_and_grandchild(project: Path, iso: Env, sig: int, code: int) -> None:
     proc, pids = start(project, "--grace", "60")
     t0 = time.monotonic()
@@ -113,13 +115,19 @@ def test_timeout_stops_the_job_with_124(project: Path, iso: Env) -> None:
 
 
 def test_leftover_grandchild_is_killed_when_the_script_exits(project: Path) -> None:
-    write(project / "bg.py", (
-        "import subprocess, sys\n"
-        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
-        "print(g.pid, flush=True)\n"
-    ))
-    proc = subprocess.Popen([*TORCHJOB, "run", "-s", "bg.py", "-p", str(project)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    write(
+        project / "bg.py",
+        (
+            "import subprocess, sys\n"
+            "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+            "print(g.pid, flush=True)\n"
+        ),
+    )
+    proc = subprocess.Popen(
+        [*TORCHJOB, "run", "-s", "bg.py", "-p", str(project)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert gone_within([int(out.split()[0])], 1.0)
@@ -130,7 +138,8 @@ def test_lost_run_is_shown_as_lost(project: Path, iso: Env) -> None:
     proc.kill()
     proc.communicate(timeout=30)
     assert gone_within(pids, 1.0)
-    res = subprocess.run([*TORCHJOB, "runs", "--json"], capture_output=True, check=True,
-                         env=os.environ)
+    res = subprocess.run(
+        [*TORCHJOB, "runs", "--json"], capture_output=True, check=True, env=os.environ
+    )
     (row,) = json.loads(res.stdout)
     assert row["status"] == "lost"

@@ -14,7 +14,6 @@ if TYPE_CHECKING:  # the fixture itself comes from conftest.py's pytest_plugins
     from tests.slurm import Slurm
 
 
-
 def submit(slurm: Slurm, *args: str, cwd: Path) -> str:
     """`sbatch --parsable ARGS`; the job id (--parsable prints `ID` or `ID;CLUSTER`)."""
     done = slurm.run("sbatch", "--parsable", *args, cwd=cwd)
@@ -88,8 +87,7 @@ def test_sbatch_wait_exits_with_the_jobs_exit_code(slurm: Slurm, tmp_path: Path)
 
 
 def wait_output(path: Path, text: str, timeout: float = 20) -> None:
-    wait_until(lambda: path.exists() and text in path.read_text(), timeout,
-               f"{text!r} in {path}")
+    wait_until(lambda: path.exists() and text in path.read_text(), timeout, f"{text!r} in {path}")
 
 
 def test_scancel_ends_a_running_job(slurm: Slurm, tmp_path: Path) -> None:

@@ -52,34 +52,65 @@ def test_hostile_urls_are_refused_without_running_anything(project: Path, iso: E
         assert len(err.strip().splitlines()) == 1, err
     assert not sentinel(iso.tmp).exists()
     assert not (iso.home / "cache" / "repos").exists() or not any(
-        (iso.home / "cache" / "repos").iterdir())
+        (iso.home / "cache" / "repos").iterdir()
+    )
 
 
-@pytest.mark.parametrize("ref", ["-x", "--upload-pack=evil", "a..b", "a b", "x~1", "x^", "a:b",
-                                 "?", "*", "[x", "a\\b", "a/", "/a", "a.lock", ".hidden",
-                                 "a/.b", "@", "a@{1}", "a//b", "end.", "ctl\x01"])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "-x",
+        "--upload-pack=evil",
+        "a..b",
+        "a b",
+        "x~1",
+        "x^",
+        "a:b",
+        "?",
+        "*",
+        "[x",
+        "a\\b",
+        "a/",
+        "/a",
+        "a.lock",
+        ".hidden",
+        "a/.b",
+        "@",
+        "a@{1}",
+        "a//b",
+        "end.",
+        "ctl\x01",
+    ],
+)
 def test_bad_refs_are_refused_like_git_check_ref_format(ref: str) -> None:
     with pytest.raises(SetupError, match="refused ref"):
         check_ref(ref)
-    real = subprocess.run(["git", "check-ref-format", "--allow-onelevel", ref],
-                          capture_output=True, check=False)
+    real = subprocess.run(
+        ["git", "check-ref-format", "--allow-onelevel", ref], capture_output=True, check=False
+    )
     assert real.returncode != 0 or ref.startswith("-")  # git agrees (it has no '-' rule)
 
 
-@pytest.mark.parametrize("ref", ["main", "v1.0", "release/2026-11", "feature/x_y",
-                                 "0123abcd", "a" * 40, "a@b", "tag+meta"])
+@pytest.mark.parametrize(
+    "ref",
+    ["main", "v1.0", "release/2026-11", "feature/x_y", "0123abcd", "a" * 40, "a@b", "tag+meta"],
+)
 def test_good_refs_pass_like_git_check_ref_format(ref: str) -> None:
     check_ref(ref)
-    real = subprocess.run(["git", "check-ref-format", "--allow-onelevel", ref],
-                          capture_output=True, check=False)
+    real = subprocess.run(
+        ["git", "check-ref-format", "--allow-onelevel", ref], capture_output=True, check=False
+    )
     assert real.returncode == 0
 
 
 def test_bad_subdirectories_and_refs_refused_through_the_cli(project: Path, iso: Env) -> None:
     write(project / "a.py", "print('never')\n")
-    for extra in (["-p", "git@127.0.0.1:x.git#../up"], ["-p", "git@127.0.0.1:x.git#/etc"],
-                  ["-p", "git@127.0.0.1:x.git", "-r", "--upload-pack=touch x"],
-                  ["-p", "git@127.0.0.1:x.git", "-r", "a..b"]):
+    for extra in (
+        ["-p", "git@127.0.0.1:x.git#../up"],
+        ["-p", "git@127.0.0.1:x.git#/etc"],
+        ["-p", "git@127.0.0.1:x.git", "-r", "--upload-pack=touch x"],
+        ["-p", "git@127.0.0.1:x.git", "-r", "a..b"],
+    ):
         for dry in ([], ["--dry-run"]):  # the plan refuses what the run would
             res = torchjob("run", "-s", "a.py", *extra, *dry, cwd=project)
             assert res.returncode == 125, (extra, dry, res.stderr)
@@ -87,8 +118,14 @@ def test_bad_subdirectories_and_refs_refused_through_the_cli(project: Path, iso:
 
 
 def test_a_bad_limit_in_the_environment_is_one_clear_line(project: Path) -> None:
-    res = torchjob("run", "-s", "a.py", "-p", "git@127.0.0.1:x.git",
-                   env={**os.environ, "TORCHJOB_GIT_TIMEOUT": "ten"})
+    res = torchjob(
+        "run",
+        "-s",
+        "a.py",
+        "-p",
+        "git@127.0.0.1:x.git",
+        env={**os.environ, "TORCHJOB_GIT_TIMEOUT": "ten"},
+    )
     assert res.returncode == 2
     assert res.stderr.decode().strip().startswith("torchjob: error: TORCHJOB_GIT_TIMEOUT='ten'")
     assert b"Traceback" not in res.stderr and b"internal error" not in res.stderr

@@ -24,8 +24,12 @@ def test_every_key_is_a_field_of_the_model_and_every_flag_an_option_of_run() -> 
         assert top in fields, key.path
         assert top in masked, key.path  # run.json's spec shows every key
         if key.section and key.kind is not Kind.SECTION:
-            section = {"python": "PythonSpec", "outputs": "OutputsSpec",
-                       "distributed": "DistributedSpec", "backend": "BackendSpec"}[key.section]
+            section = {
+                "python": "PythonSpec",
+                "outputs": "OutputsSpec",
+                "distributed": "DistributedSpec",
+                "backend": "BackendSpec",
+            }[key.section]
             model = next(f.type for f in dataclasses.fields(JobSpec) if f.name == key.section)
             assert section in str(model), key.path
     helptext = torchjob("run", "--help", env={**os.environ, "COLUMNS": "200"}).stdout.decode()
@@ -45,8 +49,10 @@ def test_a_spec_with_inputs_keeps_its_name(project: Path, iso: Env) -> None:
         assert res.returncode == 0, res.stderr
     rows = json.loads(torchjob("runs", "--json", "--name", "mine").stdout)
     assert [r["name"] for r in rows] == ["mine", "mine"]
-    assert rows[0]["spec"]["inputs"] == {"train": str(project / "data"),
-                                         "extra": str(project / "data")}
+    assert rows[0]["spec"]["inputs"] == {
+        "train": str(project / "data"),
+        "extra": str(project / "data"),
+    }
 
 
 def test_null_means_no_limit_and_other_types_are_exit_2(project: Path, iso: Env) -> None:
@@ -55,8 +61,11 @@ def test_null_means_no_limit_and_other_types_are_exit_2(project: Path, iso: Env)
     res = torchjob("run", str(ok))
     assert res.returncode == 0, res.stderr
     assert json.loads(torchjob("show", "last", "--json").stdout)["spec"]["timeout"] is None
-    for text, line, key in (("timeout: [1]", 2, "timeout"), ("grace: {a: 1}", 2, "grace"),
-                            ("timeout: true", 2, "timeout")):
+    for text, line, key in (
+        ("timeout: [1]", 2, "timeout"),
+        ("grace: {a: 1}", 2, "grace"),
+        ("timeout: true", 2, "timeout"),
+    ):
         bad = write(project / "bad.yaml", f"script: a.py\n{text}\n")
         res = torchjob("run", str(bad))
         err = res.stderr.decode()
@@ -78,13 +87,16 @@ def test_requirements_reads_are_bounded(project: Path, iso: Env) -> None:
     """`-r /dev/zero` in requirements used to end in MemoryError; a FIFO include blocked."""
     write(project / "a.py", "print('ran')\n")
     os.mkfifo(project / "pipe.txt")
-    for line, says in (("-r /dev/zero", b"not a regular file"),
-                       ("-r pipe.txt", b"not a regular file"),
-                       ("-c pipe.txt", b"not a regular file"),
-                       ("-r missing.txt", b"No such file")):  # a local path: exit 2, not 125
+    for line, says in (
+        ("-r /dev/zero", b"not a regular file"),
+        ("-r pipe.txt", b"not a regular file"),
+        ("-c pipe.txt", b"not a regular file"),
+        ("-r missing.txt", b"No such file"),
+    ):  # a local path: exit 2, not 125
         write(project / "requirements.txt", line + "\n")
-        res = torchjob("run", "-s", "a.py", "-p", str(project), "--env-manager", "virtualenv",
-                       timeout=60)
+        res = torchjob(
+            "run", "-s", "a.py", "-p", str(project), "--env-manager", "virtualenv", timeout=60
+        )
         assert res.returncode == 2, res.stderr
         assert says in res.stderr and b"MemoryError" not in res.stderr
     assert not iso.runs.exists()
@@ -93,8 +105,17 @@ def test_requirements_reads_are_bounded(project: Path, iso: Env) -> None:
 def test_requirements_that_name_a_folder_say_so(project: Path, iso: Env) -> None:
     write(project / "a.py", "print('ran')\n")
     (project / "reqs").mkdir()
-    res = torchjob("run", "-s", "a.py", "-p", str(project), "--env-manager", "virtualenv",
-                   "--requirements", "reqs")
+    res = torchjob(
+        "run",
+        "-s",
+        "a.py",
+        "-p",
+        str(project),
+        "--env-manager",
+        "virtualenv",
+        "--requirements",
+        "reqs",
+    )
     assert res.returncode == 2
     assert b"is a folder, not a file" in res.stderr
 

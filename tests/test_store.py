@@ -10,8 +10,9 @@ import pytest
 import torchrun_cli.store as store
 
 
-def test_an_interrupted_delete_never_leaves_a_ready_entry(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_delete_never_leaves_a_ready_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A kill in the middle of `env rm`/`cache prune` cannot be timed reliably, so the delete
     is interrupted by a stand-in: shutil.rmtree raising before it removes anything."""
     entry = tmp_path / "entry"

@@ -17,17 +17,17 @@ PACKAGES = {
     ("tinya", "2.0"): [],
     ("tinyb", "1.0"): ["tinya>=2"],
 }
-FAILING_BACKEND = '''
+FAILING_BACKEND = """
 def build_wheel(*args, **kwargs):
     raise SystemExit("tinybroken: this build fails on purpose (a compile error, say)")
-'''
-SLOW_BACKEND = '''
+"""
+SLOW_BACKEND = """
 import os, time
 def build_wheel(*args, **kwargs):
     with open(os.environ["TINYSLOW_PIDFILE"], "a") as f:
         f.write(f"{os.getpid()}\\n")
     time.sleep(600)  # a long compile: the test kills torchjob meanwhile
-'''
+"""
 
 
 def _package(root: Path, name: str, version: str, deps: list[str]) -> Path:
@@ -37,7 +37,8 @@ def _package(root: Path, name: str, version: str, deps: list[str]) -> Path:
     requires = ", ".join(f'"{d}"' for d in deps)
     (folder / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
-        f'[project]\nname = "{name}"\nversion = "{version}"\ndependencies = [{requires}]\n')
+        f'[project]\nname = "{name}"\nversion = "{version}"\ndependencies = [{requires}]\n'
+    )
     return folder
 
 
@@ -47,26 +48,49 @@ def build(folder: Path) -> Path:
     src = folder / "src"
     for (name, version), deps in PACKAGES.items():
         pkg = _package(src, name, version, deps)
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                        "--no-build-isolation", "--no-index", "--no-cache-dir",  # not ~/.cache
-                        "-w", str(wheels), str(pkg)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "--no-cache-dir",  # not ~/.cache
+                "-w",
+                str(wheels),
+                str(pkg),
+            ],
+            check=True,
+        )
     for name, backend in (("tinybroken", FAILING_BACKEND), ("tinyslow", SLOW_BACKEND)):
         sdist = src / f"{name}-1.0"
         sdist.mkdir(parents=True)
         (sdist / "backend.py").write_text(backend)
         (sdist / "pyproject.toml").write_text(
             '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
-            f'[project]\nname = "{name}"\nversion = "1.0"\n')
+            f'[project]\nname = "{name}"\nversion = "1.0"\n'
+        )
         (sdist / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-        subprocess.run(["tar", "-czf", str(wheels / f"{name}-1.0.tar.gz"), "-C", str(src),
-                        f"{name}-1.0"], check=True)
+        subprocess.run(
+            ["tar", "-czf", str(wheels / f"{name}-1.0.tar.gz"), "-C", str(src), f"{name}-1.0"],
+            check=True,
+        )
     return wheels
 
 
 def offline_env(wheels: Path) -> dict[str, str]:
     """pip and uv install only from the wheelhouse: no index, no network."""
-    return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels), "UV_NO_INDEX": "1",
-            "UV_FIND_LINKS": str(wheels), "UV_OFFLINE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    return {
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheels),
+        "UV_NO_INDEX": "1",
+        "UV_FIND_LINKS": str(wheels),
+        "UV_OFFLINE": "1",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
 
 
 @pytest.fixture(scope="session")

@@ -52,24 +52,31 @@ def read_idx(path: Path, magic: int) -> tuple[tuple[int, ...], bytes]:
     if found != magic:
         kinds = {IMAGES_MAGIC: "images", LABELS_MAGIC: "labels"}
         what = f" ({kinds[found]})" if found in kinds else ""
-        raise ValueError(f"{path}: wrong magic number {found}{what}, expected {magic} "
-                         f"({kinds[magic]}); is this an MNIST IDX file of the right kind?")
+        raise ValueError(
+            f"{path}: wrong magic number {found}{what}, expected {magic} "
+            f"({kinds[magic]}); is this an MNIST IDX file of the right kind?"
+        )
     ndims = magic & 0xFF
     header = 4 + 4 * ndims
     if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX file: {len(data)} bytes, "
-                         f"the header alone takes {header}")
+        raise ValueError(
+            f"{path}: truncated IDX file: {len(data)} bytes, the header alone takes {header}"
+        )
     dims = struct.unpack(f">{ndims}I", data[4:header])
     count = 1
     for size in dims:
         count *= size
     expected = header + count
     if len(data) < expected:
-        raise ValueError(f"{path}: truncated IDX file: {len(data)} bytes, expected {expected} "
-                         f"for dimensions {' x '.join(map(str, dims))}")
+        raise ValueError(
+            f"{path}: truncated IDX file: {len(data)} bytes, expected {expected} "
+            f"for dimensions {' x '.join(map(str, dims))}"
+        )
     if len(data) > expected:
-        raise ValueError(f"{path}: {len(data) - expected} bytes more than its dimensions "
-                         f"{' x '.join(map(str, dims))} need ({expected}); a damaged file?")
+        raise ValueError(
+            f"{path}: {len(data) - expected} bytes more than its dimensions "
+            f"{' x '.join(map(str, dims))} need ({expected}); a damaged file?"
+        )
     return dims, data[header:]
 
 
@@ -78,8 +85,9 @@ def load_images(path: Path, normalize: bool = True) -> torch.Tensor:
     `normalize`, standardised as the PyTorch example does: (x - 0.1307) / 0.3081."""
     dims, pixels = read_idx(path, IMAGES_MAGIC)
     if dims[1:] != (ROWS, COLS):
-        raise ValueError(f"{path}: images of {dims[1]} x {dims[2]} pixels, "
-                         f"expected {ROWS} x {COLS}")
+        raise ValueError(
+            f"{path}: images of {dims[1]} x {dims[2]} pixels, expected {ROWS} x {COLS}"
+        )
     images = _uint8(pixels).reshape(dims[0], 1, ROWS, COLS).to(torch.float32).div_(255.0)
     return images.sub_(MEAN).div_(STD) if normalize else images
 
@@ -102,19 +110,25 @@ def find(folder: Path, name: str) -> Path:
     raise FileNotFoundError(f"{folder}: no {name} or {name}.gz (MNIST's IDX file names)")
 
 
-def load_split(folder: Path, split: str, normalize: bool = True) -> tuple[torch.Tensor,
-                                                                          torch.Tensor]:
+def load_split(
+    folder: Path, split: str, normalize: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The `train` or `test` images and labels in `folder`, checked to be of the same count."""
     images_name, labels_name = FILES[split]
     images_path, labels_path = find(folder, images_name), find(folder, labels_name)
     images, labels = load_images(images_path, normalize), load_labels(labels_path)
     if len(images) != len(labels):
-        raise ValueError(f"{folder}: {len(images)} images in {images_path.name} but "
-                         f"{len(labels)} labels in {labels_path.name}; the files do not match")
+        raise ValueError(
+            f"{folder}: {len(images)} images in {images_path.name} but "
+            f"{len(labels)} labels in {labels_path.name}; the files do not match"
+        )
     return images, labels
 
 
 def _uint8(data: bytes) -> torch.Tensor:
     # A bytearray: torch.frombuffer warns on read-only buffers such as bytes.
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(
-        0, dtype=torch.uint8)
+    return (
+        torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        if data
+        else torch.empty(0, dtype=torch.uint8)
+    )

@@ -70,9 +70,14 @@ class Net(nn.Module):
         return F.log_softmax(x, dim=1)
 
 
-def train(args: argparse.Namespace, model: nn.Module, device: torch.device,
-          train_loader: DataLoader[tuple[torch.Tensor, ...]], optimizer: optim.Optimizer,
-          epoch: int) -> None:
+def train(
+    args: argparse.Namespace,
+    model: nn.Module,
+    device: torch.device,
+    train_loader: DataLoader[tuple[torch.Tensor, ...]],
+    optimizer: optim.Optimizer,
+    epoch: int,
+) -> None:
     model.train()
     size = len(train_loader.dataset)  # type: ignore[arg-type]
     for batch_idx, (data, target) in enumerate(train_loader):
@@ -83,15 +88,18 @@ def train(args: argparse.Namespace, model: nn.Module, device: torch.device,
         loss.backward()  # type: ignore[no-untyped-call]  # untyped in torch 2.13
         optimizer.step()
         if batch_idx % args.log_interval == 0:
-            print(f"Train Epoch: {epoch} [{batch_idx * len(data)}/{size} "
-                  f"({100.0 * batch_idx / len(train_loader):.0f}%)]\tLoss: {loss.item():.6f}",
-                  flush=True)
+            print(
+                f"Train Epoch: {epoch} [{batch_idx * len(data)}/{size} "
+                f"({100.0 * batch_idx / len(train_loader):.0f}%)]\tLoss: {loss.item():.6f}",
+                flush=True,
+            )
             if args.dry_run:
                 break
 
 
-def test(model: nn.Module, device: torch.device,
-         test_loader: DataLoader[tuple[torch.Tensor, ...]]) -> tuple[float, float]:
+def test(
+    model: nn.Module, device: torch.device, test_loader: DataLoader[tuple[torch.Tensor, ...]]
+) -> tuple[float, float]:
     """Average loss and accuracy (a fraction) on the test set."""
     model.eval()
     test_loss = 0.0
@@ -105,37 +113,82 @@ def test(model: nn.Module, device: torch.device,
             correct += int(pred.eq(target.view_as(pred)).sum().item())
     size = len(test_loader.dataset)  # type: ignore[arg-type]
     test_loss /= size
-    print(f"\nTest set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{size} "
-          f"({100.0 * correct / size:.0f}%)\n", flush=True)
+    print(
+        f"\nTest set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{size} "
+        f"({100.0 * correct / size:.0f}%)\n",
+        flush=True,
+    )
     return test_loss, correct / size
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="PyTorch MNIST Example")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N",
-                        help="input batch size for training (default: 64)")
-    parser.add_argument("--test-batch-size", type=int, default=1000, metavar="N",
-                        help="input batch size for testing (default: 1000)")
-    parser.add_argument("--epochs", type=int, default=14, metavar="N",
-                        help="number of epochs to train (default: 14)")
-    parser.add_argument("--lr", type=float, default=1.0, metavar="LR",
-                        help="learning rate (default: 1.0)")
-    parser.add_argument("--gamma", type=float, default=0.7, metavar="M",
-                        help="learning rate step gamma (default: 0.7)")
-    parser.add_argument("--dry-run", action="store_true", default=False,
-                        help="quickly check a single pass: one batch, then the test set")
-    parser.add_argument("--seed", type=int, default=1, metavar="S",
-                        help="random seed (default: 1)")
-    parser.add_argument("--log-interval", type=int, default=10, metavar="N",
-                        help="how many batches to wait before logging training status")
-    parser.add_argument("--save-model", action="store_true", default=False,
-                        help="save mnist_cnn.pt, and checkpoint.pt after every epoch, in "
-                        "$TORCHJOB_MODEL_DIR (default: the current folder)")
-    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
-                        help="folder of MNIST's IDX files, gzipped or not (default: "
-                        "$TORCHJOB_CHANNEL_TRAIN, else data/ next to this script)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
-                        help="where to train; auto takes cuda or mps when available, else cpu")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        metavar="N",
+        help="input batch size for training (default: 64)",
+    )
+    parser.add_argument(
+        "--test-batch-size",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="input batch size for testing (default: 1000)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=14,
+        metavar="N",
+        help="number of epochs to train (default: 14)",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=1.0, metavar="LR", help="learning rate (default: 1.0)"
+    )
+    parser.add_argument(
+        "--gamma",
+        type=float,
+        default=0.7,
+        metavar="M",
+        help="learning rate step gamma (default: 0.7)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=False,
+        help="quickly check a single pass: one batch, then the test set",
+    )
+    parser.add_argument("--seed", type=int, default=1, metavar="S", help="random seed (default: 1)")
+    parser.add_argument(
+        "--log-interval",
+        type=int,
+        default=10,
+        metavar="N",
+        help="how many batches to wait before logging training status",
+    )
+    parser.add_argument(
+        "--save-model",
+        action="store_true",
+        default=False,
+        help="save mnist_cnn.pt, and checkpoint.pt after every epoch, in "
+        "$TORCHJOB_MODEL_DIR (default: the current folder)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of MNIST's IDX files, gzipped or not (default: "
+        "$TORCHJOB_CHANNEL_TRAIN, else data/ next to this script)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda", "mps"),
+        default="auto",
+        help="where to train; auto takes cuda or mps when available, else cpu",
+    )
     args = parser.parse_args(argv)
     for name in ("batch_size", "test_batch_size", "log_interval"):
         if getattr(args, name) < 1:
@@ -154,8 +207,10 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        raise ValueError(f"--device {name}: not available with this torch build or machine "
-                         f"(torch {torch.__version__}); use --device cpu or auto")
+        raise ValueError(
+            f"--device {name}: not available with this torch build or machine "
+            f"(torch {torch.__version__}); use --device cpu or auto"
+        )
     return torch.device(name)
 
 
@@ -221,9 +276,14 @@ def main(argv: list[str] | None = None) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed)
     lead = not gang or dist.get_rank() == 0
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None,
-                              sampler=sampler, generator=None if gang else shuffle,
-                              **loader_kwargs)
+    train_loader = DataLoader(
+        train_set,
+        batch_size=args.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=None if gang else shuffle,
+        **loader_kwargs,
+    )
     test_loader = DataLoader(test_set, batch_size=args.test_batch_size, **loader_kwargs)
 
     model = Net().to(device)
@@ -244,8 +304,11 @@ def main(argv: list[str] | None = None) -> None:
         start = int(state["epoch"]) + 1
         print(f"Resumed from {path} at epoch {start}", flush=True)
         if start > args.epochs:
-            print(f"Nothing to train: the checkpoint holds epoch {start - 1} of "
-                  f"--epochs {args.epochs}", flush=True)
+            print(
+                f"Nothing to train: the checkpoint holds epoch {start - 1} of "
+                f"--epochs {args.epochs}",
+                flush=True,
+            )
 
     net = model
     if gang:
@@ -267,10 +330,16 @@ def main(argv: list[str] | None = None) -> None:
         if output_dir:
             write_outputs(Path(output_dir), metrics)
         if args.save_model:
-            save_atomic({"epoch": epoch, "model": net.state_dict(),
-                         "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()},
-                        model_dir / CHECKPOINT)
+            save_atomic(
+                {
+                    "epoch": epoch,
+                    "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                },
+                model_dir / CHECKPOINT,
+            )
         if args.dry_run:
             break
     if gang:
@@ -286,8 +355,11 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.save_model:
         save_atomic(net.state_dict(), model_dir / MODEL_FILE)
-    print(f"Done in {time.monotonic() - began:.1f} s on {device}: test accuracy "
-          f"{metrics['accuracy']:.4f}, loss {metrics['loss']:.4f}", flush=True)
+    print(
+        f"Done in {time.monotonic() - began:.1f} s on {device}: test accuracy "
+        f"{metrics['accuracy']:.4f}, loss {metrics['loss']:.4f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -48,57 +48,83 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     ctx: typer.Context,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")]
-    = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of internal errors.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """Run PyTorch training jobs locally: logs, a record, clean stops."""
     obj = ctx.ensure_object(dict)
     obj["debug"] = debug
     if obj.get("trailing") and ctx.invoked_subcommand != "run":
-        raise UsageError("arguments after `--` are only for `torchjob run`",
-                         "remove them, or use `torchjob run ... -- ARGS`")
+        raise UsageError(
+            "arguments after `--` are only for `torchjob run`",
+            "remove them, or use `torchjob run ... -- ARGS`",
+        )
 
 
 def _option(key: Key) -> inspect.Parameter:
     """The `run` option of a spec key: repeatable for lists and KEY=VALUE pairs, a switch for
     booleans, a value otherwise; its help and choices from the table."""
     repeat = key.kind in (Kind.LIST, Kind.PATHS, Kind.PARAMS, Kind.ENV, Kind.CHANNELS)
-    if key.kind is Kind.BOOL:
-        kind: Any = bool
-        default = typer.Option(False, *key.flags, help=key.help)
-    else:
-        kind = list[str] | None if repeat else str | None
-        help_text = key.help + (f" One of: {', '.join(key.choices)}." if key.choices else "")
-        default = typer.Option(None, *key.flags, help=help_text, metavar=key.metavar)
-    return inspect.Parameter(key.param, inspect.Parameter.KEYWORD_ONLY, default=default,
-                             annotation=kind)
+    listed = all(choice in key.help for choice in key.choices)
+    help_text = key.help if listed else f"{key.help} One of: {', '.join(key.choices)}."
+    kind: Any = bool if key.kind is Kind.BOOL else list[str] | None if repeat else str | None
+    default = typer.Option(
+        False if key.kind is Kind.BOOL else None, *key.flags, help=help_text, metavar=key.metavar
+    )
+    return inspect.Parameter(
+        key.param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind
+    )
 
 
 def run(
     ctx: typer.Context,
-    spec_file: Annotated[str | None, typer.Argument(
-        metavar="SPEC.yaml", help="Job spec; flags override its keys.")] = None,
-    rebuild: Annotated[bool, typer.Option(
-        "--rebuild", help="Build the environment afresh even when it is cached.")] = False,
-    detach: Annotated[bool, typer.Option(
-        "--detach", help="Slurm: print the job id and return at once.")] = False,
+    spec_file: Annotated[
+        str | None, typer.Argument(metavar="SPEC.yaml", help="Job spec; flags override its keys.")
+    ] = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Build the environment afresh even when it is cached.")
+    ] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Slurm: print the job id and return at once.")
+    ] = False,
     runs_dir: RunsDir = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Print the resolved plan and each value's origin; run nothing.")]
-    = False,
-    quiet: Annotated[bool, typer.Option(
-        "-q", "--quiet", help="Print nothing on success; the summary and log tail on failure.",
-    )] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the resolved plan and each value's origin; run nothing."
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "-q",
+            "--quiet",
+            help="Print nothing on success; the summary and log tail on failure.",
+        ),
+    ] = False,
     **options: Any,
 ) -> None:
     """Run a job: `torchjob run [SPEC.yaml] [flags] [-- ARGS...]`."""
-    given = {key.path: options[key.param] for key in with_flags()
-             if options[key.param] not in (None, False, [], ())}
+    given = {
+        key.path: options[key.param]
+        for key in with_flags()
+        if options[key.param] not in (None, False, [], ())
+    }
     found = settings.read()
-    spec = load(Path(spec_file) if spec_file else None, given, Path.cwd(), found,
-                tuple(ctx.obj.get("trailing", ())))
+    spec = load(
+        Path(spec_file) if spec_file else None,
+        given,
+        Path.cwd(),
+        found,
+        tuple(ctx.obj.get("trailing", ())),
+    )
     plan = jobs.make_plan(spec, found, found.runs_dir(runs_dir))
     if dry_run:
         console.plan(jobs.plan_rows(plan, rebuild))
@@ -108,12 +134,15 @@ def run(
         source=lambda src: None if quiet else console.source_line(src),
         progress=console.progress,
         stopping=lambda signum: console.stopping(signum, spec.grace, spec.timeout),
-        echo=not quiet)
+        echo=not quiet,
+    )
     final, run_dir = jobs.execute(plan, display, rebuild=rebuild, detach=detach)
     if final.detached and final.backend:
         sys.stdout.write(f"{final.backend['job_id']}\n")
-        console.note(f"submitted Slurm job {final.backend['job_id']} as run {final.id}; "
-                     f"follow it with `torchjob logs -f {final.id}`")
+        console.note(
+            f"submitted Slurm job {final.backend['job_id']} as run {final.id}; "
+            f"follow it with `torchjob logs -f {final.id}`"
+        )
         return
     ok = final.status.value == "succeeded"
     if not quiet and final.environment.get("key") and final.status.value != "setup_error":
@@ -127,9 +156,10 @@ def run(
     raise typer.Exit(final.exit_code or 0)
 
 
-run.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
-    *list(inspect.signature(run).parameters.values())[:-1],
-    *(_option(key) for key in with_flags())])
+_RUN_SIGNATURE = inspect.Signature(
+    [*list(inspect.signature(run).parameters.values())[:-1], *map(_option, with_flags())]
+)
+run.__signature__ = _RUN_SIGNATURE  # type: ignore[attr-defined]  # typer reads the options here
 app.command(context_settings={"allow_interspersed_args": True})(run)
 
 
@@ -148,13 +178,17 @@ def validate(
 @app.command()
 def runs(
     name: Annotated[str | None, typer.Option("--name", help="Only runs with this name.")] = None,
-    status: Annotated[str | None, typer.Option(
-        "--status", help=f"Only runs with this status: {', '.join(history.STATUSES)}.")]
-    = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many (0: all).")]
-    = 20,
-    columns: Annotated[str | None, typer.Option(
-        "--columns", help="Output parameters to show as columns, e.g. accuracy,loss.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", help=f"Only runs with this status: {', '.join(history.STATUSES)}."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many (0: all).")] = 20,
+    columns: Annotated[
+        str | None,
+        typer.Option("--columns", help="Output parameters to show as columns, e.g. accuracy,loss."),
+    ] = None,
     as_json: AsJson = False,
     runs_dir: RunsDir = None,
 ) -> None:
@@ -169,8 +203,12 @@ def runs(
 @app.command()
 def show(
     run_ref: RunRef,
-    as_json: Annotated[bool, typer.Option("--json", help="The record, as run.json has it "
-                                          "(a dead run's status shown as lost).")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="The record, as run.json has it (a dead run's status shown as lost)."
+        ),
+    ] = False,
     runs_dir: RunsDir = None,
 ) -> None:
     """One run's record."""
@@ -185,10 +223,10 @@ def show(
 @app.command()
 def logs(
     run_ref: RunRef,
-    follow: Annotated[bool, typer.Option(
-        "-f", "--follow", help="Keep printing until the run ends.")] = False,
-    stderr: Annotated[bool, typer.Option("--stderr", help="Only the errors (stderr.log).")]
-    = False,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing until the run ends.")
+    ] = False,
+    stderr: Annotated[bool, typer.Option("--stderr", help="Only the errors (stderr.log).")] = False,
     runs_dir: RunsDir = None,
 ) -> None:
     """A run's log: stdout.log (both streams), or stderr.log with --stderr."""
@@ -216,10 +254,13 @@ def env_list(as_json: AsJson = False) -> None:
 
 @env_app.command("prune")
 def env_prune(
-    unused_for: Annotated[str | None, typer.Option(
-        "--unused-for", help="Remove environments not used for this long (30d, 12h).")] = None,
-    keep: Annotated[int | None, typer.Option(
-        "--keep", min=0, help="Keep only the N most recently used.")] = None,
+    unused_for: Annotated[
+        str | None,
+        typer.Option("--unused-for", help="Remove environments not used for this long (30d, 12h)."),
+    ] = None,
+    keep: Annotated[
+        int | None, typer.Option("--keep", min=0, help="Keep only the N most recently used.")
+    ] = None,
 ) -> None:
     """Remove old environments; one in use by a running job is never removed."""
     from torchrun_cli.jobs import caches  # measured: the cache code only for these commands
@@ -255,9 +296,12 @@ def cache_list(as_json: AsJson = False) -> None:
 
 @cache_app.command("prune")
 def cache_prune(
-    unused_for: Annotated[str, typer.Option(
-        "--unused-for", help="Remove mirrors not used for this long (30d, 12h, 0 for all).")]
-    = "30d",
+    unused_for: Annotated[
+        str,
+        typer.Option(
+            "--unused-for", help="Remove mirrors not used for this long (30d, 12h, 0 for all)."
+        ),
+    ] = "30d",
 ) -> None:
     """Remove mirrors not used recently, and any left incomplete by a killed clone."""
     from torchrun_cli.jobs import caches  # measured: the cache code only for these commands

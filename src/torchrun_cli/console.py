@@ -27,8 +27,15 @@ if TYPE_CHECKING:
 
 Row = tuple[str, str, "str | None"]  # label, value, where the value came from
 
-_STYLE = {"succeeded": "green", "failed": "red", "setup_error": "red", "cancelled": "yellow",
-          "timeout": "yellow", "running": "cyan", "lost": "magenta"}
+_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "setup_error": "red",
+    "cancelled": "yellow",
+    "timeout": "yellow",
+    "running": "cyan",
+    "lost": "magenta",
+}
 
 
 def _fancy(stream: TextIO) -> bool:
@@ -80,8 +87,11 @@ def header(rec: RunRecord) -> None:
 def stopping(signum: int | None, grace: float, timeout: float | None) -> None:
     """Say that a stop began, and how to hurry it (tests wait for this line, too)."""
     why = f"timeout of {timeout:g}s reached" if signum is None else _signal_name(signum)
-    _emit(f"torchjob: stopping the job ({why}); SIGKILL in {grace:g}s"
-          + ("" if signum is None else ", Ctrl-C again to kill it now"), style="yellow")
+    _emit(
+        f"torchjob: stopping the job ({why}); SIGKILL in {grace:g}s"
+        + ("" if signum is None else ", Ctrl-C again to kill it now"),
+        style="yellow",
+    )
 
 
 def _signal_name(signum: int) -> str:
@@ -106,10 +116,15 @@ def summary(rec: RunRecord, run_dir: Path) -> None:
     """Status, duration, exit status and the log folder: the line cron mails end with."""
     took = f"{rec.duration_s:.2f}s" if rec.duration_s is not None else "?"
     if rec.outputs:
-        _emit("torchjob:   outputs     " + " ".join(
-            f"{k}={_cell(v)}" for k, v in rec.outputs.items()), style="dim")
-    _emit(f"torchjob: {_outcome(rec)} in {took} (exit {rec.exit_code}); logs: {run_dir}",
-          style=f"bold {_STYLE.get(rec.shown_status().value, '')}")
+        _emit(
+            "torchjob:   outputs     "
+            + " ".join(f"{k}={_cell(v)}" for k, v in rec.outputs.items()),
+            style="dim",
+        )
+    _emit(
+        f"torchjob: {_outcome(rec)} in {took} (exit {rec.exit_code}); logs: {run_dir}",
+        style=f"bold {_STYLE.get(rec.shown_status().value, '')}",
+    )
 
 
 def setup_failure(run: RunDir) -> None:
@@ -121,9 +136,15 @@ def setup_failure(run: RunDir) -> None:
 def cache_table(repos: Sequence[CachedRepo]) -> None:
     """`torchjob cache list` on stdout."""
     heads = ("KEY", "SIZE", "LAST USED", "URL")
-    rows = [(r.key, f"{r.size_bytes / 1e6:.1f} MB",
-             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.last_used)), r.url)
-            for r in repos]
+    rows = [
+        (
+            r.key,
+            f"{r.size_bytes / 1e6:.1f} MB",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.last_used)),
+            r.url,
+        )
+        for r in repos
+    ]
     widths = [max(len(x) for x in col) for col in zip(heads, *rows, strict=False)]
     for row in (heads, *rows):
         line = "  ".join(x.ljust(w) for x, w in zip(row, widths, strict=False))
@@ -175,18 +196,27 @@ def environment_line(env: dict[str, object]) -> None:
     if _fancy(sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             sys.stderr.write("\r\x1b[K")
-    _emit(f"torchjob:   environment {env.get('manager')} {str(env.get('key'))[:16]} ({how})",
-          style="dim")
+    _emit(
+        f"torchjob:   environment {env.get('manager')} {str(env.get('key'))[:16]} ({how})",
+        style="dim",
+    )
 
 
 def env_table(envs: Sequence[CachedEnv]) -> None:
     """`torchjob env list` on stdout."""
     heads = ("KEY", "MANAGER", "PYTHON", "SIZE", "CREATED", "LAST USED", "PROJECTS")
-    rows = [(e.key[:16] if e.ready else e.key[:16] + " (incomplete)", e.manager,
-             e.python_version, f"{e.size_bytes / 1e6:.1f} MB",
-             time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created)) if e.created else "",
-             time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)),
-             ", ".join(e.projects)) for e in envs]
+    rows = [
+        (
+            e.key[:16] if e.ready else e.key[:16] + " (incomplete)",
+            e.manager,
+            e.python_version,
+            f"{e.size_bytes / 1e6:.1f} MB",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created)) if e.created else "",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)),
+            ", ".join(e.projects),
+        )
+        for e in envs
+    ]
     widths = [max(len(x) for x in col) for col in zip(heads, *rows, strict=False)]
     for row in (heads, *rows):
         line = "  ".join(x.ljust(w) for x, w in zip(row, widths, strict=False))
@@ -197,20 +227,37 @@ def source_line(src: Source) -> None:
     """After a checkout: which commit, and whether the network was needed."""
     if src.kind == "git":
         how = "cached, no network" if src.cached else "fetched"
-        _emit(f"torchjob:   commit      {src.commit} ({src.ref}; {how}; {src.seconds:.2f}s)",
-              style="dim")
+        _emit(
+            f"torchjob:   commit      {src.commit} ({src.ref}; {how}; {src.seconds:.2f}s)",
+            style="dim",
+        )
     elif src.kind == "archive":
         _emit(f"torchjob:   extracted   {src.url}", style="dim")
 
 
 def runs_table(records: Sequence[RunRecord], columns: Sequence[str] = ()) -> None:
     """The `torchjob runs` table on stdout; `columns` are output parameters to add."""
-    rows = [(r.id, r.name, r.shown_status().value, "" if r.exit_code is None else str(r.exit_code),
-             r.started_at[:19].replace("T", " "),
-             "" if r.duration_s is None else f"{r.duration_s:.1f}s",
-             *(_cell(r.outputs.get(c)) for c in columns)) for r in records]
-    heads = ("ID", "NAME", "STATUS", "EXIT", "STARTED (UTC)", "DURATION",
-             *(c.upper() for c in columns))
+    rows = [
+        (
+            r.id,
+            r.name,
+            r.shown_status().value,
+            "" if r.exit_code is None else str(r.exit_code),
+            r.started_at[:19].replace("T", " "),
+            "" if r.duration_s is None else f"{r.duration_s:.1f}s",
+            *(_cell(r.outputs.get(c)) for c in columns),
+        )
+        for r in records
+    ]
+    heads = (
+        "ID",
+        "NAME",
+        "STATUS",
+        "EXIT",
+        "STARTED (UTC)",
+        "DURATION",
+        *(c.upper() for c in columns),
+    )
     if _fancy(sys.stdout):
         from rich.console import Console  # measured: 38 ms, on a terminal only
         from rich.table import Table

@@ -50,8 +50,10 @@ def hide_query(url: str) -> str:
 
 def mask_mapping(values: Mapping[str, str | bool]) -> dict[str, str | bool]:
     """A copy with the values of secret-looking names masked, and URL passwords in the rest."""
-    return {k: v if isinstance(v, bool) else MASK if is_secret(k) else mask_text(v)
-            for k, v in values.items()}
+    return {
+        k: v if isinstance(v, bool) else MASK if is_secret(k) else mask_text(v)
+        for k, v in values.items()
+    }
 
 
 def mask_argv(argv: Sequence[str]) -> list[str]:

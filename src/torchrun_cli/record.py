@@ -167,9 +167,16 @@ class RunRecord:
 
     def finish(self, end: End, duration_s: float | None = None) -> RunRecord:
         """The record of a run that ended this way, now."""
-        return replace(self, status=end.status, exit_code=end.exit_code, signal=end.signal,
-                       phase=end.phase, error=end.error, ended_at=now_iso(),
-                       duration_s=duration_s if duration_s is not None else self.duration_s)
+        return replace(
+            self,
+            status=end.status,
+            exit_code=end.exit_code,
+            signal=end.signal,
+            phase=end.phase,
+            error=end.error,
+            ended_at=now_iso(),
+            duration_s=duration_s if duration_s is not None else self.duration_s,
+        )
 
     @property
     def detached(self) -> bool:
@@ -189,8 +196,11 @@ class RunRecord:
 
     def owned_by_a_live_process(self) -> bool:
         """This host's process `pid`, started when the record says: not a reused pid."""
-        return self.host == this_host() and self.pid_start is not None and \
-            process_start_ticks(self.pid) == self.pid_start
+        return (
+            self.host == this_host()
+            and self.pid_start is not None
+            and process_start_ticks(self.pid) == self.pid_start
+        )
 
     def shown_status(self) -> Status:
         """`lost` for a record left `running` by a torchjob that died (kill -9, power loss)."""
@@ -213,8 +223,10 @@ def create_run_dir(runs_dir: Path, name: str) -> RunDir:
     try:
         runs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
-        raise UsageError(f"cannot use {runs_dir} as the runs folder: {exc.strerror}",
-                         "give --runs-dir a folder you can write") from None
+        raise UsageError(
+            f"cannot use {runs_dir} as the runs folder: {exc.strerror}",
+            "give --runs-dir a folder you can write",
+        ) from None
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     for _ in range(1000):
         path = runs_dir / f"{stamp}-{slug(name)}-{os.urandom(2).hex()}"
@@ -223,11 +235,15 @@ def create_run_dir(runs_dir: Path, name: str) -> RunDir:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise UsageError(f"cannot create a run folder in {runs_dir}: {exc.strerror}",
-                             "give --runs-dir a folder you can write") from None
+            raise UsageError(
+                f"cannot create a run folder in {runs_dir}: {exc.strerror}",
+                "give --runs-dir a folder you can write",
+            ) from None
         return RunDir(path)
-    raise UsageError(f"could not create a unique run folder in {runs_dir}",
-                     "remove old runs, or give another --runs-dir")
+    raise UsageError(
+        f"could not create a unique run folder in {runs_dir}",
+        "remove old runs, or give another --runs-dir",
+    )
 
 
 def write_record(run: RunDir, record: RunRecord) -> None:
@@ -255,8 +271,10 @@ def load_record(run: RunDir) -> RunRecord:
     try:
         return read_record(run)
     except (OSError, ValueError, TypeError) as exc:
-        raise UsageError(f"run {run.id} has no readable run.json ({exc})",
-                         "it may be from a torchjob that was killed while starting") from None
+        raise UsageError(
+            f"run {run.id} has no readable run.json ({exc})",
+            "it may be from a torchjob that was killed while starting",
+        ) from None
 
 
 def iter_records(runs_dir: Path) -> Iterator[RunRecord]:

@@ -43,17 +43,39 @@ class Variable:
 
 
 VARIABLES = (
-    Variable("home", "TORCHJOB_HOME", None, str,
-             "runs in $TORCHJOB_HOME/runs, caches in $TORCHJOB_HOME/cache"),
-    Variable("git_timeout", "TORCHJOB_GIT_TIMEOUT", 600.0, _positive,
-             "seconds one git command may take"),
-    Variable("build_timeout", "TORCHJOB_BUILD_TIMEOUT", 3600.0, _positive,
-             "seconds one environment build step may take"),
-    Variable("archive_max_bytes", "TORCHJOB_ARCHIVE_MAX_BYTES", 4 << 30, _whole,
-             "largest archive project, downloaded or unpacked", "a positive whole number"),
+    Variable(
+        "home",
+        "TORCHJOB_HOME",
+        None,
+        str,
+        "runs in $TORCHJOB_HOME/runs, caches in $TORCHJOB_HOME/cache",
+    ),
+    Variable(
+        "git_timeout", "TORCHJOB_GIT_TIMEOUT", 600.0, _positive, "seconds one git command may take"
+    ),
+    Variable(
+        "build_timeout",
+        "TORCHJOB_BUILD_TIMEOUT",
+        3600.0,
+        _positive,
+        "seconds one environment build step may take",
+    ),
+    Variable(
+        "archive_max_bytes",
+        "TORCHJOB_ARCHIVE_MAX_BYTES",
+        4 << 30,
+        _whole,
+        "largest archive project, downloaded or unpacked",
+        "a positive whole number",
+    ),
     Variable("conda", "TORCHJOB_CONDA", None, str, "the conda executable to use"),
-    Variable("python_launcher", "PYTHON_LAUNCHER", None, str,
-             "the default interpreter (DolphinScheduler's variable)"),
+    Variable(
+        "python_launcher",
+        "PYTHON_LAUNCHER",
+        None,
+        str,
+        "the default interpreter (DolphinScheduler's variable)",
+    ),
 )
 
 
@@ -107,8 +129,10 @@ def read(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             values[var.field] = var.parse(text)
         except ValueError:
-            bad.append(f"{var.name}={text!r} is not {var.expect} ({var.help}); "
-                       f"fix: unset {var.name} or correct it")
+            bad.append(
+                f"{var.name}={text!r} is not {var.expect} ({var.help}); "
+                f"fix: unset {var.name} or correct it"
+            )
             continue
         origins[var.field] = f"${var.name}"
     if bad:

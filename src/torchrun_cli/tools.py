@@ -141,15 +141,27 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
 class ToolFailed(TorchjobError):
     """A tool exited non-zero, timed out, or could not start; carries its masked output."""
 
-    def __init__(self, argv: Sequence[str], returncode: int | None, output: str,
-                 *, timed_out: bool = False, missing: bool = False) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: int | None,
+        output: str,
+        *,
+        timed_out: bool = False,
+        missing: bool = False,
+    ) -> None:
         self.argv = list(argv)
         self.returncode = returncode
         self.output = output
         self.timed_out = timed_out
         self.missing = missing
-        what = ("not found" if missing else "timed out" if timed_out
-                else f"exited with status {returncode}")
+        what = (
+            "not found"
+            if missing
+            else "timed out"
+            if timed_out
+            else f"exited with status {returncode}"
+        )
         super().__init__(f"`{shlex.join(self.argv[:3])} ...` {what}")
 
     def tail(self, lines: int = 20) -> str:
@@ -184,9 +196,14 @@ def run_tool(
     guard = watchdog()
     try:
         proc = subprocess.Popen(
-            _die_with_parent([exe, *argv[1:]]), env=dict(env) if env is not None else None,
-            cwd=cwd, stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            _die_with_parent([exe, *argv[1:]]),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
     except OSError as exc:
         _log(log, shown, f"{exc}\n", None, 0.0)
         raise ToolFailed(argv, None, str(exc), missing=True) from exc
@@ -203,9 +220,13 @@ def run_tool(
     return mask_secrets(out.decode("utf-8", errors="replace"), secrets)
 
 
-def _collect(proc: subprocess.Popen[bytes], timeout: float, stdin_text: str | None,
-             secrets: Sequence[str], on_line: Callable[[str], None] | None
-             ) -> tuple[bytes, bytes, bool]:
+def _collect(
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    stdin_text: str | None,
+    secrets: Sequence[str],
+    on_line: Callable[[str], None] | None,
+) -> tuple[bytes, bytes, bool]:
     """Read both pipes in one loop until the tool has exited and its pipes are drained (or the
     deadline passes): (stdout, both in arrival order, timed out)."""
     assert proc.stdout is not None and proc.stderr is not None
@@ -251,8 +272,11 @@ def _collect(proc: subprocess.Popen[bytes], timeout: float, stdin_text: str | No
                     *lines, partial = (partial + chunk).split(b"\n")
                     for line in lines:
                         with contextlib.suppress(Exception):  # a display must not fail a step
-                            on_line(mask_secrets(line.decode("utf-8", errors="replace")
-                                                 .rstrip(), secrets))
+                            on_line(
+                                mask_secrets(
+                                    line.decode("utf-8", errors="replace").rstrip(), secrets
+                                )
+                            )
     finally:
         if exit_fd is not None:
             os.close(exit_fd)

@@ -52,8 +52,7 @@ def prepare(spec: JobSpec) -> Environment:
     origin = spec.origins.get("python.interpreter", "torchjob's own interpreter")
     if spec.python.manager == "none":
         return Environment("none", interpreter, origin, version, path=interpreter)
-    return Environment(spec.python.manager, interpreter, origin,
-                       spec.python.version or version)
+    return Environment(spec.python.manager, interpreter, origin, spec.python.version or version)
 
 
 @dataclass(frozen=True)
@@ -77,14 +76,19 @@ def plan(spec: JobSpec, base: Environment, project_dir: Path, settings: Settings
     if req_path is None and py.requirements is None and default.is_file():
         req_path = default
     conda_file = _project_file(py.conda_file, project_dir, "python.conda_file")
-    facts = (None if builder.name == "conda"
-             else keys.interpreter_facts(base.interpreter, settings.cache_home))
+    facts = (
+        None
+        if builder.name == "conda"
+        else keys.interpreter_facts(base.interpreter, settings.cache_home)
+    )
     wanted = py.version
     if facts and wanted and not (facts["version"] + ".").startswith(wanted + "."):
-        raise SetupError(f"python.version is {wanted}, but {base.interpreter} is Python "
-                         f"{facts['version']}; {builder.name} builds from that interpreter",
-                         f"pass --python with a Python {wanted} interpreter, or drop "
-                         "--python-version", phase="environment")
+        raise SetupError(
+            f"python.version is {wanted}, but {base.interpreter} is Python "
+            f"{facts['version']}; {builder.name} builds from that interpreter",
+            f"pass --python with a Python {wanted} interpreter, or drop --python-version",
+            phase="environment",
+        )
     inputs = {
         "schema": keys.SCHEMA,
         "manager": builder.name,
@@ -99,8 +103,15 @@ def plan(spec: JobSpec, base: Environment, project_dir: Path, settings: Settings
     }
     # the python a launcher script ran for the key (a pyenv shim), so the build uses that one
     interpreter = (facts or {}).get("executable") or base.interpreter
-    request = BuildRequest(interpreter, py.version, req_path, py.packages, conda_file,
-                           py.system_site_packages, project=project_dir)
+    request = BuildRequest(
+        interpreter,
+        py.version,
+        req_path,
+        py.packages,
+        conda_file,
+        py.system_site_packages,
+        project=project_dir,
+    )
     return Planned(keys.canonical_hash(inputs), inputs, request)
 
 
@@ -110,14 +121,22 @@ def _project_file(name: str | None, project_dir: Path, key: str) -> Path | None:
     path = project_dir / name
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise SetupError(f"{key}: {path} {what}", f"check `{key}` (relative to the project)",
-                         phase="environment")
+        raise SetupError(
+            f"{key}: {path} {what}", f"check `{key}` (relative to the project)", phase="environment"
+        )
     return path
 
 
-def materialize(spec: JobSpec, base: Environment, project_dir: Path, project: str,
-                run: RunDir, settings: Settings, rebuild: bool,
-                progress: Progress) -> tuple[Environment, Lease | None]:
+def materialize(
+    spec: JobSpec,
+    base: Environment,
+    project_dir: Path,
+    project: str,
+    run: RunDir,
+    settings: Settings,
+    rebuild: bool,
+    progress: Progress,
+) -> tuple[Environment, Lease | None]:
     """The environment the job runs in, built if needed, and the lease that keeps it alive."""
     py = spec.python
     if py.manager == "none":
@@ -132,24 +151,42 @@ def materialize(spec: JobSpec, base: Environment, project_dir: Path, project: st
 
     def build(env: Path) -> None:
         donors = cache.donors(envs, py.manager, planned.inputs) if py.manager == "uv" else []
-        builder.build(env, replace(planned.request, donors=tuple(donors)), run.setup_log,
-                      progress)
-        version = step("health check", [str(python_of(env)), "-I", "-c", _VERSION],
-                       run.setup_log, progress, settings.build_timeout).strip()
+        builder.build(env, replace(planned.request, donors=tuple(donors)), run.setup_log, progress)
+        version = step(
+            "health check",
+            [str(python_of(env)), "-I", "-c", _VERSION],
+            run.setup_log,
+            progress,
+            settings.build_timeout,
+        ).strip()
         if expected and not (version == expected or version.startswith(expected + ".")):
-            raise SetupError(f"the new environment runs Python {version}, not {expected}",
-                             "check python.version and the interpreter", phase="environment")
+            raise SetupError(
+                f"the new environment runs Python {version}, not {expected}",
+                "check python.version and the interpreter",
+                phase="environment",
+            )
         builder.check(env, run.setup_log)
         meta["python_version"] = version  # what it runs, for run.json and env list
 
-    meta = {"key": planned.key, "manager": py.manager, "project": project,
-            "python_version": expected or "?", "inputs": planned.inputs}
+    meta = {
+        "key": planned.key,
+        "manager": py.manager,
+        "project": project,
+        "python_version": expected or "?",
+        "inputs": planned.inputs,
+    }
     got = cache.obtain(envs, planned.key, meta, project, rebuild, build)
     version = cache.marker(got.path.parent).get("python_version")
     known = version if isinstance(version, str) and version != "?" else expected
-    return replace(base, interpreter=str(python_of(got.path)), python_version=known,
-                   key=planned.key, path=str(got.path), reused=got.reused,
-                   build_seconds=got.seconds), got.lease
+    return replace(
+        base,
+        interpreter=str(python_of(got.path)),
+        python_version=known,
+        key=planned.key,
+        path=str(got.path),
+        reused=got.reused,
+        build_seconds=got.seconds,
+    ), got.lease
 
 
 def lease_file(settings: Settings, env: Environment) -> Path | None:
@@ -161,8 +198,14 @@ def lease_file(settings: Settings, env: Environment) -> Path | None:
     return cache.lease_file(cache.root(settings.cache_home), env.key)
 
 
-def explain(spec: JobSpec, base: Environment, project_dir: Path, project: str,
-            settings: Settings, rebuild: bool = False) -> str:
+def explain(
+    spec: JobSpec,
+    base: Environment,
+    project_dir: Path,
+    project: str,
+    settings: Settings,
+    rebuild: bool = False,
+) -> str:
     """For --dry-run: the key, hit or miss, and on a miss which inputs differ from the newest
     environment built for the same project and manager."""
     if spec.python.manager == "none":
@@ -175,11 +218,16 @@ def explain(spec: JobSpec, base: Environment, project_dir: Path, project: str,
         return f"key {planned.key[:16]}: built afresh (--rebuild)"
     if store.is_ready(cache.folder_of(envs, planned.key)):
         return f"key {planned.key[:16]}: hit (reused, nothing installed)"
-    same = [e for e in cache.list_envs(envs) if e.ready and e.manager == spec.python.manager
-            and project in e.projects]
+    same = [
+        e
+        for e in cache.list_envs(envs)
+        if e.ready and e.manager == spec.python.manager and project in e.projects
+    ]
     if not same:
         return f"key {planned.key[:16]}: miss (no environment built for this project yet)"
     newest = max(same, key=lambda e: e.created)
     differ = sorted(k for k in planned.inputs if planned.inputs[k] != newest.inputs.get(k))
-    return f"key {planned.key[:16]}: miss ({', '.join(differ) or 'unknown'} changed since " \
-           f"{newest.key[:16]})"
+    return (
+        f"key {planned.key[:16]}: miss ({', '.join(differ) or 'unknown'} changed since "
+        f"{newest.key[:16]})"
+    )

@@ -56,19 +56,30 @@ def python_of(env: Path) -> Path:
     return env / "bin" / "python"
 
 
-def step(name: str, argv: list[str], log: Path, progress: Progress, timeout: float,
-         cwd: Path | None = None) -> str:
+def step(
+    name: str,
+    argv: list[str],
+    log: Path,
+    progress: Progress,
+    timeout: float,
+    cwd: Path | None = None,
+) -> str:
     """Run one build step; a failure becomes a SetupError naming the step and the command."""
     progress(name)
     try:
         return run_tool(argv, cwd=cwd, timeout=timeout, log=log, on_line=progress)
     except ToolFailed as exc:
-        what = "not found" if exc.missing else (
-            "timed out" if exc.timed_out else f"failed (exit {exc.returncode})")
+        what = (
+            "not found"
+            if exc.missing
+            else ("timed out" if exc.timed_out else f"failed (exit {exc.returncode})")
+        )
         raise SetupError(
             f"{name} {what}: {shlex.join(argv)}\n"
             + (exc.tail(20) if exc.output.strip() else "(no output)"),
-            f"read {log}", phase="environment") from None
+            f"read {log}",
+            phase="environment",
+        ) from None
 
 
 def _pip_args(req: BuildRequest) -> list[str]:
@@ -88,11 +99,12 @@ class Virtualenv:
         """From the dist-info folder's name: importlib.metadata costs ~10 ms on every hit."""
         found = importlib.util.find_spec("virtualenv")
         if found is None or not found.origin:
-            raise SetupError("virtualenv is not installed", "pip install virtualenv",
-                             phase="environment")
+            raise SetupError(
+                "virtualenv is not installed", "pip install virtualenv", phase="environment"
+            )
         site = Path(found.origin).parent.parent
         for info in site.glob("virtualenv-*.dist-info"):
-            return info.name[len("virtualenv-"):-len(".dist-info")]
+            return info.name[len("virtualenv-") : -len(".dist-info")]
         from importlib import metadata  # measured: ~10 ms, so only when the folder is odd
 
         return metadata.version("virtualenv")
@@ -103,13 +115,24 @@ class Virtualenv:
             argv.append("--system-site-packages")
         step("create the virtualenv", [*argv, str(env)], log, progress, self.timeout)
         if req.requirements or req.packages:
-            step("pip install", [str(python_of(env)), "-m", "pip", "install",
-                                 "--disable-pip-version-check", *_pip_args(req)], log, progress,
-                 self.timeout, req.project)
+            step(
+                "pip install",
+                [
+                    str(python_of(env)),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    *_pip_args(req),
+                ],
+                log,
+                progress,
+                self.timeout,
+                req.project,
+            )
 
     def check(self, env: Path, log: Path) -> None:
-        step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, _quiet,
-             self.timeout)
+        step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, _quiet, self.timeout)
 
 
 class Uv:
@@ -128,9 +151,11 @@ class Uv:
         try:
             from uv import find_uv_bin  # type: ignore[import-not-found, unused-ignore]  # optional
         except ImportError:  # the optional extra `torchjob[uv]`
-            raise SetupError("uv is not installed",
-                             "pip install 'torchjob[uv]' (or put uv on PATH), or use "
-                             "--env-manager virtualenv", phase="environment") from None
+            raise SetupError(
+                "uv is not installed",
+                "pip install 'torchjob[uv]' (or put uv on PATH), or use --env-manager virtualenv",
+                phase="environment",
+            ) from None
         return str(find_uv_bin())
 
     def version(self) -> str:
@@ -144,14 +169,30 @@ class Uv:
         step("uv venv", [*argv, str(env)], log, progress, self.timeout)
         if req.requirements or req.packages:
             python = str(python_of(env))
-            step("uv pip install", [uv, "pip", "install", "--python", python, *_pip_args(req)],
-                 log, progress, self.timeout, req.project)
-            step("compile bytecode", [python, "-I", str(BYTECODE), *map(str, req.donors)],
-                 log, progress, self.timeout)
+            step(
+                "uv pip install",
+                [uv, "pip", "install", "--python", python, *_pip_args(req)],
+                log,
+                progress,
+                self.timeout,
+                req.project,
+            )
+            step(
+                "compile bytecode",
+                [python, "-I", str(BYTECODE), *map(str, req.donors)],
+                log,
+                progress,
+                self.timeout,
+            )
 
     def check(self, env: Path, log: Path) -> None:
-        step("uv pip check", [self.exe(), "pip", "check", "--python", str(python_of(env))], log,
-             _quiet, self.timeout)
+        step(
+            "uv pip check",
+            [self.exe(), "pip", "check", "--python", str(python_of(env))],
+            log,
+            _quiet,
+            self.timeout,
+        )
 
 
 class Conda:
@@ -167,28 +208,59 @@ class Conda:
         for candidate in (self.given, "conda", "mamba", "micromamba"):
             if candidate and (found := shutil.which(candidate)):
                 return found
-        raise SetupError("no conda found (TORCHJOB_CONDA, conda, mamba or micromamba)",
-                         "install one, set TORCHJOB_CONDA, or use --env-manager uv",
-                         phase="environment")
+        raise SetupError(
+            "no conda found (TORCHJOB_CONDA, conda, mamba or micromamba)",
+            "install one, set TORCHJOB_CONDA, or use --env-manager uv",
+            phase="environment",
+        )
 
     def version(self) -> str:
         return tool_identity(self.exe())
 
     def build(self, env: Path, req: BuildRequest, log: Path, progress: Progress) -> None:
         conda = self.exe()
-        step("conda create", [conda, "create", "--yes", "--quiet", "--prefix", str(env),
-                              f"python={req.python_version}"], log, progress, self.timeout)
+        step(
+            "conda create",
+            [
+                conda,
+                "create",
+                "--yes",
+                "--quiet",
+                "--prefix",
+                str(env),
+                f"python={req.python_version}",
+            ],
+            log,
+            progress,
+            self.timeout,
+        )
         if req.conda_file:
-            step("conda env update", [conda, "env", "update", "--prefix", str(env),
-                                      "--file", str(req.conda_file)], log, progress, self.timeout)
+            step(
+                "conda env update",
+                [conda, "env", "update", "--prefix", str(env), "--file", str(req.conda_file)],
+                log,
+                progress,
+                self.timeout,
+            )
         if req.requirements or req.packages:
-            step("pip install", [str(python_of(env)), "-m", "pip", "install",
-                                 "--disable-pip-version-check", *_pip_args(req)], log, progress,
-                 self.timeout, req.project)
+            step(
+                "pip install",
+                [
+                    str(python_of(env)),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    *_pip_args(req),
+                ],
+                log,
+                progress,
+                self.timeout,
+                req.project,
+            )
 
     def check(self, env: Path, log: Path) -> None:
-        step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, _quiet,
-             self.timeout)
+        step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, _quiet, self.timeout)
 
 
 def _quiet(line: str) -> None:

@@ -42,8 +42,9 @@ def _header_ok(pyc: str, st: os.stat_result) -> bool:
     flags, mtime, size = struct.unpack("<III", head[4:16])
     if flags not in _CHECKED:
         return False
-    return bool(flags == 3 or (mtime == int(st.st_mtime) & 0xFFFFFFFF
-                               and size == st.st_size & 0xFFFFFFFF))
+    return bool(
+        flags == 3 or (mtime == int(st.st_mtime) & 0xFFFFFFFF and size == st.st_size & 0xFFFFFFFF)
+    )
 
 
 def _link(src: str, st: os.stat_result, rel: str, donors: list[Path]) -> bool:
@@ -126,15 +127,22 @@ def main(argv: list[str]) -> int:
                 todo.append(src)
     results: list[str | None] = []
     if todo:
-        workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else os.cpu_count() or 1, 8)
-        with ProcessPoolExecutor(workers, initializer=_worker_init,
-                                 initargs=(os.getpid(),)) as pool:
+        workers = min(
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1,
+            8,
+        )
+        with ProcessPoolExecutor(
+            workers, initializer=_worker_init, initargs=(os.getpid(),)
+        ) as pool:
             results = list(pool.map(_compile, todo, chunksize=32))
     errors = [r for r in results if r]
     skipped = sum(r is None for r in results)
-    print(f"Bytecode: linked {linked} files from {len(donors_roots)} earlier environment(s), "
-          f"compiled {len(todo) - skipped - len(errors)}, skipped {skipped} that do not compile")
+    print(
+        f"Bytecode: linked {linked} files from {len(donors_roots)} earlier environment(s), "
+        f"compiled {len(todo) - skipped - len(errors)}, skipped {skipped} that do not compile"
+    )
     for error in errors[:20]:
         print(f"cannot write bytecode: {error}")
     return 1 if errors else 0  # a full or read-only disk is the build's failure, not a detail

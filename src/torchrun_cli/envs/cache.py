@@ -88,8 +88,14 @@ def _note_use(folder: Path, project: str) -> None:
             fh.write(project + "\n")
 
 
-def obtain(envs: Path, key: str, meta: dict[str, Any], project: str, rebuild: bool,
-           build: Callable[[Path], None]) -> Obtained:
+def obtain(
+    envs: Path,
+    key: str,
+    meta: dict[str, Any],
+    project: str,
+    rebuild: bool,
+    build: Callable[[Path], None],
+) -> Obtained:
     """A ready environment for key: reused, or built once while other runs wait.
 
     Two locks per key, so none is ever converted: `.lock` is the lease (shared, held while a
@@ -128,8 +134,10 @@ def obtain(envs: Path, key: str, meta: dict[str, Any], project: str, rebuild: bo
                     store.remove_entry(folder)
                 raise
             seconds = round(time.monotonic() - started, 3)
-            store.mark_ready(folder, json.dumps({**meta, "env": name, "created": time.time(),
-                                                 "build_seconds": seconds}))
+            store.mark_ready(
+                folder,
+                json.dumps({**meta, "env": name, "created": time.time(), "build_seconds": seconds}),
+            )
         finally:
             os.close(build_fd)
         _note_use(folder, project)
@@ -148,7 +156,8 @@ def donors(envs: Path, manager: str, inputs: dict[str, Any], limit: int = 5) -> 
         meta = marker(folder)
         other = meta.get("inputs") or {}
         if meta.get("manager") == manager and all(
-                other.get(k) == inputs.get(k) for k in ("interpreter", "python_version")):
+            other.get(k) == inputs.get(k) for k in ("interpreter", "python_version")
+        ):
             found.append((float(meta.get("created", 0.0)), folder / str(meta.get("env", ENV))))
     return [path for _, path in sorted(found, reverse=True)[:limit]]
 
@@ -179,15 +188,26 @@ def list_envs(envs: Path) -> list[CachedEnv]:
             used = folder / "used"
             last_used = used.stat().st_mtime if used.exists() else folder.stat().st_mtime
             projects = folder / "projects"
-            listed = list(dict.fromkeys(  # two first uses at once may both append a line
-                projects.read_text().splitlines() if projects.exists() else []))
+            listed = list(
+                dict.fromkeys(  # two first uses at once may both append a line
+                    projects.read_text().splitlines() if projects.exists() else []
+                )
+            )
         except OSError:  # removed meanwhile by a prune or a build's clean-up
             continue
-        out.append(CachedEnv(
-            key=meta.get("key", folder.name), manager=meta.get("manager", "?"),
-            python_version=meta.get("python_version", "?"),
-            size_bytes=store.tree_size(folder), created=meta.get("created", 0.0),
-            last_used=last_used, projects=listed, ready=ready, inputs=meta.get("inputs", {})))
+        out.append(
+            CachedEnv(
+                key=meta.get("key", folder.name),
+                manager=meta.get("manager", "?"),
+                python_version=meta.get("python_version", "?"),
+                size_bytes=store.tree_size(folder),
+                created=meta.get("created", 0.0),
+                last_used=last_used,
+                projects=listed,
+                ready=ready,
+                inputs=meta.get("inputs", {}),
+            )
+        )
     return out
 
 
@@ -199,6 +219,7 @@ def remove(envs: Path, env: CachedEnv) -> bool:
 def tidy(envs: Path, env: CachedEnv) -> bool:
     """Remove what a rebuild replaced (or a killed build left) beside the environment the
     marker names, unless a job holds the key; True when nothing was in use."""
+
     def clear(folder: Path) -> None:
         current = marker(folder).get("env", ENV)
         for old in folder.glob(f"{ENV}*"):

@@ -29,19 +29,46 @@ SCHEMA = 2  # 2: the installer's configuration is part of the key
 MAX_REQUIREMENTS_BYTES = 4 << 20
 # Variables that change what pip or uv resolves and installs (not timeouts, certificates or
 # caches). URLs are keyed with their credentials masked: a password does not change a wheel.
-PIP_VARIABLES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX",
-                 "PIP_CONSTRAINT", "PIP_PRE", "PIP_ONLY_BINARY", "PIP_NO_BINARY",
-                 "PIP_PREFER_BINARY", "PIP_UPGRADE_STRATEGY", "PIP_CONFIG_FILE")
-UV_VARIABLES = ("UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_INDEX", "UV_DEFAULT_INDEX",
-                "UV_FIND_LINKS", "UV_NO_INDEX", "UV_CONSTRAINT", "UV_OVERRIDE",
-                "UV_BUILD_CONSTRAINT", "UV_PRERELEASE", "UV_RESOLUTION", "UV_EXCLUDE_NEWER",
-                "UV_INDEX_STRATEGY", "UV_NO_BINARY", "UV_NO_BUILD", "UV_TORCH_BACKEND",
-                "UV_CONFIG_FILE", "UV_NO_CONFIG")
+PIP_VARIABLES = (
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "PIP_NO_INDEX",
+    "PIP_CONSTRAINT",
+    "PIP_PRE",
+    "PIP_ONLY_BINARY",
+    "PIP_NO_BINARY",
+    "PIP_PREFER_BINARY",
+    "PIP_UPGRADE_STRATEGY",
+    "PIP_CONFIG_FILE",
+)
+UV_VARIABLES = (
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_INDEX",
+    "UV_DEFAULT_INDEX",
+    "UV_FIND_LINKS",
+    "UV_NO_INDEX",
+    "UV_CONSTRAINT",
+    "UV_OVERRIDE",
+    "UV_BUILD_CONSTRAINT",
+    "UV_PRERELEASE",
+    "UV_RESOLUTION",
+    "UV_EXCLUDE_NEWER",
+    "UV_INDEX_STRATEGY",
+    "UV_NO_BINARY",
+    "UV_NO_BUILD",
+    "UV_TORCH_BACKEND",
+    "UV_CONFIG_FILE",
+    "UV_NO_CONFIG",
+)
 _INCLUDE = re.compile(r"^\s*(?:--requirement|--constraint|-r|-c)(?:\s*=\s*|\s*)([^\s#]+)")
-_FACTS = ("import json, os, platform, sys; print(json.dumps({'version': "
-          "platform.python_version(), 'implementation': platform.python_implementation(), "
-          "'platform': sys.platform, 'machine': platform.machine(), "
-          "'executable': os.path.realpath(sys.executable)}))")
+_FACTS = (
+    "import json, os, platform, sys; print(json.dumps({'version': "
+    "platform.python_version(), 'implementation': platform.python_implementation(), "
+    "'platform': sys.platform, 'machine': platform.machine(), "
+    "'executable': os.path.realpath(sys.executable)}))"
+)
 
 
 def canonical_hash(data: Any) -> str:
@@ -62,10 +89,13 @@ def read_input(path: Path) -> bytes:
         return store.read_small(path, MAX_REQUIREMENTS_BYTES)
     except (OSError, store.NotReadable) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise SetupError(f"cannot read {path}: it {reason}" if isinstance(exc, store.NotReadable)
-                         else f"cannot read {path}: {reason}",
-                         "check python.requirements and its -r/-c includes",
-                         phase="environment") from None
+        raise SetupError(
+            f"cannot read {path}: it {reason}"
+            if isinstance(exc, store.NotReadable)
+            else f"cannot read {path}: {reason}",
+            "check python.requirements and its -r/-c includes",
+            phase="environment",
+        ) from None
 
 
 def requirement_files(path: Path) -> list[list[str]]:
@@ -82,9 +112,11 @@ def requirement_files(path: Path) -> list[list[str]]:
         try:
             text = read_input(p).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise SetupError(f"cannot read requirements file {p}: {exc}",
-                             "check python.requirements and its -r/-c includes",
-                             phase="environment") from None
+            raise SetupError(
+                f"cannot read requirements file {p}: {exc}",
+                "check python.requirements and its -r/-c includes",
+                phase="environment",
+            ) from None
         out.append([os.path.relpath(p, top), hashlib.sha256(text.encode()).hexdigest()])
         for line in text.replace("\\\n", "").splitlines():  # pip joins continued lines
             if m := _INCLUDE.match(line):
@@ -108,8 +140,11 @@ def interpreter_facts(path: str, cache_home: Path) -> dict[str, str]:
         with open(real, "rb") as fh:
             script = fh.read(2) == b"#!"
     except OSError as exc:
-        raise SetupError(f"cannot use the interpreter {path}: {exc.strerror}",
-                         "pass a working interpreter with --python", phase="environment") from None
+        raise SetupError(
+            f"cannot use the interpreter {path}: {exc.strerror}",
+            "pass a working interpreter with --python",
+            phase="environment",
+        ) from None
     signature = f"{real}:{st.st_size}:{int(st.st_mtime)}:{st.st_ino}"
     cache = cache_home / "interpreters.json"
     try:
@@ -120,12 +155,16 @@ def interpreter_facts(path: str, cache_home: Path) -> dict[str, str]:
         facts: dict[str, str] = known[signature]
         return facts
     try:
-        out = subprocess.run([path, "-I", "-c", _FACTS], capture_output=True, text=True,
-                             timeout=60, check=True).stdout
+        out = subprocess.run(
+            [path, "-I", "-c", _FACTS], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
         facts = {"realpath": real, **json.loads(out)}
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        raise SetupError(f"cannot start the interpreter {path}: {exc}",
-                         "pass a working interpreter with --python", phase="environment") from None
+        raise SetupError(
+            f"cannot start the interpreter {path}: {exc}",
+            "pass a working interpreter with --python",
+            phase="environment",
+        ) from None
     if facts.get("executable") == real:
         del facts["executable"]  # the same binary: keys of plain interpreters stay as they were
     if script:
@@ -152,9 +191,15 @@ def installer_config(manager: str, project: Path, environ: Mapping[str, str]) ->
     names = UV_VARIABLES if uv else PIP_VARIABLES
     variables = {n: _masked_words(environ[n]) for n in names if environ.get(n)}
     files = _uv_configs(project, environ) if uv else _pip_configs(environ)
-    constraints = [w for n in ("UV_CONSTRAINT", "UV_OVERRIDE", "UV_BUILD_CONSTRAINT")
-                   for w in environ.get(n, "").split()] if uv else \
-        environ.get("PIP_CONSTRAINT", "").split()
+    constraints = (
+        [
+            w
+            for n in ("UV_CONSTRAINT", "UV_OVERRIDE", "UV_BUILD_CONSTRAINT")
+            for w in environ.get(n, "").split()
+        ]
+        if uv
+        else environ.get("PIP_CONSTRAINT", "").split()
+    )
     configs = {}
     for path in files:
         if path.is_file():
@@ -178,8 +223,9 @@ def _masked_words(value: str) -> str:
 
 def _config_dirs(environ: Mapping[str, str], tool: str) -> tuple[list[Path], Path]:
     """The system folders (XDG_CONFIG_DIRS) and the user folder (XDG_CONFIG_HOME) of a tool."""
-    system = [Path(d) / tool for d in (environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":")
-              if d]
+    system = [
+        Path(d) / tool for d in (environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":") if d
+    ]
     home = environ.get("XDG_CONFIG_HOME") or os.path.join(environ.get("HOME", "~"), ".config")
     return system, Path(os.path.expanduser(home)) / tool
 
@@ -202,8 +248,12 @@ def _pip_conf_constraints(text: bytes) -> list[str]:
         parser.read_string(text.decode("utf-8", errors="replace"))
     except configparser.Error:
         return []
-    return [w for section in parser.sections() for option in ("constraint", "constraints")
-            for w in parser.get(section, option, fallback="").split()]
+    return [
+        w
+        for section in parser.sections()
+        for option in ("constraint", "constraints")
+        for w in parser.get(section, option, fallback="").split()
+    ]
 
 
 def _uv_configs(project: Path, environ: Mapping[str, str]) -> list[Path]:
@@ -214,8 +264,13 @@ def _uv_configs(project: Path, environ: Mapping[str, str]) -> list[Path]:
     if environ.get("UV_CONFIG_FILE"):
         return [Path(environ["UV_CONFIG_FILE"])]
     system, user = _config_dirs(environ, "uv")
-    return [*(d / "uv.toml" for d in system), Path("/etc/uv/uv.toml"), user / "uv.toml",
-            project / "uv.toml", project / "pyproject.toml"]
+    return [
+        *(d / "uv.toml" for d in system),
+        Path("/etc/uv/uv.toml"),
+        user / "uv.toml",
+        project / "uv.toml",
+        project / "pyproject.toml",
+    ]
 
 
 def _uv_tables(text: bytes) -> bytes:

@@ -55,11 +55,14 @@ def remove_env(settings: Settings, key: str) -> Removed:
     root = env_cache.root(settings.cache_home)
     matches = [e for e in env_cache.list_envs(root) if e.key.startswith(key)]
     if len(matches) != 1:
-        raise UsageError(f"{key!r} matches {len(matches)} environments",
-                         "give a longer key prefix (see `torchjob env list`)")
+        raise UsageError(
+            f"{key!r} matches {len(matches)} environments",
+            "give a longer key prefix (see `torchjob env list`)",
+        )
     if not env_cache.remove(root, matches[0]):
-        raise UsageError(f"environment {key} is in use by a running job",
-                         "try again when the job has ended")
+        raise UsageError(
+            f"environment {key} is in use by a running job", "try again when the job has ended"
+        )
     return Removed(matches[0].key, matches[0].manager, matches[0].size_bytes, True)
 
 
@@ -70,5 +73,6 @@ def mirrors(settings: Settings) -> list[git.CachedRepo]:
 def prune_mirrors(settings: Settings, unused_for: str) -> list[Removed]:
     """Remove mirrors not used for that long (0: all), and any a killed clone left."""
     seconds = duration("--unused-for", unused_for, zero_means_all=True)
-    return [Removed(r.key, r.url, r.size_bytes, True)
-            for r in git.prune(settings.cache_home, seconds)]
+    return [
+        Removed(r.key, r.url, r.size_bytes, True) for r in git.prune(settings.cache_home, seconds)
+    ]

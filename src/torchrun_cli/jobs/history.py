@@ -34,15 +34,23 @@ def find(settings: Settings, override: Path | None, ref: str) -> RunDir:
     return find_run(runs_dir(settings, override), ref)
 
 
-def runs(settings: Settings, override: Path | None, name: str | None = None,
-         status: str | None = None, limit: int = 0) -> list[RunRecord]:
+def runs(
+    settings: Settings,
+    override: Path | None,
+    name: str | None = None,
+    status: str | None = None,
+    limit: int = 0,
+) -> list[RunRecord]:
     """Records newest first, filtered by name and shown status (`lost` included)."""
     if status is not None and status not in STATUSES:
-        raise UsageError(f"--status {status!r} is not a status",
-                         f"use one of {', '.join(STATUSES)}")
-    found = [r for r in list_records(runs_dir(settings, override))
-             if (name is None or r.name == name)
-             and (status is None or r.shown_status().value == status)]
+        raise UsageError(
+            f"--status {status!r} is not a status", f"use one of {', '.join(STATUSES)}"
+        )
+    found = [
+        r
+        for r in list_records(runs_dir(settings, override))
+        if (name is None or r.name == name) and (status is None or r.shown_status().value == status)
+    ]
     return found[:limit] if limit else found
 
 
@@ -66,8 +74,7 @@ def follow(run: RunDir, stderr: bool, keep_following: bool) -> Iterator[bytes]:
     try:
         fh = path.open("rb")
     except FileNotFoundError as exc:
-        raise UsageError(f"no log at {path}",
-                         "the run may have failed before it started") from exc
+        raise UsageError(f"no log at {path}", "the run may have failed before it started") from exc
     with fh:
         while True:
             chunk = fh.read(1 << 20)
@@ -87,6 +94,7 @@ def cancel(run: RunDir) -> str:
     (only on its own host, and only that very process)."""
     rec = refresh(run)
     if rec.status is not Status.RUNNING:
-        raise UsageError(f"run {rec.id} is not running (it is {rec.shown_status()})",
-                         "nothing to cancel")
+        raise UsageError(
+            f"run {rec.id} is not running (it is {rec.shown_status()})", "nothing to cancel"
+        )
     return backend_of(rec.backend).cancel(rec, run)

@@ -69,8 +69,16 @@ def make_plan(spec: JobSpec, settings: Settings, runs_dir: Path | None) -> Plan:
             resume, problem = None, exc.lines()[0]
     plan_launch = launch.make_launch(spec, env.interpreter, described.path, planned.ranks)
     launch.check_size(plan_launch)
-    return Plan(spec, settings, runs_dir or planned.path.parent, described, env, plan_launch,
-                resume, problem)
+    return Plan(
+        spec,
+        settings,
+        runs_dir or planned.path.parent,
+        described,
+        env,
+        plan_launch,
+        resume,
+        problem,
+    )
 
 
 def validate(spec: JobSpec, settings: Settings) -> str | None:
@@ -86,15 +94,18 @@ def validate(spec: JobSpec, settings: Settings) -> str | None:
 def _check_project_files(spec: JobSpec, project: Path) -> None:
     """A local project's requirements and conda file exist and are readable: exit 2 now,
     rather than a setup error after the run started."""
-    for key, name in (("python.requirements", spec.python.requirements),
-                      ("python.conda_file", spec.python.conda_file)):
+    for key, name in (
+        ("python.requirements", spec.python.requirements),
+        ("python.conda_file", spec.python.conda_file),
+    ):
         if name is None:
             continue
         path = project / name
         if not path.is_file():
             what = "is a folder, not a file" if path.is_dir() else "does not exist"
-            raise UsageError(f"{key}: {path} {what}",
-                             f"check `{key}` (it is relative to the project)")
+            raise UsageError(
+                f"{key}: {path} {what}", f"check `{key}` (it is relative to the project)"
+            )
     if spec.python.manager != "none":
         from torchrun_cli.envs import key as env_key  # measured: managed environments only
 
@@ -122,8 +133,9 @@ class Display:
     echo: bool = True
 
 
-def execute(plan: Plan, display: Display, *, rebuild: bool = False,
-            detach: bool = False) -> tuple[RunRecord, RunDir]:
+def execute(
+    plan: Plan, display: Display, *, rebuild: bool = False, detach: bool = False
+) -> tuple[RunRecord, RunDir]:
     """Create the run folder and record, run the stages, write the end."""
     if plan.resume_problem is not None:
         raise UsageError(plan.resume_problem)
@@ -145,13 +157,17 @@ def execute(plan: Plan, display: Display, *, rebuild: bool = False,
         end = End(Status.FAILED, exc.exit_code, phase="launch", error=exc.lines()[0])
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP before the job took over
         signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
-        end = End(Status.CANCELLED, 128 + signum,
-                  error=f"interrupted by {signal_name(signum)} during {stage.name}")
+        end = End(
+            Status.CANCELLED,
+            128 + signum,
+            error=f"interrupted by {signal_name(signum)} during {stage.name}",
+        )
     except BaseException as exc:  # a bug: the record still says how the run ended
         status = Status.FAILED if stage.name == "the job" else Status.SETUP_ERROR
         what = exc.lines()[0] if isinstance(exc, TorchjobError) else f"internal error: {exc!r}"
         final = replace(rec, backend=backend.info).finish(
-            End(status, 1, phase=stage.phase, error=what), _since(started))
+            End(status, 1, phase=stage.phase, error=what), _since(started)
+        )
         record.write_record(run, final)
         raise
     finally:
@@ -177,8 +193,15 @@ class _Stage:
         self.name, self.phase = name, phase
 
 
-def _stages(plan: Plan, run: RunDir, rec: RunRecord, backend: Backend, display: Display,
-            rebuild: bool, stage: _Stage) -> tuple[End | None, RunRecord]:
+def _stages(
+    plan: Plan,
+    run: RunDir,
+    rec: RunRecord,
+    backend: Backend,
+    display: Display,
+    rebuild: bool,
+    stage: _Stage,
+) -> tuple[End | None, RunRecord]:
     """source -> environment -> launch -> follow; returns the End (None when detached)."""
     spec, settings = plan.spec, plan.settings
     with _stoppable():  # SIGTERM/SIGHUP during setup: like Ctrl-C, the tools' groups go
@@ -189,9 +212,16 @@ def _stages(plan: Plan, run: RunDir, rec: RunRecord, backend: Backend, display: 
         display.source(src)
         stage.enter("the environment build", "environment")
         with _setup_phase("environment"):
-            env, stage.lease = envs.materialize(spec, plan.environment, src.path,
-                                                project_id(spec), run, settings, rebuild,
-                                                display.progress)
+            env, stage.lease = envs.materialize(
+                spec,
+                plan.environment,
+                src.path,
+                project_id(spec),
+                run,
+                settings,
+                rebuild,
+                display.progress,
+            )
         rec = replace(rec, environment=env.record(), interpreter=env.interpreter)
         stage.enter("the launch", "launch")
         job_launch = launch.make_launch(spec, env.interpreter, src.path, run.ranks)
@@ -203,10 +233,10 @@ def _stages(plan: Plan, run: RunDir, rec: RunRecord, backend: Backend, display: 
         with _setup_phase("launch"):
             model_dir.mkdir(parents=True, exist_ok=True)
             output_dir.mkdir(parents=True, exist_ok=True)
-        variables = conventions.job_env(spec, model_dir, output_dir, plan.resume,
-                                        launch.job_gpus(spec))
-        job = Job(spec, job_launch, run, variables, settings,
-                  envs.lease_file(settings, env))
+        variables = conventions.job_env(
+            spec, model_dir, output_dir, plan.resume, launch.job_gpus(spec)
+        )
+        job = Job(spec, job_launch, run, variables, settings, envs.lease_file(settings, env))
     stage.enter("the submission" if spec.backend else "the start", "launch")
     backend.start(job)
     rec = replace(rec, backend=backend.info)
@@ -223,13 +253,23 @@ def _first_record(plan: Plan, run: RunDir) -> RunRecord:
     spec = plan.spec
     model_dir, output_dir = conventions.folders(spec, run)
     return RunRecord(
-        schema_version=record.SCHEMA_VERSION, id=run.id, name=spec.name,
-        status=Status.RUNNING, started_at=record.now_iso(), argv=plan.launch.shown_argv(),
-        cwd=str(plan.launch.cwd), interpreter=plan.environment.interpreter,
-        source=plan.source.record(), environment=plan.environment.record(),
-        params=dict(mask_mapping(spec.params)), spec=spec.masked(),
+        schema_version=record.SCHEMA_VERSION,
+        id=run.id,
+        name=spec.name,
+        status=Status.RUNNING,
+        started_at=record.now_iso(),
+        argv=plan.launch.shown_argv(),
+        cwd=str(plan.launch.cwd),
+        interpreter=plan.environment.interpreter,
+        source=plan.source.record(),
+        environment=plan.environment.record(),
+        params=dict(mask_mapping(spec.params)),
+        spec=spec.masked(),
         pid_start=record.process_start_ticks(os.getpid()),
-        model_dir=str(model_dir), output_dir=str(output_dir), resume_from=plan.resume)
+        model_dir=str(model_dir),
+        output_dir=str(output_dir),
+        resume_from=plan.resume,
+    )
 
 
 def _since(started: float) -> float:
@@ -243,8 +283,9 @@ def _setup_phase(phase: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise SetupError(f"{phase} failed: {exc}", "check the paths and the free space",
-                         phase=phase) from None
+        raise SetupError(
+            f"{phase} failed: {exc}", "check the paths and the free space", phase=phase
+        ) from None
 
 
 @contextlib.contextmanager
@@ -270,37 +311,56 @@ def plan_rows(plan: Plan, rebuild: bool = False) -> list[Row]:
     spec, env, src, job_launch = plan.spec, plan.environment, plan.source, plan.launch
     origins = spec.origins
     problem = launch.launch_problem(job_launch, env.interpreter)
-    env_state = (envs.explain(spec, env, src.path, project_id(spec), plan.settings, rebuild)
-                 if src.kind == "local" else "computed after the checkout")
+    env_state = (
+        envs.explain(spec, env, src.path, project_id(spec), plan.settings, rebuild)
+        if src.kind == "local"
+        else "computed after the checkout"
+    )
     version = f" (Python {env.python_version})" if env.python_version else ""
-    rows: list[Row] = [("dry run", "nothing was started", None),
-                       ("name", spec.name, origins.get("name")),
-                       ("source", f"{src.kind} {src.url or src.path}", origins.get("project"))]
+    rows: list[Row] = [
+        ("dry run", "nothing was started", None),
+        ("name", spec.name, origins.get("name")),
+        ("source", f"{src.kind} {src.url or src.path}", origins.get("project")),
+    ]
     if src.kind == "git":
         rows.append(("ref", src.ref or "(the remote's default branch)", origins.get("ref")))
     if src.subdirectory:
         rows.append(("subdirectory", src.subdirectory, None))
-    rows += [("cache", source.cache_state(spec, plan.settings), None),
-             ("script", str(job_launch.script_path), origins.get("script")),
-             ("interpreter", f"{env.interpreter}{version}", env.origin),
-             ("environment", f"manager {env.manager}: {env_state}",
-              origins.get("python.manager")),
-             ("argv", shlex.join(job_launch.shown_argv()), None),
-             ("cwd", str(job_launch.cwd), None)]
-    rows += [("env" if i == 0 else "", f"{k}={v}", None)
-             for i, (k, v) in enumerate(sorted(job_launch.shown_env().items()))]
-    rows += [("timeout", f"{spec.timeout:g}s" if spec.timeout else "none",
-              origins.get("timeout")),
-             ("grace", f"{spec.grace:g}s", origins.get("grace"))]
+    rows += [
+        ("cache", source.cache_state(spec, plan.settings), None),
+        ("script", str(job_launch.script_path), origins.get("script")),
+        ("interpreter", f"{env.interpreter}{version}", env.origin),
+        ("environment", f"manager {env.manager}: {env_state}", origins.get("python.manager")),
+        ("argv", shlex.join(job_launch.shown_argv()), None),
+        ("cwd", str(job_launch.cwd), None),
+    ]
+    rows += [
+        ("env" if i == 0 else "", f"{k}={v}", None)
+        for i, (k, v) in enumerate(sorted(job_launch.shown_env().items()))
+    ]
+    rows += [
+        ("timeout", f"{spec.timeout:g}s" if spec.timeout else "none", origins.get("timeout")),
+        ("grace", f"{spec.grace:g}s", origins.get("grace")),
+    ]
     if spec.resume_from is not None:
-        rows.append(("resume", plan.resume or f"nothing: {plan.resume_problem} (a run would "
-                     "exit 2)", origins.get("resume_from")))
+        rows.append(
+            (
+                "resume",
+                plan.resume or f"nothing: {plan.resume_problem} (a run would exit 2)",
+                origins.get("resume_from"),
+            )
+        )
     rows.append(("runs dir", str(plan.runs_dir), None))
     if src.kind != "local":
         rows.append(("launch", "checked after the checkout", None))
     else:
-        rows.append(("launch", "ok" if problem is None else
-                     f"would exit {problem.exit_code}: {problem.message}", None))
+        rows.append(
+            (
+                "launch",
+                "ok" if problem is None else f"would exit {problem.exit_code}: {problem.message}",
+                None,
+            )
+        )
     return rows + _value_rows(spec) + _setting_rows(plan.settings)
 
 
@@ -314,8 +374,10 @@ def _value_rows(spec: JobSpec) -> list[Row]:
             continue
         shown_value = shown(key, value)
         if isinstance(shown_value, dict):
-            rows += [("", f"{key.path}.{k}={v}", spec.origins.get(f"{key.path}.{k}"))
-                     for k, v in shown_value.items()]
+            rows += [
+                ("", f"{key.path}.{k}={v}", spec.origins.get(f"{key.path}.{k}"))
+                for k, v in shown_value.items()
+            ]
         else:
             text = " ".join(shown_value) if isinstance(shown_value, list) else str(shown_value)
             rows.append(("", f"{key.path}={text}", spec.origins.get(key.path, "default")))

@@ -57,30 +57,44 @@ def check_size(launch: Launch) -> None:
     total = sum(len(w.encode()) + 1 + 8 for w in words)  # each also costs a pointer
     if len(longest.encode()) >= _MAX_ARG_STRLEN:
         name = longest.partition("=")[0] if longest not in launch.argv else "an argument"
-        raise UsageError(f"{name} is {len(longest.encode())} bytes long: more than one "
-                         f"process argument or variable may hold ({_MAX_ARG_STRLEN - 1})",
-                         "pass large values in a file, and its path as the parameter")
+        raise UsageError(
+            f"{name} is {len(longest.encode())} bytes long: more than one "
+            f"process argument or variable may hold ({_MAX_ARG_STRLEN - 1})",
+            "pass large values in a file, and its path as the parameter",
+        )
     if total >= limit:
-        raise UsageError(f"the job's arguments and environment take {total} bytes: more than "
-                         f"this system lets a process start with ({limit})",
-                         "pass large values in a file, and its path as the parameter")
+        raise UsageError(
+            f"the job's arguments and environment take {total} bytes: more than "
+            f"this system lets a process start with ({limit})",
+            "pass large values in a file, and its path as the parameter",
+        )
 
 
 def launch_problem(launch: Launch, interpreter: str) -> LaunchError | None:
     """Interpreter or script missing (127) or not runnable (126), found before starting."""
     if not os.path.isabs(interpreter) or not os.path.exists(interpreter):
-        return LaunchError(f"interpreter not found: {interpreter}", 127,
-                           "pass --python PATH or set python.interpreter in the spec")
+        return LaunchError(
+            f"interpreter not found: {interpreter}",
+            127,
+            "pass --python PATH or set python.interpreter in the spec",
+        )
     if os.path.isdir(interpreter) or not os.access(interpreter, os.X_OK):
-        return LaunchError(f"interpreter is not executable: {interpreter}", 126,
-                           f"chmod +x {interpreter}, or choose another with --python")
+        return LaunchError(
+            f"interpreter is not executable: {interpreter}",
+            126,
+            f"chmod +x {interpreter}, or choose another with --python",
+        )
     script = launch.script_path
     if not script.exists():
-        return LaunchError(f"script not found: {script}", 127,
-                           f"check `script` (it is relative to the project {launch.cwd})")
+        return LaunchError(
+            f"script not found: {script}",
+            127,
+            f"check `script` (it is relative to the project {launch.cwd})",
+        )
     if not script.is_file() or not os.access(script, os.R_OK):
-        return LaunchError(f"script is not a readable file: {script}", 126,
-                           "point `script` at a Python file")
+        return LaunchError(
+            f"script is not a readable file: {script}", 126, "point `script` at a Python file"
+        )
     return None
 
 

@@ -51,8 +51,12 @@ class Job:
 
     def variables(self) -> dict[str, str]:
         """What torchjob sets for the job: conventions, the spec's env, the run's folder."""
-        return {**self.conventions, **self.launch.env_overlay,
-                "TORCHJOB_RUN_ID": self.run.id, "TORCHJOB_RUN_DIR": str(self.run.path)}
+        return {
+            **self.conventions,
+            **self.launch.env_overlay,
+            "TORCHJOB_RUN_ID": self.run.id,
+            "TORCHJOB_RUN_DIR": str(self.run.path),
+        }
 
     def child_env(self) -> dict[str, str]:
         """The inherited environment with torchjob's variables on top."""

@@ -36,8 +36,9 @@ def gpu_count(gpus: str | None = None) -> int:
     if smi is None:
         return 0
     try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10,
-                             check=True).stdout
+        out = subprocess.run(
+            [smi, "-L"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return 0
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
@@ -51,37 +52,60 @@ def resume_checkpoint(spec: JobSpec, runs_dir: Path, current: str | None = None)
     for rec in list_records(runs_dir):
         if rec.name != spec.name or rec.id == current or not rec.model_dir:
             continue
-        found = [p for p in Path(rec.model_dir).glob("**/*")
-                 if p.is_file() and p.suffix in _CHECKPOINT_SUFFIXES]
+        found = [
+            p
+            for p in Path(rec.model_dir).glob("**/*")
+            if p.is_file() and p.suffix in _CHECKPOINT_SUFFIXES
+        ]
         if found:
             return str(max(found, key=lambda p: p.stat().st_mtime))
-    raise UsageError(f"resume_from: last: no earlier run named {spec.name!r} left a checkpoint "
-                     f"in its model folder (under {runs_dir})",
-                     "run once with the model saved, or give a checkpoint path")
+    raise UsageError(
+        f"resume_from: last: no earlier run named {spec.name!r} left a checkpoint "
+        f"in its model folder (under {runs_dir})",
+        "run once with the model saved, or give a checkpoint path",
+    )
 
 
-def job_env(spec: JobSpec, model_dir: Path, output_dir: Path, resume: str | None,
-            gpus: int) -> dict[str, str]:
+def job_env(
+    spec: JobSpec, model_dir: Path, output_dir: Path, resume: str | None, gpus: int
+) -> dict[str, str]:
     """The variables torchjob adds for the conventions (and the compat names when asked)."""
     params = {k: v for k, v in spec.params.items() if v is not False}
-    env = {"TORCHJOB_PARAMS": json.dumps(params, ensure_ascii=False),
-           "TORCHJOB_MODEL_DIR": str(model_dir), "TORCHJOB_OUTPUT_DIR": str(output_dir),
-           "TORCHJOB_NUM_GPUS": str(gpus)}
+    env = {
+        "TORCHJOB_PARAMS": json.dumps(params, ensure_ascii=False),
+        "TORCHJOB_MODEL_DIR": str(model_dir),
+        "TORCHJOB_OUTPUT_DIR": str(output_dir),
+        "TORCHJOB_NUM_GPUS": str(gpus),
+    }
     for name, path in spec.inputs.items():
         env[f"TORCHJOB_CHANNEL_{name.upper()}"] = str(path)
     if resume:
         env["TORCHJOB_RESUME_FROM"] = resume
     if spec.compat == "sagemaker":
-        env.update({"SM_MODEL_DIR": str(model_dir), "SM_OUTPUT_DATA_DIR": str(output_dir),
-                    "SM_CHANNELS": json.dumps(sorted(spec.inputs)),
-                    "SM_HPS": json.dumps(params, ensure_ascii=False),
-                    "SM_NUM_GPUS": str(gpus)})
+        env.update(
+            {
+                "SM_MODEL_DIR": str(model_dir),
+                "SM_OUTPUT_DATA_DIR": str(output_dir),
+                "SM_CHANNELS": json.dumps(sorted(spec.inputs)),
+                "SM_HPS": json.dumps(params, ensure_ascii=False),
+                "SM_NUM_GPUS": str(gpus),
+            }
+        )
         env.update({f"SM_CHANNEL_{n.upper()}": str(p) for n, p in spec.inputs.items()})
-        env.update({"SM_HP_" + re.sub(r"[^A-Z0-9_]", "_", k.upper()): str(v)  # optim.lr too
-                    for k, v in params.items()})
+        env.update(
+            {
+                "SM_HP_" + re.sub(r"[^A-Z0-9_]", "_", k.upper()): str(v)  # optim.lr too
+                for k, v in params.items()
+            }
+        )
     elif spec.compat == "ti":
-        env.update({"TM_MODEL_DIR": str(model_dir), "TM_OUTPUT_DATA_DIR": str(output_dir),
-                    "TM_NUM_GPUS": str(gpus)})
+        env.update(
+            {
+                "TM_MODEL_DIR": str(model_dir),
+                "TM_OUTPUT_DATA_DIR": str(output_dir),
+                "TM_NUM_GPUS": str(gpus),
+            }
+        )
         env.update({f"TM_CHANNEL_{n.upper()}": str(p) for n, p in spec.inputs.items()})
     return env
 
@@ -100,8 +124,13 @@ def read_outputs(output_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads(metrics.read_text(encoding="utf-8"))
         if isinstance(data, dict):
-            out.update({str(k): v for k, v in data.items()
-                        if isinstance(v, (str, int, float, bool)) or v is None})
+            out.update(
+                {
+                    str(k): v
+                    for k, v in data.items()
+                    if isinstance(v, (str, int, float, bool)) or v is None
+                }
+            )
     except (OSError, ValueError):
         pass
     params = output_dir / "output_parameters"

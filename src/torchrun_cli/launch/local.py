@@ -38,7 +38,6 @@ _DRAIN_S = 2.0  # and stop reading what escaped processes write after this long
 _MAX_WAIT_MS = 3_600_000  # poll() takes an int of milliseconds
 
 
-
 @dataclass(frozen=True)
 class Outcome:
     """How the child ended and what torchjob had to do about it."""
@@ -73,8 +72,7 @@ class _Pump(threading.Thread):
     process group and kept the pipe open cannot hold torchjob forever.
     """
 
-    def __init__(self, src: int, logs: list[int], echo: int | None,
-                 ended: threading.Event) -> None:
+    def __init__(self, src: int, logs: list[int], echo: int | None, ended: threading.Event) -> None:
         super().__init__(daemon=True)
         self.src, self.logs, self.echo, self.ended = src, logs, echo, ended
         self.error: str | None = None
@@ -134,14 +132,19 @@ def _big_pipe(fd: int) -> None:
         fcntl.fcntl(fd, _F_SETPIPE_SZ, CHUNK)
 
 
-
-
 class Supervisor:
     """One child, from start to end; must run in the main thread (it owns signal handling).
     Signals are routed to a pipe from `start`, so none is lost before the loop reads them."""
 
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], run: RunDir,
-                 timeout: float | None, grace: float) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        run: RunDir,
+        timeout: float | None,
+        grace: float,
+    ) -> None:
         self.argv, self.cwd, self.env, self.run = argv, cwd, env, run
         self.timeout, self.grace = timeout, grace
         self._stack = contextlib.ExitStack()
@@ -154,9 +157,15 @@ class Supervisor:
             self.err_fd = _open_log(self.run.stderr_log)
             stack.callback(os.close, self.err_fd)
             self.wake_fd = stack.enter_context(_signals_to_pipe())
-            self.proc = subprocess.Popen(trampoline(self.argv), cwd=self.cwd, env=self.env,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         start_new_session=True, bufsize=0)
+            self.proc = subprocess.Popen(
+                trampoline(self.argv),
+                cwd=self.cwd,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                bufsize=0,
+            )
             self.started = time.monotonic()
             stack.enter_context(watchdog().guard(self.proc.pid))
         except BaseException:
@@ -174,8 +183,10 @@ class Supervisor:
         pgid = proc.pid
         ended = threading.Event()
         pumps = []
-        for pipe, logs, console in ((proc.stdout, [self.out_fd], 1),
-                                    (proc.stderr, [self.out_fd, self.err_fd], 2)):
+        for pipe, logs, console in (
+            (proc.stdout, [self.out_fd], 1),
+            (proc.stderr, [self.out_fd, self.err_fd], 2),
+        ):
             _big_pipe(pipe.fileno())
             pumps.append(_Pump(pipe.fileno(), logs, console if echo else None, ended))
 
@@ -200,8 +211,11 @@ class Supervisor:
         timed_out = escalated = False
         while True:
             pending = [t for t in (deadline, kill_at) if t is not None]
-            wait_ms = (min(_MAX_WAIT_MS, max(0.0, min(pending) - time.monotonic()) * 1000)
-                       if pending else None)
+            wait_ms = (
+                min(_MAX_WAIT_MS, max(0.0, min(pending) - time.monotonic()) * 1000)
+                if pending
+                else None
+            )
             ready = {fd for fd, _ in poller.poll(wait_ms)}
             now = time.monotonic()
             if self.wake_fd in ready:
@@ -243,8 +257,12 @@ def conclude(outcome: Outcome, timeout: float | None) -> End:
     died_by = signal_name(-rc) if rc < 0 else None
     if outcome.interrupted_by is not None:
         name = signal_name(outcome.interrupted_by)
-        end = End(Status.CANCELLED, 128 + outcome.interrupted_by, died_by,
-                  error=f"torchjob was interrupted by {name}")
+        end = End(
+            Status.CANCELLED,
+            128 + outcome.interrupted_by,
+            died_by,
+            error=f"torchjob was interrupted by {name}",
+        )
     elif outcome.timed_out:
         end = End(Status.TIMEOUT, 124, died_by, error=f"timed out after {timeout:g}s")
     elif rc < 0:
@@ -265,16 +283,21 @@ class LocalBackend:
 
     def start(self, job: Job) -> None:
         spec = job.spec
-        self.supervisor = Supervisor(job.launch.argv, job.launch.cwd, job.child_env(), job.run,
-                                     spec.timeout, spec.grace)
+        self.supervisor = Supervisor(
+            job.launch.argv, job.launch.cwd, job.child_env(), job.run, spec.timeout, spec.grace
+        )
         try:
             self.supervisor.start()
         except OSError as exc:  # the trampoline itself could not start
             if exc.errno == errno.E2BIG:
-                raise LaunchError("the job's arguments and environment are too long for one "
-                                  "process (E2BIG)", 126, "pass large values in a file") from None
-            raise LaunchError(f"cannot start the job: {exc}", 126 if exc.errno == errno.EACCES
-                              else 127) from None
+                raise LaunchError(
+                    "the job's arguments and environment are too long for one process (E2BIG)",
+                    126,
+                    "pass large values in a file",
+                ) from None
+            raise LaunchError(
+                f"cannot start the job: {exc}", 126 if exc.errno == errno.EACCES else 127
+            ) from None
 
     def follow(self, job: Job, echo: bool, on_stop: OnStop) -> End:
         return conclude(self.supervisor.wait(echo, on_stop), job.spec.timeout)
@@ -286,11 +309,12 @@ class LocalBackend:
         """SIGTERM to the torchjob that supervises the run, which stops the job like Ctrl-C:
         only on this host, and only the very process that wrote the record."""
         if record.host != this_host():
-            raise UsageError(f"run {record.id} runs on host {record.host}, not here",
-                                 f"run `torchjob cancel {record.id}` on {record.host}")
+            raise UsageError(
+                f"run {record.id} runs on host {record.host}, not here",
+                f"run `torchjob cancel {record.id}` on {record.host}",
+            )
         if not record.owned_by_a_live_process():
-            raise UsageError(f"run {record.id} is lost (its torchjob is gone)",
-                                 "nothing to cancel")
+            raise UsageError(f"run {record.id} is lost (its torchjob is gone)", "nothing to cancel")
         os.kill(record.pid, signal.SIGTERM)
         return f"sent SIGTERM to torchjob (pid {record.pid}); it stops the job"
 

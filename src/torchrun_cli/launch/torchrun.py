@@ -16,7 +16,8 @@ from torchrun_cli.spec.model import DistributedSpec
 
 _ROOT_RANK = re.compile(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
 _EXCEPTION = re.compile(
-    r"^(?:\[\w+\]:\s*)?([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*)$", re.M)
+    r"^(?:\[\w+\]:\s*)?([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*)$", re.M
+)
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _MESSAGE_MAX = 200
 
@@ -26,19 +27,31 @@ def nproc(value: str | None, gpus: int) -> int:
     return max(gpus, 1) if value in (None, "auto") else int(value)
 
 
-def torchrun_args(dist: DistributedSpec, gpus: int, log_dir: Path,
-                  slurm_nodes: int = 1) -> list[str]:
+def torchrun_args(
+    dist: DistributedSpec, gpus: int, log_dir: Path, slurm_nodes: int = 1
+) -> list[str]:
     """torchrun's own options: --standalone for one node, c10d rendezvous for more; on more
     than one Slurm node the batch script gives the rendezvous (PET_* variables)."""
-    args = ["-m", "torch.distributed.run", "--nproc-per-node",
-            str(nproc(dist.nproc_per_node, gpus))]
+    args = [
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc(dist.nproc_per_node, gpus)),
+    ]
     ours = slurm_nodes == 1  # the rendezvous is in torchrun's argv, not in the batch script
     if ours and dist.nnodes == "1" and not dist.rdzv_endpoint:
         args += ["--standalone", "--nnodes", "1"]
     elif ours:
-        args += ["--nnodes", dist.nnodes, "--rdzv-backend", "c10d",
-                 "--rdzv-endpoint", dist.rdzv_endpoint or "127.0.0.1:29400",
-                 "--rdzv-id", dist.rdzv_id or "torchjob"]
+        args += [
+            "--nnodes",
+            dist.nnodes,
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            dist.rdzv_endpoint or "127.0.0.1:29400",
+            "--rdzv-id",
+            dist.rdzv_id or "torchjob",
+        ]
         if dist.node_rank is not None:
             args += ["--node-rank", dist.node_rank]
     for key in ("max_restarts", "monitor_interval"):
@@ -54,10 +67,14 @@ class TorchrunBackend(LocalBackend):
         run, dist = job.run, job.spec.distributed
         assert dist is not None
         if torch_missing(end, run.ranks, run.stderr_log):
-            return End(Status.SETUP_ERROR, 125, phase="launch",
-                       error=f"torch is not importable by {job.launch.argv[0]}, so torchrun "
-                             "could not start; fix: add torch to the environment "
-                             "(`--pip torch==2.13.0` or requirements.txt, pinned)"), {}
+            return End(
+                Status.SETUP_ERROR,
+                125,
+                phase="launch",
+                error=f"torch is not importable by {job.launch.argv[0]}, so torchrun "
+                "could not start; fix: add torch to the environment "
+                "(`--pip torch==2.13.0` or requirements.txt, pinned)",
+            ), {}
         gpus = int(job.conventions.get("TORCHJOB_NUM_GPUS", "0"))
         gang = summarize(run.ranks, run.stderr_log, dist, gpus, job.launch.cwd)
         if gang["root_cause"] and end.status is Status.FAILED:
@@ -78,15 +95,20 @@ def torch_missing(end: End, log_dir: Path, stderr_log: Path) -> bool:
     return re.search(rb"No module named '?torch[.']", head) is not None
 
 
-def summarize(log_dir: Path, stderr_log: Path, dist: DistributedSpec, gpus: int,
-              project: Path) -> dict[str, Any]:
+def summarize(
+    log_dir: Path, stderr_log: Path, dist: DistributedSpec, gpus: int, project: Path
+) -> dict[str, Any]:
     """World size, nodes, per-rank exit codes, restarts and the root cause of a failure."""
     per_node = nproc(dist.nproc_per_node, gpus)
     attempts = sorted(log_dir.glob("*/attempt_*"), key=_attempt_number)  # 9 before 10
     out: dict[str, Any] = {
-        "world_size": per_node * int(dist.nnodes.split(":")[-1]), "nnodes": dist.nnodes,
-        "nproc_per_node": per_node, "restarts": max(len(attempts) - 1, 0), "ranks": {},
-        "root_cause": None}
+        "world_size": per_node * int(dist.nnodes.split(":")[-1]),
+        "nnodes": dist.nnodes,
+        "nproc_per_node": per_node,
+        "restarts": max(len(attempts) - 1, 0),
+        "ranks": {},
+        "root_cause": None,
+    }
     report = stderr_log.read_text(encoding="utf-8", errors="replace")[-200_000:]
     if "Root Cause" in report:
         cause = report.split("Root Cause", 1)[1]
@@ -121,7 +143,7 @@ def _exception(attempts: list[Path], rank: int, project: Path) -> str:
         return ""
     message = errors[-1].strip()
     if len(message) > _MESSAGE_MAX:
-        message = message[:_MESSAGE_MAX - 3] + "..."
+        message = message[: _MESSAGE_MAX - 3] + "..."
     where = f" at {shown_path(frames[-1][0], project)}:{frames[-1][1]}" if frames else ""
     return f": {message}{where}"
 

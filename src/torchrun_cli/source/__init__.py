@@ -82,9 +82,11 @@ def materialize(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
     if src.kind != "local":
         script = inside(src.path, spec.script, "script")
         if not script.is_file():
-            raise SetupError(f"script {spec.script!r} is not in the checkout of {src.url}",
-                             "check `script` (relative to the repository and its #subdirectory)",
-                             phase="source")
+            raise SetupError(
+                f"script {spec.script!r} is not in the checkout of {src.url}",
+                "check `script` (relative to the repository and its #subdirectory)",
+                phase="source",
+            )
     return src
 
 
@@ -98,19 +100,35 @@ def _git(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
     if spec.git_token_env:
         token = os.environ.get(spec.git_token_env) or None
         if token is None:
-            raise SetupError(f"git_token_env names {spec.git_token_env}, which is not set",
-                             f"export {spec.git_token_env}=... before running", phase="source")
-    mirror = git.Mirror(url, spec.allow_insecure_source, run.setup_log, token or url.token,
-                        settings.cache_home, settings.git_timeout)
+            raise SetupError(
+                f"git_token_env names {spec.git_token_env}, which is not set",
+                f"export {spec.git_token_env}=... before running",
+                phase="source",
+            )
+    mirror = git.Mirror(
+        url,
+        spec.allow_insecure_source,
+        run.setup_log,
+        token or url.token,
+        settings.cache_home,
+        settings.git_timeout,
+    )
     done = git.materialize(mirror, spec.ref, run.tree, run.git_index)
     if spec.submodules:
         from torchrun_cli.source.submodules import checkout_submodules  # as git, only if asked
 
-        checkout_submodules(mirror, done.commit, run.tree, run.git_index,
-                            spec.allow_insecure_source)
+        checkout_submodules(
+            mirror, done.commit, run.tree, run.git_index, spec.allow_insecure_source
+        )
     root = _subdir(run.tree, subdir, url.shown)
-    return replace(described, path=root, ref=done.ref, commit=done.commit, cached=done.cached,
-                   seconds=done.seconds)
+    return replace(
+        described,
+        path=root,
+        ref=done.ref,
+        commit=done.commit,
+        cached=done.cached,
+        seconds=done.seconds,
+    )
 
 
 def _archive(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
@@ -119,8 +137,13 @@ def _archive(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
     described = describe(spec, run.tree)
     location, subdir = giturl.split_fragment(spec.project)
     if "://" in location:
-        path = archive.download(location, spec.allow_insecure_source, run.setup_log,
-                                settings.cache_home, settings.archive_max_bytes)
+        path = archive.download(
+            location,
+            spec.allow_insecure_source,
+            run.setup_log,
+            settings.cache_home,
+            settings.archive_max_bytes,
+        )
     else:
         path = Path(location)
     archive.extract(path, run.tree, settings.archive_max_bytes)
@@ -132,9 +155,11 @@ def _subdir(tree: Path, subdir: str | None, where: str) -> Path:
         return tree
     root = inside(tree, subdir, "subdirectory")
     if not root.is_dir():
-        raise SetupError(f"no subdirectory {subdir!r} in {where}",
-                         "check the part after '#' (it is relative to the repository root)",
-                         phase="source")
+        raise SetupError(
+            f"no subdirectory {subdir!r} in {where}",
+            "check the part after '#' (it is relative to the repository root)",
+            phase="source",
+        )
     return root
 
 
@@ -146,8 +171,9 @@ def cache_state(spec: JobSpec, settings: Settings) -> str:
 
     location, _ = giturl.split_fragment(spec.project)
     url = giturl.parse_url(location, spec.allow_insecure_source)
-    mirror = git.Mirror(url, spec.allow_insecure_source, None, None, settings.cache_home,
-                        settings.git_timeout)
+    mirror = git.Mirror(
+        url, spec.allow_insecure_source, None, None, settings.cache_home, settings.git_timeout
+    )
     if not mirror.is_ready():
         return "not cached: the first run clones"
     if spec.ref and giturl.is_hex(spec.ref) and (commit := mirror.commit_of(spec.ref)):

@@ -33,17 +33,23 @@ def _err(message: str, fix: str) -> SetupError:
     return SetupError(message, fix, phase="source")
 
 
-def download(url: str, allow_insecure: bool, log: Path | None, cache_home: Path,
-             max_bytes: int) -> Path:
+def download(
+    url: str, allow_insecure: bool, log: Path | None, cache_home: Path, max_bytes: int
+) -> Path:
     """The archive at url, from the cache when the server says it has not changed."""
     parts = urlsplit(url)
     shown = hide_query(url)
     if parts.username or parts.password:
-        raise _err(f"refused archive URL {parts.scheme}://{parts.hostname}{parts.path}: "
-                   "credentials in URLs are not accepted", "remove them from the URL")
+        raise _err(
+            f"refused archive URL {parts.scheme}://{parts.hostname}{parts.path}: "
+            "credentials in URLs are not accepted",
+            "remove them from the URL",
+        )
     if parts.scheme != "https" and not (parts.scheme == "http" and allow_insecure):
-        raise _err(f"refused archive URL {shown}: only https (http with "
-                   "--allow-insecure-source)", "use an https URL")
+        raise _err(
+            f"refused archive URL {shown}: only https (http with --allow-insecure-source)",
+            "use an https URL",
+        )
     folder = store.cache_dir(cache_home, "archives") / hashlib.sha256(url.encode()).hexdigest()[:20]
     folder.mkdir(exist_ok=True)
     data, meta_path = folder / "archive", folder / "meta.json"
@@ -57,8 +63,7 @@ def download(url: str, allow_insecure: bool, log: Path | None, cache_home: Path,
                 headers["If-Modified-Since"] = meta["last_modified"]
         request = urllib.request.Request(url, headers=headers)  # noqa: S310 - scheme checked
         try:
-            with _opener(allow_insecure).open(
-                    request, timeout=DOWNLOAD_TIMEOUT_S) as resp:
+            with _opener(allow_insecure).open(request, timeout=DOWNLOAD_TIMEOUT_S) as resp:
                 (folder / store.READY).unlink(missing_ok=True)
                 tmp = folder / f"archive.{os.getpid()}.tmp"
                 try:
@@ -66,8 +71,11 @@ def download(url: str, allow_insecure: bool, log: Path | None, cache_home: Path,
                     os.replace(tmp, data)
                 finally:
                     tmp.unlink(missing_ok=True)  # a broken download leaves nothing behind
-                meta = {"url": shown, "etag": resp.headers.get("ETag"),
-                        "last_modified": resp.headers.get("Last-Modified")}
+                meta = {
+                    "url": shown,
+                    "etag": resp.headers.get("ETag"),
+                    "last_modified": resp.headers.get("Last-Modified"),
+                }
                 store.write_atomic(meta_path, json.dumps(meta).encode())
                 store.mark_ready(folder, shown)
                 _note(log, f"downloaded {shown} ({data.stat().st_size} bytes)")
@@ -75,20 +83,26 @@ def download(url: str, allow_insecure: bool, log: Path | None, cache_home: Path,
             if exc.code == 304:
                 _note(log, f"{shown} unchanged (304): using the cached copy")
                 return data
-            raise _err(f"cannot download {shown}: HTTP {exc.code} {exc.reason}",
-                       "check the URL and that the server allows access") from None
+            raise _err(
+                f"cannot download {shown}: HTTP {exc.code} {exc.reason}",
+                "check the URL and that the server allows access",
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise _err(f"cannot download {shown}: {reason}",
-                       "check the host, the network and the certificate (SSL_CERT_FILE)") from None
+            raise _err(
+                f"cannot download {shown}: {reason}",
+                "check the host, the network and the certificate (SSL_CERT_FILE)",
+            ) from None
     return data
 
 
 def _opener(allow_insecure: bool) -> Any:
     """An URL opener whose redirects may not leave https unless insecure sources are allowed."""
+
     class NoDowngrade(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
-                             newurl: str) -> Any:
+        def redirect_request(
+            self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+        ) -> Any:
             if urlsplit(newurl).scheme != "https" and not allow_insecure:
                 raise _err(f"refused redirect to {newurl}", "use an https URL")
             return super().redirect_request(req, fp, code, msg, headers, newurl)
@@ -105,8 +119,10 @@ def _copy_limited(src: Any, dest: Path, max_bytes: int) -> None:
             if total > max_bytes:
                 out.close()
                 dest.unlink(missing_ok=True)
-                raise _err(f"archive is larger than the limit of {max_bytes} bytes",
-                           "raise TORCHJOB_ARCHIVE_MAX_BYTES if it is expected")
+                raise _err(
+                    f"archive is larger than the limit of {max_bytes} bytes",
+                    "raise TORCHJOB_ARCHIVE_MAX_BYTES if it is expected",
+                )
             out.write(chunk)
 
 
@@ -126,29 +142,36 @@ def extract(archive: Path, dest: Path, max_bytes: int) -> None:
         elif tarfile.is_tarfile(archive):
             _extract_tar(archive, dest, max_bytes)
         else:
-            raise _err(f"{archive.name}: not a zip or tar archive (or it is corrupt)",
-                       "give a .zip, .tar.gz, .tgz or .tar file")
+            raise _err(
+                f"{archive.name}: not a zip or tar archive (or it is corrupt)",
+                "give a .zip, .tar.gz, .tgz or .tar file",
+            )
     except SetupError:
         shutil.rmtree(dest, ignore_errors=True)
         raise
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         shutil.rmtree(dest, ignore_errors=True)
-        raise _err(f"corrupt archive {name}: {exc}", "download or build the archive again"
-                   ) from None
+        raise _err(
+            f"corrupt archive {name}: {exc}", "download or build the archive again"
+        ) from None
 
 
 def _check_name(name: str) -> None:
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-        raise _err(f"refused archive entry {name!r}: it points outside the target folder",
-                   "rebuild the archive with relative paths only")
+        raise _err(
+            f"refused archive entry {name!r}: it points outside the target folder",
+            "rebuild the archive with relative paths only",
+        )
 
 
 def _limits(count: int, total: int, max_bytes: int) -> None:
     if count > MAX_ENTRIES or total > max_bytes:
-        raise _err(f"archive too large: {count} entries, {total} bytes unpacked "
-                   f"(limit {MAX_ENTRIES} entries, {max_bytes} bytes)",
-                   "raise TORCHJOB_ARCHIVE_MAX_BYTES if it is expected")
+        raise _err(
+            f"archive too large: {count} entries, {total} bytes unpacked "
+            f"(limit {MAX_ENTRIES} entries, {max_bytes} bytes)",
+            "raise TORCHJOB_ARCHIVE_MAX_BYTES if it is expected",
+        )
 
 
 def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
@@ -159,11 +182,15 @@ def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
             _check_name(info.filename)
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
-                raise _err(f"refused archive entry {info.filename!r}: zip symlinks are not "
-                           "extracted", "use a tar archive for links, or replace the link")
+                raise _err(
+                    f"refused archive entry {info.filename!r}: zip symlinks are not extracted",
+                    "use a tar archive for links, or replace the link",
+                )
             if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise _err(f"refused archive entry {info.filename!r}: not a file or folder",
-                           "remove special files from the archive")
+                raise _err(
+                    f"refused archive entry {info.filename!r}: not a file or folder",
+                    "remove special files from the archive",
+                )
         bad = zf.testzip()
         if bad is not None:
             raise _err(f"corrupt archive {archive.name}: bad CRC in {bad}", "rebuild it")
@@ -172,8 +199,10 @@ def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
 
 def _extract_tar(archive: Path, dest: Path, max_bytes: int) -> None:
     if not hasattr(tarfile, "data_filter"):
-        raise _err("this Python's tarfile has no extraction filter",
-                   "use Python 3.10.12, 3.11.4, 3.12 or newer, or a .zip archive")
+        raise _err(
+            "this Python's tarfile has no extraction filter",
+            "use Python 3.10.12, 3.11.4, 3.12 or newer, or a .zip archive",
+        )
     with tarfile.open(archive) as tf:
         members: list[tarfile.TarInfo] = []
         total = 0
@@ -183,20 +212,25 @@ def _extract_tar(archive: Path, dest: Path, max_bytes: int) -> None:
             _limits(len(members), total, max_bytes)
             _check_name(member.name)
             if member.isdev() or member.isfifo():
-                raise _err(f"refused archive entry {member.name!r}: a device or pipe",
-                           "remove special files from the archive")
+                raise _err(
+                    f"refused archive entry {member.name!r}: a device or pipe",
+                    "remove special files from the archive",
+                )
         _check_links(members)
         try:
             tf.extractall(dest, members=members, filter="data")
         except tarfile.FilterError as exc:
-            raise _err(f"refused archive entry: {exc}",
-                       "rebuild the archive without links that point outside it") from None
+            raise _err(
+                f"refused archive entry: {exc}",
+                "rebuild the archive without links that point outside it",
+            ) from None
 
 
 def _check_links(members: list[tarfile.TarInfo]) -> None:
     """Links must stay inside the target by their text alone, and no entry or link target may
     pass through another link. The data filter alone resolves links with realpath, which chains
     of long names defeat on Pythons without the fix for CVE-2025-4517."""
+
     def norm(name: str) -> str:
         return posixpath.normpath(name.replace("\\", "/")).lstrip("/")
 
@@ -208,8 +242,10 @@ def _check_links(members: list[tarfile.TarInfo]) -> None:
     for member in members:
         name = norm(member.name)
         if through_link(name.split("/")):
-            raise _err(f"refused archive entry {member.name!r}: it lies under a link",
-                       "rebuild the archive without entries below links")
+            raise _err(
+                f"refused archive entry {member.name!r}: it lies under a link",
+                "rebuild the archive without entries below links",
+            )
         if not (member.issym() or member.islnk()):
             continue
         target = member.linkname.replace("\\", "/")
@@ -225,6 +261,8 @@ def _check_links(members: list[tarfile.TarInfo]) -> None:
                 stack.append(step)
                 escapes = escapes or (i < len(steps) - 1 and "/".join(stack) in links)
         if escapes:
-            raise _err(f"refused archive entry {member.name!r}: its link to "
-                       f"{member.linkname!r} leads outside the archive or through a link",
-                       "rebuild the archive without links that point outside it")
+            raise _err(
+                f"refused archive entry {member.name!r}: its link to "
+                f"{member.linkname!r} leads outside the archive or through a link",
+                "rebuild the archive without links that point outside it",
+            )

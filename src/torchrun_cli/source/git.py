@@ -28,18 +28,49 @@ RETRY_DELAYS_S = (1.0, 3.0)
 MIRROR = "mirror.git"
 _REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 REMOTE_HEAD = "refs/torchjob/remote-head"  # the commit the remote's HEAD named at the last fetch
-_AUTH = ("Permission denied", "Authentication failed", "could not read Username",
-         "could not read Password", "Host key verification failed", "error: 401", "error: 403",
-         "HTTP 401", "HTTP 403", "terminal prompts disabled")
-_UNREACHABLE = ("Could not resolve host", "Connection refused", "Network is unreachable",
-                "No route to host", "Connection timed out", "unable to connect",
-                "Failed to connect", "Could not resolve hostname", "connect to host")
-_MISSING = ("does not appear to be a git repository", "Repository not found", "not found",
-            "error: 404", "No such file or directory", "does not exist")
-_TRANSIENT = ("Connection reset", "early EOF", "RPC failed", "error: 50", "HTTP 50",
-              "Connection timed out", "Could not resolve host", "Connection refused",
-              "unexpected disconnect", "remote end hung up unexpectedly")
-
+_AUTH = (
+    "Permission denied",
+    "Authentication failed",
+    "could not read Username",
+    "could not read Password",
+    "Host key verification failed",
+    "error: 401",
+    "error: 403",
+    "HTTP 401",
+    "HTTP 403",
+    "terminal prompts disabled",
+)
+_UNREACHABLE = (
+    "Could not resolve host",
+    "Connection refused",
+    "Network is unreachable",
+    "No route to host",
+    "Connection timed out",
+    "unable to connect",
+    "Failed to connect",
+    "Could not resolve hostname",
+    "connect to host",
+)
+_MISSING = (
+    "does not appear to be a git repository",
+    "Repository not found",
+    "not found",
+    "error: 404",
+    "No such file or directory",
+    "does not exist",
+)
+_TRANSIENT = (
+    "Connection reset",
+    "early EOF",
+    "RPC failed",
+    "error: 50",
+    "HTTP 50",
+    "Connection timed out",
+    "Could not resolve host",
+    "Connection refused",
+    "unexpected disconnect",
+    "remote end hung up unexpectedly",
+)
 
 
 def git_env(url: GitUrl, token: str | None) -> tuple[dict[str, str], list[str]]:
@@ -60,8 +91,13 @@ def git_env(url: GitUrl, token: str | None) -> tuple[dict[str, str], list[str]]:
         header = "Authorization: Basic " + base64.b64encode(f"{user}:{token}".encode()).decode()
         parts = urlsplit(url.url)
         scope = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/"  # port included
-        env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"http.{scope}.extraHeader",
-                    "GIT_CONFIG_VALUE_0": header})
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": f"http.{scope}.extraHeader",
+                "GIT_CONFIG_VALUE_0": header,
+            }
+        )
         secrets += [token, header.split()[-1]]
     return env, secrets
 
@@ -78,7 +114,8 @@ def _configured_ssh_command() -> str | None:
 def _protocols(allow_insecure: bool) -> list[str]:
     allowed = ["https", "ssh"] + (["http", "git", "file"] if allow_insecure else [])
     return ["-c", "protocol.allow=never"] + [
-        x for p in allowed for x in ("-c", f"protocol.{p}.allow=always")]
+        x for p in allowed for x in ("-c", f"protocol.{p}.allow=always")
+    ]
 
 
 @dataclass(frozen=True)
@@ -95,20 +132,42 @@ class Checkout:
 class Mirror:
     """One bare mirror of a remote under the cache root, guarded by a file lock."""
 
-    def __init__(self, url: GitUrl, allow_insecure: bool, log: Path | None,
-                 token: str | None, cache_home: Path, timeout: float) -> None:
+    def __init__(
+        self,
+        url: GitUrl,
+        allow_insecure: bool,
+        log: Path | None,
+        token: str | None,
+        cache_home: Path,
+        timeout: float,
+    ) -> None:
         self.url = url
         self.cache_home, self.timeout = cache_home, timeout
         self.folder = store.cache_dir(cache_home, "repos") / url.key
         self.path = self.folder / MIRROR
         self.log = log
         self.env, self.secrets = git_env(url, token)
-        self.base = ["git", "-c", "core.hooksPath=/dev/null", "-c", "submodule.recurse=false",
-                     "-c", "core.fsmonitor=false", "-c", "gc.auto=0",
-                     *_protocols(allow_insecure)]
+        self.base = [
+            "git",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "submodule.recurse=false",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "gc.auto=0",
+            *_protocols(allow_insecure),
+        ]
 
-    def git(self, *args: str, network: bool = False, env: Mapping[str, str] | None = None,
-            probe: bool = False, stdin_text: str | None = None) -> str:
+    def git(
+        self,
+        *args: str,
+        network: bool = False,
+        env: Mapping[str, str] | None = None,
+        probe: bool = False,
+        stdin_text: str | None = None,
+    ) -> str:
         """Run git on the mirror; network commands are retried on transient errors; probes
         (lookups that may fail) stay out of setup.log."""
         argv = [*self.base, f"--git-dir={self.path}", *args]
@@ -116,9 +175,14 @@ class Mirror:
         for i, delay in enumerate(attempts):
             time.sleep(delay)
             try:
-                return run_tool(argv, env={**self.env, **(env or {})}, timeout=self.timeout,
-                                log=None if probe else self.log, secrets=self.secrets,
-                                stdin_text=stdin_text)
+                return run_tool(
+                    argv,
+                    env={**self.env, **(env or {})},
+                    timeout=self.timeout,
+                    log=None if probe else self.log,
+                    secrets=self.secrets,
+                    stdin_text=stdin_text,
+                )
             except ToolFailed as exc:
                 last = i == len(attempts) - 1
                 if last or exc.timed_out or not any(t in exc.output for t in _TRANSIENT):
@@ -129,24 +193,36 @@ class Mirror:
         """Turn git's failure into one line a user can act on (no credentials in it)."""
         out, where = exc.output, self.url.shown
         if exc.missing:
-            return SetupError("git is not installed", "install git (apt-get install git)",
-                              phase="source")
+            return SetupError(
+                "git is not installed", "install git (apt-get install git)", phase="source"
+            )
         if exc.timed_out:
-            return SetupError(f"git timed out after {self.timeout:g}s on {where}",
-                              "check the network, or raise TORCHJOB_GIT_TIMEOUT", phase="source")
+            return SetupError(
+                f"git timed out after {self.timeout:g}s on {where}",
+                "check the network, or raise TORCHJOB_GIT_TIMEOUT",
+                phase="source",
+            )
         if any(s in out for s in _AUTH):
-            return SetupError(f"authentication refused by {self.url.host} for {where}",
-                              "check your ssh key or agent (GIT_SSH_COMMAND), or the token "
-                              "named by git_token_env", phase="source")
+            return SetupError(
+                f"authentication refused by {self.url.host} for {where}",
+                "check your ssh key or agent (GIT_SSH_COMMAND), or the token "
+                "named by git_token_env",
+                phase="source",
+            )
         if any(s in out for s in _UNREACHABLE):
-            return SetupError(f"cannot reach {self.url.host or where}",
-                              "check the host name, the port and the network", phase="source")
+            return SetupError(
+                f"cannot reach {self.url.host or where}",
+                "check the host name, the port and the network",
+                phase="source",
+            )
         if any(s in out for s in _MISSING):
-            return SetupError(f"no git repository at {where}", "check the URL's path",
-                              phase="source")
+            return SetupError(
+                f"no git repository at {where}", "check the URL's path", phase="source"
+            )
         last = out.strip().splitlines()[-1] if out.strip() else f"status {exc.returncode}"
-        return SetupError(f"git failed on {where}: {last}", "see setup.log in the run folder",
-                          phase="source")
+        return SetupError(
+            f"git failed on {where}: {last}", "see setup.log in the run folder", phase="source"
+        )
 
     def ensure(self) -> bool:
         """Clone when there is no ready mirror (caller holds the lock); True if it cloned."""
@@ -163,16 +239,21 @@ class Mirror:
         for i, delay in enumerate((0.0, *RETRY_DELAYS_S)):
             time.sleep(delay)
             try:
-                run_tool(argv, env=self.env, timeout=self.timeout, log=self.log,
-                         secrets=self.secrets)
+                run_tool(
+                    argv, env=self.env, timeout=self.timeout, log=self.log, secrets=self.secrets
+                )
                 break
             except ToolFailed as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
                 if i == len(RETRY_DELAYS_S) or not any(t in exc.output for t in _TRANSIENT):
                     raise self.explain(exc) from None
         for spec in _REFSPECS:
-            run_tool([*self.base, f"--git-dir={tmp}", "config", "--add", "remote.origin.fetch",
-                      spec], env=self.env, timeout=60, log=self.log)
+            run_tool(
+                [*self.base, f"--git-dir={tmp}", "config", "--add", "remote.origin.fetch", spec],
+                env=self.env,
+                timeout=60,
+                log=self.log,
+            )
         os.replace(tmp, self.path)
         store.mark_ready(self.folder, self.url.shown)
         self._stamp(started)
@@ -190,8 +271,15 @@ class Mirror:
         """Branches, tags and what the remote's HEAD names now (its default branch may have
         moved to another branch since the clone), in one fetch."""
         started = time.time()
-        self.git("fetch", "--prune", "--quiet", "origin", *_REFSPECS, f"+HEAD:{REMOTE_HEAD}",
-                 network=True)
+        self.git(
+            "fetch",
+            "--prune",
+            "--quiet",
+            "origin",
+            *_REFSPECS,
+            f"+HEAD:{REMOTE_HEAD}",
+            network=True,
+        )
         self._stamp(started)
 
     def _stamp(self, started: float) -> None:
@@ -209,8 +297,12 @@ class Mirror:
 
     def lookup(self, names: list[str]) -> list[str | None]:
         """The commit each name points to, in one git process (cat-file --batch-check)."""
-        out = self.git("cat-file", "--batch-check=%(objectname) %(objecttype)", probe=True,
-                       stdin_text="".join(f"{n}^{{commit}}\n" for n in names))
+        out = self.git(
+            "cat-file",
+            "--batch-check=%(objectname) %(objecttype)",
+            probe=True,
+            stdin_text="".join(f"{n}^{{commit}}\n" for n in names),
+        )
         found: list[str | None] = []
         for line in out.splitlines()[: len(names)]:
             sha, _, kind = line.partition(" ")
@@ -220,8 +312,14 @@ class Mirror:
     def commit_of(self, name: str) -> str | None:
         """The commit a full ref name or SHA names in the mirror, without network."""
         try:
-            out = self.git("rev-parse", "--verify", "--quiet", "--end-of-options",
-                           f"{name}^{{commit}}", probe=True)
+            out = self.git(
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                "--end-of-options",
+                f"{name}^{{commit}}",
+                probe=True,
+            )
         except SetupError:
             return None
         return out.strip() or None
@@ -246,8 +344,13 @@ class Mirror:
     def default_branch(self, commit: str) -> str:
         """The remote's default branch by name: HEAD's, or the one branch at its commit after
         the remote switched (HEAD then follows it)."""
-        at = self.git("for-each-ref", f"--points-at={commit}", "--format=%(refname:short)",
-                      "refs/heads", probe=True).split()
+        at = self.git(
+            "for-each-ref",
+            f"--points-at={commit}",
+            "--format=%(refname:short)",
+            "refs/heads",
+            probe=True,
+        ).split()
         try:  # a bare repository's HEAD file: `ref: refs/heads/NAME`
             name = (self.path / "HEAD").read_text().strip().removeprefix("ref: refs/heads/")
         except OSError:
@@ -263,8 +366,14 @@ class Mirror:
         """A working tree of exactly `commit`, from the mirror alone (no network)."""
         dest.mkdir(parents=True, exist_ok=True)
         try:
-            self.git(f"--work-tree={dest}", "read-tree", "--reset", "-u", commit,
-                     env={"GIT_INDEX_FILE": str(index)})
+            self.git(
+                f"--work-tree={dest}",
+                "read-tree",
+                "--reset",
+                "-u",
+                commit,
+                env={"GIT_INDEX_FILE": str(index)},
+            )
         finally:
             index.unlink(missing_ok=True)
 
@@ -294,13 +403,17 @@ def materialize(mirror: Mirror, ref: str | None, dest: Path, index: Path) -> Che
             mirror.git("fetch", "--quiet", "origin", ref, network=True)  # unadvertised SHA
             commit = mirror.commit_of(ref)
         if commit is None and ref is not None and HEX.match(ref) and mirror.ambiguous(ref):
-            raise SetupError(f"short SHA {ref!r} names more than one object in "
-                             f"{mirror.url.shown}", "give more digits of the commit SHA",
-                             phase="source")
+            raise SetupError(
+                f"short SHA {ref!r} names more than one object in {mirror.url.shown}",
+                "give more digits of the commit SHA",
+                phase="source",
+            )
         if commit is None:
-            raise SetupError(f"unknown ref {ref!r} in {mirror.url.shown}",
-                             "give an existing branch, tag or commit (git ls-remote lists them)",
-                             phase="source")
+            raise SetupError(
+                f"unknown ref {ref!r} in {mirror.url.shown}",
+                "give an existing branch, tag or commit (git ls-remote lists them)",
+                phase="source",
+            )
         shown_ref = ref or mirror.default_branch(commit)
         mirror.checkout(commit, dest, index)
         store.touch(mirror.folder / "used")

@@ -17,8 +17,10 @@ from torchrun_cli.masking import looks_like_token, mask_text
 
 SECURE = ("https", "ssh")
 INSECURE = ("http", "git", "file")
-_SCP = re.compile(r"^(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*"
-                  r"|\[[0-9A-Fa-f:.]+\]):(?P<path>[^\s]+)$")
+_SCP = re.compile(
+    r"^(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*"
+    r"|\[[0-9A-Fa-f:.]+\]):(?P<path>[^\s]+)$"
+)
 _HOST = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])$")
 _TRANSPORT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
 HEX = re.compile(r"^[0-9a-fA-F]{4,64}$")
@@ -57,44 +59,67 @@ def parse_url(text: str, allow_insecure: bool) -> GitUrl:
     """Check a git URL against the allow-list; raise a refusal naming the problem."""
     shown = mask_text(text)  # passwords and tokens masked; a refused user name is shown
     if text.startswith("-") or any(ord(c) < 0x21 or ord(c) == 0x7F for c in text):
-        raise refuse(f"refused git URL {shown!r}: it starts with '-' or holds spaces or control "
-                     "characters", "give an https, ssh or user@host:path URL")
+        raise refuse(
+            f"refused git URL {shown!r}: it starts with '-' or holds spaces or control characters",
+            "give an https, ssh or user@host:path URL",
+        )
     if _TRANSPORT.match(text):
-        raise refuse(f"refused git URL {shown!r}: transport prefixes like `ext::` run commands",
-                     "give an https, ssh or user@host:path URL")
+        raise refuse(
+            f"refused git URL {shown!r}: transport prefixes like `ext::` run commands",
+            "give an https, ssh or user@host:path URL",
+        )
     scp = _SCP.match(text)
     if scp and "://" not in text:
         if scp["path"].startswith("-"):
-            raise refuse(f"refused git URL {shown!r}: the path starts with '-'",
-                         "give the repository path")
-        return GitUrl(text, "ssh", scp["host"], None,
-                      _key("scp", scp["user"] + "@" + scp["host"].lower(), scp["path"]))
+            raise refuse(
+                f"refused git URL {shown!r}: the path starts with '-'", "give the repository path"
+            )
+        return GitUrl(
+            text,
+            "ssh",
+            scp["host"],
+            None,
+            _key("scp", scp["user"] + "@" + scp["host"].lower(), scp["path"]),
+        )
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in SECURE + INSECURE:
-        raise refuse(f"refused git URL {shown!r}: scheme {scheme or '(none)'!r} is not allowed",
-                     "use https://, ssh:// or user@host:path")
+        raise refuse(
+            f"refused git URL {shown!r}: scheme {scheme or '(none)'!r} is not allowed",
+            "use https://, ssh:// or user@host:path",
+        )
     if scheme in INSECURE and not allow_insecure:
-        raise refuse(f"refused git URL {shown!r}: {scheme}:// is not encrypted or not remote",
-                     "use https or ssh, or pass --allow-insecure-source "
-                     "(spec: allow_insecure_source: true)")
+        raise refuse(
+            f"refused git URL {shown!r}: {scheme}:// is not encrypted or not remote",
+            "use https or ssh, or pass --allow-insecure-source (spec: allow_insecure_source: true)",
+        )
     host = parts.hostname or ""
     netloc_host = parts.netloc.rpartition("@")[2]
-    bare_host = (netloc_host.split("]")[0] + "]" if netloc_host.startswith("[")
-                 else netloc_host.rsplit(":", 1)[0])
+    bare_host = (
+        netloc_host.split("]")[0] + "]"
+        if netloc_host.startswith("[")
+        else netloc_host.rsplit(":", 1)[0]
+    )
     if scheme != "file" and (not _HOST.match(bare_host) or not parts.path.strip("/")):
-        raise refuse(f"refused git URL {shown!r}: bad host or empty path",
-                     "write it as https://host/org/repo.git")
+        raise refuse(
+            f"refused git URL {shown!r}: bad host or empty path",
+            "write it as https://host/org/repo.git",
+        )
     if scheme == "file" and (parts.netloc not in ("", "localhost") or not parts.path):
-        raise refuse(f"refused git URL {shown!r}: file:// takes a local absolute path",
-                     "write file:///path/to/repo.git")
+        raise refuse(
+            f"refused git URL {shown!r}: file:// takes a local absolute path",
+            "write file:///path/to/repo.git",
+        )
     try:
         port = parts.port
     except ValueError:
         raise refuse(f"refused git URL {shown!r}: bad port", "fix the port number") from None
     if parts.query:
-        raise refuse(f"refused git URL {mask_text(text.split('?')[0])}?...: git URLs with a "
-                     "query string are not supported", "remove the part after '?'")
+        raise refuse(
+            f"refused git URL {mask_text(text.split('?')[0])}?...: git URLs with a "
+            "query string are not supported",
+            "remove the part after '?'",
+        )
     token = parts.password if scheme in ("https", "http") else None
     user = parts.username if scheme in ("ssh", "https", "http") else None
     if user and user.startswith("-"):
@@ -122,13 +147,21 @@ def _key(scheme: str, where: str, path: str) -> str:
 def check_ref(ref: str) -> None:
     """git check-ref-format's rules (one-level names allowed), without starting git."""
     bad = (
-        not ref or ref.startswith(("-", "/")) or ref.endswith(("/", ".", ".lock")) or ref == "@"
-        or ".." in ref or "//" in ref or "@{" in ref or _BAD_REF_CHARS.search(ref)
+        not ref
+        or ref.startswith(("-", "/"))
+        or ref.endswith(("/", ".", ".lock"))
+        or ref == "@"
+        or ".." in ref
+        or "//" in ref
+        or "@{" in ref
+        or _BAD_REF_CHARS.search(ref)
         or any(part.startswith(".") or part.endswith(".lock") for part in ref.split("/"))
     )
     if bad:
-        raise refuse(f"refused ref {ref!r}: not a valid branch, tag or commit name",
-                     "give a branch, a tag, or a commit SHA")
+        raise refuse(
+            f"refused ref {ref!r}: not a valid branch, tag or commit name",
+            "give a branch, a tag, or a commit SHA",
+        )
 
 
 def is_hex(ref: str) -> bool:
@@ -140,5 +173,7 @@ def check_subdir(subdir: str) -> None:
     """Lexical checks; the symlink check happens on the checkout (`inside`)."""
     parts = subdir.split("/")
     if subdir.startswith("/") or ".." in parts or "\\" in subdir or "\0" in subdir:
-        raise refuse(f"refused subdirectory {subdir!r}: it is absolute or holds '..'",
-                     "give a path inside the repository, e.g. #examples/mnist")
+        raise refuse(
+            f"refused subdirectory {subdir!r}: it is absolute or holds '..'",
+            "give a path inside the repository, e.g. #examples/mnist",
+        )

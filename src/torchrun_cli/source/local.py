@@ -22,14 +22,24 @@ def git_facts(path: Path, log: Path) -> tuple[str | None, bool | None]:
         if probe.parent == probe:
             return None, None
         probe = probe.parent
-    base = ["git", "--no-optional-locks", "-c", "core.hooksPath=/dev/null", "-c",
-            "core.fsmonitor=false", "-C", str(path)]
+    base = [
+        "git",
+        "--no-optional-locks",
+        "-c",
+        "core.hooksPath=/dev/null",
+        "-c",
+        "core.fsmonitor=false",
+        "-C",
+        str(path),
+    ]
     env = clean_env()  # an inherited GIT_DIR would name another repository
     try:
-        commit = run_tool([*base, "rev-parse", "--verify", "HEAD"], env=env, timeout=10,
-                          log=log).strip()
-        status = run_tool([*base, "status", "--porcelain", "--untracked-files=no"], env=env,
-                          timeout=30, log=log)
+        commit = run_tool(
+            [*base, "rev-parse", "--verify", "HEAD"], env=env, timeout=10, log=log
+        ).strip()
+        status = run_tool(
+            [*base, "status", "--porcelain", "--untracked-files=no"], env=env, timeout=30, log=log
+        )
     except ToolFailed:  # no commit yet, or git missing: the run goes on without the facts
         return None, None
     return commit, bool(status.strip())

@@ -13,8 +13,9 @@ from torchrun_cli.source.paths import inside
 from torchrun_cli.tools import ToolFailed, run_tool
 
 
-def checkout_submodules(parent: Mirror, commit: str, tree: Path, index: Path,
-                        allow_insecure: bool, depth: int = 0) -> list[str]:
+def checkout_submodules(
+    parent: Mirror, commit: str, tree: Path, index: Path, allow_insecure: bool, depth: int = 0
+) -> list[str]:
     """Check out the submodules of commit (only when the spec asks), each through its own
     mirror and the same URL allow-list; returns the submodule paths checked out."""
     if depth > 4:
@@ -24,15 +25,28 @@ def checkout_submodules(parent: Mirror, commit: str, tree: Path, index: Path,
     if not links:
         return []
     try:
-        raw = run_tool(["git", "config", "-f", str(tree / ".gitmodules"), "-z", "--get-regexp",
-                        r"^submodule\..*\.(path|url)$"], timeout=30, log=None)
+        raw = run_tool(
+            [
+                "git",
+                "config",
+                "-f",
+                str(tree / ".gitmodules"),
+                "-z",
+                "--get-regexp",
+                r"^submodule\..*\.(path|url)$",
+            ],
+            timeout=30,
+            log=None,
+        )
     except ToolFailed:
-        raise refuse("the repository has submodules but no readable .gitmodules",
-                     "fix .gitmodules, or set submodules: false") from None
+        raise refuse(
+            "the repository has submodules but no readable .gitmodules",
+            "fix .gitmodules, or set submodules: false",
+        ) from None
     names: dict[str, dict[str, str]] = {}
     for item in filter(None, raw.split("\0")):
         key, _, value = item.partition("\n")
-        name, _, field = key[len("submodule."):].rpartition(".")
+        name, _, field = key[len("submodule.") :].rpartition(".")
         names.setdefault(name, {})[field] = value
     urls = {v["path"]: v.get("url", "") for v in names.values() if "path" in v}
     done = []
@@ -43,15 +57,23 @@ def checkout_submodules(parent: Mirror, commit: str, tree: Path, index: Path,
             raise refuse(f"submodule {path!r} has no URL in .gitmodules", "fix .gitmodules")
         if url.startswith(("./", "../")):
             url = _relative_url(parent.url.url, url)
-        sub = Mirror(parse_url(url, allow_insecure), allow_insecure, parent.log, None,
-                     parent.cache_home, parent.timeout)
+        sub = Mirror(
+            parse_url(url, allow_insecure),
+            allow_insecure,
+            parent.log,
+            None,
+            parent.cache_home,
+            parent.timeout,
+        )
         dest = inside(tree, path, "submodule path")
         for folder in [dest, *dest.parents]:
             if folder == tree.resolve():
                 break
             if folder.is_symlink():
-                raise refuse(f"refused submodule path {path!r}: it goes through a symlink",
-                             "fix the repository")
+                raise refuse(
+                    f"refused submodule path {path!r}: it goes through a symlink",
+                    "fix the repository",
+                )
         materialize(sub, sha, dest, index)
         checkout_submodules(sub, sha, dest, index, allow_insecure, depth + 1)
         done.append(path)

@@ -24,22 +24,28 @@ class Checker:
     def add(self, where: str, key: str, message: str, fix: str) -> None:
         self.problems.append(Problem(where, key, message, fix))
 
-    def unknown_keys(self, data: dict[Any, Any], known: Iterable[str], prefix: str,
-                     src: Located) -> None:
+    def unknown_keys(
+        self, data: dict[Any, Any], known: Iterable[str], prefix: str, src: Located
+    ) -> None:
         names = tuple(known)
         for key in data:
             if key in names:
                 continue
             guess = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
             self.guessed.update(prefix + g for g in guess)
-            fix = (f"did you mean `{prefix}{guess[0]}`?" if guess
-                   else f"use one of {', '.join(names)}")
+            fix = (
+                f"did you mean `{prefix}{guess[0]}`?" if guess else f"use one of {', '.join(names)}"
+            )
             self.add(src.where(data, key), f"{prefix}{key}", "unknown key", fix)
 
     def no_nul(self, value: str, where: str, path: str) -> str | None:
         if "\0" in value:
-            self.add(where, path, "contains a NUL byte, which no process argument can carry",
-                     "remove the NUL character")
+            self.add(
+                where,
+                path,
+                "contains a NUL byte, which no process argument can carry",
+                "remove the NUL character",
+            )
             return None
         return value
 
@@ -49,8 +55,12 @@ class Checker:
             value = source_text(value)
         if not isinstance(value, str) or not value:
             got = "an empty string" if value == "" else type_name(value)
-            self.add(where, path, f"expected a non-empty string, got {got}",
-                     f'write `{path.rsplit(".", 1)[-1]}: "..."`')
+            self.add(
+                where,
+                path,
+                f"expected a non-empty string, got {got}",
+                f'write `{path.rsplit(".", 1)[-1]}: "..."`',
+            )
             return None
         return self.no_nul(value, where, path)
 
@@ -60,15 +70,23 @@ class Checker:
             return self.no_nul(value, where, path)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return source_text(value)
-        self.add(where, path, f"expected a string or a number, got {type_name(value)}",
-                 'quote the value, e.g. "yes"')
+        self.add(
+            where,
+            path,
+            f"expected a string or a number, got {type_name(value)}",
+            'quote the value, e.g. "yes"',
+        )
         return None
 
     def boolean(self, value: object, where: str, path: str) -> bool | None:
         if not isinstance(value, bool):
             name = path.rsplit(".", 1)[-1]
-            self.add(where, path, f"expected true or false, got {type_name(value)}",
-                     f"write `{name}: true` or `{name}: false`")
+            self.add(
+                where,
+                path,
+                f"expected true or false, got {type_name(value)}",
+                f"write `{name}: true` or `{name}: false`",
+            )
             return None
         return value
 
@@ -76,8 +94,12 @@ class Checker:
         """A list of non-empty strings; one string is a list of one."""
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            self.add(where, path, "expected a list of strings",
-                     f'write {path.rsplit(".", 1)[-1]}: ["..."]')
+            self.add(
+                where,
+                path,
+                "expected a list of strings",
+                f'write {path.rsplit(".", 1)[-1]}: ["..."]',
+            )
             return None
         out = [self.no_nul(v, where, f"{path}[{i}]") for i, v in enumerate(value)]
         return None if None in out else [v for v in out if v is not None]
@@ -87,8 +109,12 @@ class Checker:
             return parse_duration(value)
         except ValueError as exc:
             shown = type_name(value) if isinstance(value, (list, dict)) else repr(value)
-            self.add(where, path, f"bad duration {shown} ({exc})",
-                     "write seconds or a number with a unit: 90s, 15m, 2h, 1h30m")
+            self.add(
+                where,
+                path,
+                f"bad duration {shown} ({exc})",
+                "write seconds or a number with a unit: 90s, 15m, 2h, 1h30m",
+            )
             return None
 
     def args(self, value: object, where: str, path: str) -> tuple[str, ...] | None:
@@ -96,12 +122,20 @@ class Checker:
             try:
                 return tuple(shlex.split(value))
             except ValueError as exc:
-                self.add(where, path, f"cannot split the string: {exc}",
-                         "balance the quotes, or write args as a YAML list")
+                self.add(
+                    where,
+                    path,
+                    f"cannot split the string: {exc}",
+                    "balance the quotes, or write args as a YAML list",
+                )
                 return None
         if not isinstance(value, list):
-            self.add(where, path, f"expected a list or a string, got {type_name(value)}",
-                     'write args: ["--epochs", "1"]')
+            self.add(
+                where,
+                path,
+                f"expected a list or a string, got {type_name(value)}",
+                'write args: ["--epochs", "1"]',
+            )
             return None
         out = [self.text(item, where, f"{path}[{i}]") for i, item in enumerate(value)]
         return None if None in out else tuple(x for x in out if x is not None)
@@ -110,16 +144,24 @@ class Checker:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.add(where, path, f"expected a mapping, got {type_name(value)}",
-                     f"write `{path}:` followed by indented `name: value` lines")
+            self.add(
+                where,
+                path,
+                f"expected a mapping, got {type_name(value)}",
+                f"write `{path}:` followed by indented `name: value` lines",
+            )
             return None
         return value
 
     def param(self, key: object, value: object, where: str, path: str) -> str | bool | None:
         """One parameter: a name the script's parser can take, a string, number or boolean."""
         if not isinstance(key, str) or not PARAM_KEY.fullmatch(key):
-            self.add(where, path, "a parameter name must be letters, digits, '_', '-', '.'",
-                     "rename the parameter, e.g. `lr` or `batch-size`")
+            self.add(
+                where,
+                path,
+                "a parameter name must be letters, digits, '_', '-', '.'",
+                "rename the parameter, e.g. `lr` or `batch-size`",
+            )
             return None
         if isinstance(value, bool):
             return value
@@ -127,8 +169,13 @@ class Checker:
 
     def env_var(self, key: object, value: object, where: str, path: str) -> str | None:
         if not isinstance(key, str) or not ENV_NAME.fullmatch(key):
-            self.add(where, path, "an environment variable name must be letters, digits and "
-                     "'_', not starting with a digit", "rename it, e.g. OMP_NUM_THREADS")
+            self.add(
+                where,
+                path,
+                "an environment variable name must be letters, digits and "
+                "'_', not starting with a digit",
+                "rename it, e.g. OMP_NUM_THREADS",
+            )
             return None
         return self.text(value, where, path)
 
@@ -137,8 +184,11 @@ class Checker:
         for item in raw:
             key, sep, value = item.partition("=")
             if not sep or not key:
-                self.add("command line", flag, "a value is not KEY=VALUE (not shown: it may be "
-                         "a secret)",
-                         f"write {flag} KEY=VALUE, e.g. {flag.split('/')[0]} {example}")
+                self.add(
+                    "command line",
+                    flag,
+                    "a value is not KEY=VALUE (not shown: it may be a secret)",
+                    f"write {flag} KEY=VALUE, e.g. {flag.split('/')[0]} {example}",
+                )
                 continue
             yield key, value

@@ -83,8 +83,13 @@ class _Merge:
         self.check.add(self.where(path), self.label(path), message, fix)
 
 
-def load(spec_file: Path | None, flags: Flags, cwd: Path, settings: Settings,
-         extra_args: tuple[str, ...] = ()) -> JobSpec:
+def load(
+    spec_file: Path | None,
+    flags: Flags,
+    cwd: Path,
+    settings: Settings,
+    extra_args: tuple[str, ...] = (),
+) -> JobSpec:
     """Read, merge and validate; raises SpecError with every problem found."""
     problems: list[Problem] = []
     check = Checker(problems)
@@ -116,8 +121,9 @@ def load(spec_file: Path | None, flags: Flags, cwd: Path, settings: Settings,
 def _read_section(merge: _Merge, data: dict[Any, Any], section: str) -> None:
     """The file's values of the keys in one section (recursively), each parsed by its kind."""
     keys = children(section)
-    merge.check.unknown_keys(data, [k.name for k in keys], f"{section}." if section else "",
-                             merge.src)
+    merge.check.unknown_keys(
+        data, [k.name for k in keys], f"{section}." if section else "", merge.src
+    )
     for key in keys:
         if key.name not in data:
             continue
@@ -150,8 +156,9 @@ def _from_file(merge: _Merge, key: Key, raw: object, where: str) -> Any:
         return None if found is None else tuple(found)
     if key.kind is Kind.PATHS:
         found = check.string_list(raw, where, path)
-        return None if found is None else tuple(
-            merge.spec_dir / os.path.expanduser(p) for p in found)
+        return (
+            None if found is None else tuple(merge.spec_dir / os.path.expanduser(p) for p in found)
+        )
     if key.kind is Kind.ARGS:
         return check.args(raw, where, path)
     if key.kind is Kind.DURATION:
@@ -194,8 +201,11 @@ def _apply_flag(merge: _Merge, key: Key, raw: object) -> None:
         value: Any = bool(raw)
     elif key.kind in (Kind.LIST, Kind.PATHS):
         items = tuple(str(x) for x in raw) if isinstance(raw, (tuple, list)) else (str(raw),)
-        value = items if key.kind is Kind.LIST else tuple(
-            merge.cwd / os.path.expanduser(p) for p in items)
+        value = (
+            items
+            if key.kind is Kind.LIST
+            else tuple(merge.cwd / os.path.expanduser(p) for p in items)
+        )
     elif key.kind is Kind.DURATION:
         value = check.duration(raw, COMMAND_LINE, flag)
     elif key.kind in (Kind.PARAMS, Kind.ENV, Kind.CHANNELS):
@@ -225,12 +235,19 @@ def _merge_pairs(merge: _Merge, key: Key, raw: object, into: dict[str, Any]) -> 
     for name, text in check.pairs((str(i) for i in items), flag, example):
         if key.kind is Kind.PARAMS:
             if not PARAM_KEY.fullmatch(name):
-                check.add(COMMAND_LINE, f"{short} {name}", "a parameter name must be letters, "
-                          "digits, '_', '-', '.'", f"rename the parameter, e.g. {short} lr=0.01")
+                check.add(
+                    COMMAND_LINE,
+                    f"{short} {name}",
+                    "a parameter name must be letters, digits, '_', '-', '.'",
+                    f"rename the parameter, e.g. {short} lr=0.01",
+                )
                 continue
             value: Any = {"true": True, "false": False}.get(text, text)
-            value = value if isinstance(value, bool) else check.no_nul(value, COMMAND_LINE,
-                                                                       f"{short} {name}")
+            value = (
+                value
+                if isinstance(value, bool)
+                else check.no_nul(value, COMMAND_LINE, f"{short} {name}")
+            )
         elif key.kind is Kind.ENV:
             value = check.env_var(name, text, COMMAND_LINE, f"{short} {name}")
         else:
@@ -245,13 +262,15 @@ def _defaults(merge: _Merge, spec_file: Path | None, settings: Settings) -> None
     values, origins = merge.values, merge.origins
     if "python.interpreter" not in values and settings.python_launcher:
         launcher = settings.python_launcher  # a variable's relative path starts at the cwd
-        values["python.interpreter"] = (launcher if os.sep not in launcher
-                                        else str((merge.cwd / launcher).absolute()))
+        values["python.interpreter"] = (
+            launcher if os.sep not in launcher else str((merge.cwd / launcher).absolute())
+        )
         origins["python.interpreter"] = "$PYTHON_LAUNCHER"
     if "project" not in values:
         values["project"] = str(merge.spec_dir)
-        origins["project"] = "default (the spec's folder)" if spec_file else \
-            "default (the current folder)"
+        origins["project"] = (
+            "default (the spec's folder)" if spec_file else "default (the current folder)"
+        )
     if "script" in values and "name" not in values:
         values["name"] = Path(values["script"]).stem or "job"
         origins["name"] = "default (the script's name)"
@@ -285,62 +304,88 @@ def _check_values(merge: _Merge) -> None:
             merge.problem(sub, f"{value} does not exist", "give an existing file or folder")
     for path in values.get("files", ()):
         if not path.exists():
-            merge.problem("files", f"{path} does not exist",
-                          "give existing files or folders to copy")
+            merge.problem(
+                "files", f"{path} does not exist", "give existing files or folders to copy"
+            )
     resume = values.get("resume_from")
     if resume is not None and resume != "last" and not Path(resume).exists():
-        merge.problem("resume_from", f"checkpoint {resume} does not exist",
-                      "give a checkpoint path, or last")
+        merge.problem(
+            "resume_from", f"checkpoint {resume} does not exist", "give a checkpoint path, or last"
+        )
 
 
 def _check_relations(merge: _Merge, kind: str, spec_file: Path | None) -> None:
     """Rules between keys: a ref needs git, conda a version, Slurm's nodes torchrun's."""
     values = merge.values
     if "ref" in values and kind != "git":
-        merge.problem("ref", "a ref applies to git projects only",
-                      "remove it, or give a git URL as the project")
+        merge.problem(
+            "ref",
+            "a ref applies to git projects only",
+            "remove it, or give a git URL as the project",
+        )
     if values["python.manager"] == "conda" and "python.version" not in values:
-        merge.check.add(merge.where("python.manager"), "python.version",
-                        "conda needs a python version", 'add `version: "3.11"` under python, or '
-                        "pass --python-version 3.11")
+        merge.check.add(
+            merge.where("python.manager"),
+            "python.version",
+            "conda needs a python version",
+            'add `version: "3.11"` under python, or pass --python-version 3.11',
+        )
     low, _, high = str(values.get("distributed.nnodes", "1")).partition(":")
     if high.isdigit() and low.isdigit() and int(low) > int(high):
-        merge.problem("distributed.nnodes", f"{low}:{high} has its minimum above its maximum",
-                      "write MIN:MAX")
+        merge.problem(
+            "distributed.nnodes", f"{low}:{high} has its minimum above its maximum", "write MIN:MAX"
+        )
     if values.get("backend.type") not in (None, "local") or (
-            "backend" in values and "backend.type" not in values):
+        "backend" in values and "backend.type" not in values
+    ):
         _check_slurm(merge)
-    if "script" not in values and not merge.check.problems and \
-            "script" not in merge.check.guessed:
-        merge.check.add(f"{spec_file}:1" if spec_file else COMMAND_LINE, "script",
-                        "no script to run",
-                        "add `script: train.py` to the spec or pass --script train.py")
+    if "script" not in values and not merge.check.problems and "script" not in merge.check.guessed:
+        merge.check.add(
+            f"{spec_file}:1" if spec_file else COMMAND_LINE,
+            "script",
+            "no script to run",
+            "add `script: train.py` to the spec or pass --script train.py",
+        )
 
 
 def _check_slurm(merge: _Merge) -> None:
     """Each backend value becomes an #SBATCH line: one line, no comment, allowed options."""
     values = merge.values
     if "backend.type" not in values:
-        merge.problem("backend", "backend.type is missing",
-                      "write `type: slurm` (or leave backend out to run here)")
+        merge.problem(
+            "backend",
+            "backend.type is missing",
+            "write `type: slurm` (or leave backend out to run here)",
+        )
     if bad := bad_sbatch_extra(values.get("backend.extra_args", ())):
-        merge.problem("backend.extra_args", f"not allowed: {' '.join(bad)}",
-                      "use --option=value forms of sbatch options torchjob allows (see README)")
+        merge.problem(
+            "backend.extra_args",
+            f"not allowed: {' '.join(bad)}",
+            "use --option=value forms of sbatch options torchjob allows (see README)",
+        )
     for key in children("backend"):
         value = values.get(key.path)
         if isinstance(value, str) and (CONTROL.search(value) or "#" in value):
-            merge.problem(key.path, f"{value!r} holds a control character or '#'",
-                          "write it on one line, without '#'")
+            merge.problem(
+                key.path,
+                f"{value!r} holds a control character or '#'",
+                "write it on one line, without '#'",
+            )
     nodes = str(values.get("backend.nodes") or 1)
     if not nodes.isdigit():
         return  # reported with its pattern
     if "distributed" not in values and nodes != "1":
-        merge.problem("backend.nodes", f"{nodes} nodes, but only torchrun (`distributed:`) runs "
-                      "on more than one", "add `distributed:`, or use nodes: 1")
+        merge.problem(
+            "backend.nodes",
+            f"{nodes} nodes, but only torchrun (`distributed:`) runs on more than one",
+            "add `distributed:`, or use nodes: 1",
+        )
     elif "distributed.nnodes" in values and str(values["distributed.nnodes"]) != nodes:
-        merge.problem("distributed.nnodes", f"nnodes {values['distributed.nnodes']} but Slurm "
-                      f"nodes {nodes}", "leave distributed.nnodes out: under Slurm it is "
-                      "backend.nodes")
+        merge.problem(
+            "distributed.nnodes",
+            f"nnodes {values['distributed.nnodes']} but Slurm nodes {nodes}",
+            "leave distributed.nnodes out: under Slurm it is backend.nodes",
+        )
 
 
 def _project_location(merge: _Merge, kind: str) -> str | None:
@@ -354,11 +399,16 @@ def _project_location(merge: _Merge, kind: str) -> str | None:
     path = (base / os.path.expanduser(location)).resolve()
     ok = path.is_file() if kind == "archive" else path.is_dir()
     if not ok:
-        what = "does not exist" if not path.exists() else (
-            "is not a file" if kind == "archive" else "is not a folder")
-        merge.problem("project", f"project {kind} {path} {what}",
-                      "give an existing folder or archive (relative paths start at the spec's "
-                      "folder)")
+        what = (
+            "does not exist"
+            if not path.exists()
+            else ("is not a file" if kind == "archive" else "is not a folder")
+        )
+        merge.problem(
+            "project",
+            f"project {kind} {path} {what}",
+            "give an existing folder or archive (relative paths start at the spec's folder)",
+        )
         return None
     return f"{path}{sep}{subdir}"
 
@@ -368,15 +418,19 @@ def _section(values: Mapping[str, Any], section: str) -> dict[str, Any]:
     return {k.name: values[k.path] for k in children(section) if k.path in values}
 
 
-def _build(merge: _Merge, location: str, kind: str, spec_file: Path | None,
-           extra_args: tuple[str, ...]) -> JobSpec:
+def _build(
+    merge: _Merge, location: str, kind: str, spec_file: Path | None, extra_args: tuple[str, ...]
+) -> JobSpec:
     values = merge.values
     outputs = {k: Path(v) for k, v in _section(values, "outputs").items()}
     backend = None
     if "backend" in values and values.get("backend.type", "slurm") != "local":
         backend = BackendSpec(**_section(values, "backend"))
-    top = {k.name: values[k.path] for k in children("")
-           if k.path in values and k.kind is not Kind.SECTION}
+    top = {
+        k.name: values[k.path]
+        for k in children("")
+        if k.path in values and k.kind is not Kind.SECTION
+    }
     top.update(project=location, resume_from=values.get("resume_from"))
     return JobSpec(
         **top,
@@ -386,7 +440,8 @@ def _build(merge: _Merge, location: str, kind: str, spec_file: Path | None,
         python=PythonSpec(**_section(values, "python")),
         outputs=OutputsSpec(**outputs),
         distributed=DistributedSpec(**_section(values, "distributed"))
-        if "distributed" in values else None,
+        if "distributed" in values
+        else None,
         backend=backend,
         origins=dict(merge.origins),
     )

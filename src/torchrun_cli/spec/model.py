@@ -151,4 +151,3 @@ def shown(key: Key, value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return [str(v) for v in value]
     return str(value)
-

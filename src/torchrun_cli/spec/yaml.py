@@ -104,8 +104,11 @@ def read_yaml(path: Path, problems: list[Problem]) -> tuple[dict[str, Any], Loca
         )
         return {}, src
     except NotReadable as exc:
-        problems.append(Problem(str(path), "(file)", f"the spec {exc}",
-                                "give a regular YAML file (at most 1 MiB)"))
+        problems.append(
+            Problem(
+                str(path), "(file)", f"the spec {exc}", "give a regular YAML file (at most 1 MiB)"
+            )
+        )
         return {}, src
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(
@@ -142,8 +145,14 @@ def read_yaml(path: Path, problems: list[Problem]) -> tuple[dict[str, Any], Loca
         problems.append(Problem(f"{path}:1", "(yaml)", f"invalid YAML: {exc}", "fix the YAML"))
         return {}, src
     except (ValueError, OverflowError, RecursionError) as exc:  # e.g. a 5,000-digit number
-        problems.append(Problem(f"{path}:1", "(yaml)", f"a value cannot be read: {exc}",
-                                "shorten or quote the value"))
+        problems.append(
+            Problem(
+                f"{path}:1",
+                "(yaml)",
+                f"a value cannot be read: {exc}",
+                "shorten or quote the value",
+            )
+        )
         return {}, src
     finally:
         loader.dispose()
