@@ -6,7 +6,11 @@ goal of +100 ms over the same interpreter running the script directly. The comma
 interleaved (a, b, c, a, b, c, ...) so machine noise hits all of them alike, and the import
 profile (`-X importtime`) shows which imports the time is spent on.
 
-Usage: python bench/overhead.py [--runs 30] [--warmup 3] [--torchjob PATH]
+With --before PATH (the console script of another install, e.g. an earlier commit installed
+into its own venv), that torchjob is timed in the same interleaved rounds, so a change can be
+judged against what it replaces on the same machine at the same moment.
+
+Usage: python bench/overhead.py [--runs 30] [--warmup 3] [--torchjob PATH] [--before PATH]
 """
 
 from __future__ import annotations
@@ -124,6 +128,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30, help="timed runs per command")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per command first")
     parser.add_argument("--torchjob", help="torchjob console script [default: found]")
+    parser.add_argument("--before", help="another torchjob console script to compare with")
     args = parser.parse_args()
     if args.runs < 2:
         parser.error("--runs must be at least 2")
@@ -148,6 +153,9 @@ def main() -> None:
             Case("torchjob --help", [str(torchjob), "--help"], env),
             Case("torchjob run --quiet, bytecode cached", run, cached),
         ]
+        if args.before:
+            before = [str(Path(args.before).resolve()), *run[1:]]
+            cases.append(Case("before: torchjob run --quiet -s hello.py", before, env))
         for _ in range(args.warmup):
             for case in cases:
                 time_once(case, project)
@@ -175,6 +183,12 @@ def main() -> None:
         run_imports,
         top_only=True,
     )
+    if args.before:
+        now, then = (statistics.median(times[c.label]) for c in (cases[1], cases[-1]))
+        print(
+            f"\nvs before ({args.before}): {then:.1f} ms -> {now:.1f} ms, "
+            f"{now / then:.2f}x the time it took"
+        )
     overhead = statistics.median(times[cases[1].label]) - statistics.median(times[cases[0].label])
     extra = top_level_ms(run_imports) - top_level_ms(bare_imports)
     print()

@@ -4,34 +4,40 @@ break it."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import Env, torchjob, write
-from torchrun_cli.spec.keys import KEYS, Kind, with_flags
-from torchrun_cli.spec.model import JobSpec
+from torchrun_cli.spec.keys import KEYS, with_flags
+from torchrun_cli.spec.model import (
+    BackendSpec,
+    DistributedSpec,
+    JobSpec,
+    OutputsSpec,
+    PythonSpec,
+)
 
 
 def test_every_key_is_a_field_of_the_model_and_every_flag_an_option_of_run() -> None:
     spec = JobSpec(name="n", project="/p", project_kind="local", script="s.py")
     masked = spec.masked()
-    fields = {f.name for f in dataclasses.fields(JobSpec)}
+    sections: dict[str, Any] = {
+        "python": PythonSpec,
+        "outputs": OutputsSpec,
+        "distributed": DistributedSpec,
+        "backend": BackendSpec,
+    }
     for key in KEYS:
         top = key.path.split(".")[0]
-        assert top in fields, key.path
+        assert top in JobSpec._fields, key.path
         assert top in masked, key.path  # run.json's spec shows every key
-        if key.section and key.kind is not Kind.SECTION:
-            section = {
-                "python": "PythonSpec",
-                "outputs": "OutputsSpec",
-                "distributed": "DistributedSpec",
-                "backend": "BackendSpec",
-            }[key.section]
-            model = next(f.type for f in dataclasses.fields(JobSpec) if f.name == key.section)
-            assert section in str(model), key.path
+        if key.section:
+            assert key.name in sections[key.section]._fields, key.path
+    for name, model in sections.items():  # and no field of a section without its key
+        assert {f"{name}.{f}" for f in model._fields} <= {k.path for k in KEYS}, name
     helptext = torchjob("run", "--help", env={**os.environ, "COLUMNS": "200"}).stdout.decode()
     for key in with_flags():
         for flag in key.flags:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class TorchjobError(Exception):
@@ -26,8 +26,7 @@ class UsageError(TorchjobError):
     exit_code = 2
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """One thing wrong with the spec: where (file:line or flag), which key, what, how to fix."""
 
     where: str

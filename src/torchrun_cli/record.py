@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from torchrun_cli import __version__
 from torchrun_cli.errors import UsageError
@@ -37,8 +37,7 @@ class Status(str, Enum):
         return self.value
 
 
-@dataclass(frozen=True)
-class End:
+class End(NamedTuple):
     """How a run ended: what run.json records and the exit status torchjob gives."""
 
     status: Status
@@ -48,8 +47,7 @@ class End:
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class RunDir:
+class RunDir(NamedTuple):
     """Every file and folder name of a run folder, in one place."""
 
     path: Path

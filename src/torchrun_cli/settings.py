@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple
 
 from torchrun_cli.errors import SettingsError
 
@@ -30,8 +31,7 @@ def _whole(text: str) -> int:
     return value
 
 
-@dataclass(frozen=True)
-class Variable:
+class Variable(NamedTuple):
     """One environment variable torchjob reads: its field, default and check."""
 
     field: str
@@ -79,8 +79,7 @@ VARIABLES = (
 )
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """The values every stage may need, and each one's origin (`default` or `$NAME`)."""
 
     home: str | None = None
@@ -89,7 +88,7 @@ class Settings:
     archive_max_bytes: int = 4 << 30
     conda: str | None = None
     python_launcher: str | None = None
-    origins: Mapping[str, str] = field(default_factory=dict)
+    origins: Mapping[str, str] = MappingProxyType({})
 
     @property
     def data_home(self) -> Path:

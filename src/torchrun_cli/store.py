@@ -8,12 +8,11 @@ import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Removed:
+class Removed(NamedTuple):
     """One cache entry a prune or rm dealt with."""
 
     key: str

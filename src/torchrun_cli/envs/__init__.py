@@ -8,9 +8,9 @@ for (measured: virtualenv's and configparser's imports are not paid by `--env-ma
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torchrun_cli import store
 from torchrun_cli.envs.interpreter import resolve_interpreter
@@ -26,8 +26,7 @@ if TYPE_CHECKING:
 _VERSION = "import platform; print(platform.python_version())"
 
 
-@dataclass(frozen=True)
-class Environment:
+class Environment(NamedTuple):
     """The interpreter a job runs with and how it was obtained (for run.json and --dry-run)."""
 
     manager: str
@@ -41,7 +40,7 @@ class Environment:
 
     def record(self) -> dict[str, Any]:
         """The `environment` object of run.json."""
-        data = asdict(self)
+        data = self._asdict()
         data.pop("origin")
         return data
 
@@ -55,8 +54,7 @@ def prepare(spec: JobSpec) -> Environment:
     return Environment(spec.python.manager, interpreter, origin, spec.python.version or version)
 
 
-@dataclass(frozen=True)
-class Planned:
+class Planned(NamedTuple):
     """The key of a managed environment and what it is made from."""
 
     key: str
@@ -178,8 +176,7 @@ def materialize(
     got = cache.obtain(envs, planned.key, meta, project, rebuild, build)
     version = cache.marker(got.path.parent).get("python_version")
     known = version if isinstance(version, str) and version != "?" else expected
-    return replace(
-        base,
+    return base._replace(
         interpreter=str(python_of(got.path)),
         python_version=known,
         key=planned.key,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from torchrun_cli import store
 
@@ -53,8 +53,7 @@ class Lease:
             self.fd = -1
 
 
-@dataclass(frozen=True)
-class Obtained:
+class Obtained(NamedTuple):
     path: Path
     reused: bool
     seconds: float

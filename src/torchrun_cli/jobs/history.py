@@ -9,7 +9,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from torchrun_cli.errors import UsageError
-from torchrun_cli.launch import backend_of, conventions
 from torchrun_cli.record import (
     RunDir,
     RunRecord,
@@ -59,6 +58,8 @@ def refresh(run: RunDir) -> RunRecord:
     rec = load_record(run)
     if rec.status is not Status.RUNNING or not rec.detached:
         return rec
+    from torchrun_cli.launch import backend_of, conventions  # measured: `runs` stays light
+
     end = backend_of(rec.backend).conclude(rec, run)
     if end is None:
         return rec
@@ -97,4 +98,6 @@ def cancel(run: RunDir) -> str:
         raise UsageError(
             f"run {rec.id} is not running (it is {rec.shown_status()})", "nothing to cancel"
         )
+    from torchrun_cli.launch import backend_of  # as in refresh
+
     return backend_of(rec.backend).cancel(rec, run)

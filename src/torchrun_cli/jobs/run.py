@@ -14,9 +14,9 @@ import shlex
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from torchrun_cli import envs, launch, record, source
 from torchrun_cli.envs import Environment
@@ -36,8 +36,7 @@ if TYPE_CHECKING:
 RUN_ID = "<run-id>"
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """Everything resolved that needs no network: the spec, the source as described, the
     environment, and the launch as it would be (paths under the run's tree for remote sources).
     `resume_problem` says why `resume_from: last` has nothing to resume, when it has not."""
@@ -122,8 +121,7 @@ def project_id(spec: JobSpec) -> str:
     return spec.project if spec.project_kind != "local" else str(Path(spec.project))
 
 
-@dataclass(frozen=True)
-class Display:
+class Display(NamedTuple):
     """What the console is told while a run goes on (only the CLI prints)."""
 
     started: Callable[[RunRecord, RunDir], None] = lambda rec, run: None

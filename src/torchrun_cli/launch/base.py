@@ -7,9 +7,8 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from torchrun_cli.masking import mask_argv, mask_mapping
 from torchrun_cli.record import End, RunDir, RunRecord
@@ -19,8 +18,7 @@ from torchrun_cli.spec.model import JobSpec
 OnStop = Callable[[int | None], None]  # a stop began: the signal, or None for the timeout
 
 
-@dataclass(frozen=True)
-class Launch:
+class Launch(NamedTuple):
     """The exact process to start: argv, folder and the variables torchjob adds."""
 
     script_path: Path
@@ -37,8 +35,7 @@ class Launch:
         return {k: str(v) for k, v in mask_mapping(self.env_overlay).items()}
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     """What a backend runs: the launch, the run folder, the variables the conventions add, and
     the spec's rules for stopping."""
 

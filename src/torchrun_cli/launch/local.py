@@ -20,9 +20,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from torchrun_cli.errors import LaunchError, UsageError
 from torchrun_cli.launch.base import Job, OnStop, signal_name
@@ -38,8 +37,7 @@ _DRAIN_S = 2.0  # and stop reading what escaped processes write after this long
 _MAX_WAIT_MS = 3_600_000  # poll() takes an int of milliseconds
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """How the child ended and what torchjob had to do about it."""
 
     returncode: int

@@ -67,7 +67,7 @@ def batch_script(
     and a c10d rendezvous on the allocation's first node for multi-node torchrun)."""
     q = shlex.quote
     nodes = backend.node_count
-    values = [str(v) for v in vars(backend).values() if isinstance(v, str)]
+    values = [v for v in backend._asdict().values() if isinstance(v, str)]
     for value in (name, str(cwd), str(run.path), *values, *backend.extra_args):
         if CONTROL.search(value):
             raise SetupError(

@@ -9,21 +9,19 @@ run's start-up does not pay for them.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from torchrun_cli.errors import SetupError
 from torchrun_cli.masking import hide_query
 from torchrun_cli.record import RunDir
 from torchrun_cli.settings import Settings
-from torchrun_cli.source import giturl, local
+from torchrun_cli.source import local
 from torchrun_cli.source.paths import inside, place
 from torchrun_cli.spec.model import JobSpec
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """The folder the job runs in, and what run.json says about where it came from."""
 
     kind: str
@@ -38,7 +36,7 @@ class Source:
 
     def record(self) -> dict[str, Any]:
         """The `source` object of run.json (URLs never carry credentials)."""
-        data = asdict(self)
+        data = self._asdict()
         data["path"] = str(self.path)
         return data
 
@@ -48,6 +46,8 @@ def describe(spec: JobSpec, tree: Path) -> Source:
     what a run would refuse is refused here too."""
     if spec.project_kind == "local":
         return Source("local", Path(spec.project))
+    from torchrun_cli.source import giturl  # measured: 3.6 ms (hashlib) a local run never pays
+
     location, subdir = giturl.split_fragment(spec.project)
     if subdir is not None:
         giturl.check_subdir(subdir)
@@ -68,7 +68,7 @@ def materialize(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
         src = Source("local", Path(spec.project), commit=commit, dirty=dirty)
         if spec.files:  # never write into the user's folder: run in a copy of it
             local.copy_project(src.path, run.tree)
-            src = replace(src, path=run.tree)
+            src = src._replace(path=run.tree)
     elif spec.project_kind == "git":
         src = _git(spec, run, settings)
     else:
@@ -91,7 +91,7 @@ def materialize(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
 
 
 def _git(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
-    from torchrun_cli.source import git  # measured: only git projects pay for it
+    from torchrun_cli.source import git, giturl  # measured: only git projects pay for them
 
     described = describe(spec, run.tree)
     location, subdir = giturl.split_fragment(spec.project)
@@ -121,8 +121,7 @@ def _git(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
             mirror, done.commit, run.tree, run.git_index, spec.allow_insecure_source
         )
     root = _subdir(run.tree, subdir, url.shown)
-    return replace(
-        described,
+    return described._replace(
         path=root,
         ref=done.ref,
         commit=done.commit,
@@ -132,7 +131,7 @@ def _git(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
 
 
 def _archive(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
-    from torchrun_cli.source import archive  # measured: only archive projects pay for it
+    from torchrun_cli.source import archive, giturl  # measured: archive projects only
 
     described = describe(spec, run.tree)
     location, subdir = giturl.split_fragment(spec.project)
@@ -147,7 +146,7 @@ def _archive(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
     else:
         path = Path(location)
     archive.extract(path, run.tree, settings.archive_max_bytes)
-    return replace(described, path=_subdir(run.tree, subdir, described.url or location))
+    return described._replace(path=_subdir(run.tree, subdir, described.url or location))
 
 
 def _subdir(tree: Path, subdir: str | None, where: str) -> Path:
@@ -167,7 +166,7 @@ def cache_state(spec: JobSpec, settings: Settings) -> str:
     """For --dry-run: will this run need the network for its source?"""
     if spec.project_kind != "git":
         return "local" if spec.project_kind == "local" else "extracted for each run"
-    from torchrun_cli.source import git  # measured: only git projects pay for it
+    from torchrun_cli.source import git, giturl  # measured: only git projects pay for them
 
     location, _ = giturl.split_fragment(spec.project)
     url = giturl.parse_url(location, spec.allow_insecure_source)

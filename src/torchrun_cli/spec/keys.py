@@ -7,8 +7,8 @@ touches this table and the code that uses the value.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 
 class Kind(Enum):
@@ -36,8 +36,7 @@ class Shown(Enum):
     ARGV = "argv"  # the value after a secret-looking option masked
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
     """One spec key. `flags` are the options of `torchjob run` that set it."""
 
     path: str

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +55,15 @@ def project_kind(project: str) -> str:
     return "archive" if is_archive else "local"
 
 
-@dataclass
 class _Merge:
     """The values found so far, each with its origin, and where problems go."""
 
-    check: Checker
-    src: Located
-    spec_dir: Path  # relative paths in the file start here
-    cwd: Path  # relative paths in flags start here
-    values: dict[str, Any] = field(default_factory=dict)
-    origins: dict[str, str] = field(default_factory=dict)
+    def __init__(self, check: Checker, src: Located, spec_dir: Path, cwd: Path) -> None:
+        self.check, self.src = check, src
+        self.spec_dir = spec_dir  # relative paths in the file start here
+        self.cwd = cwd  # relative paths in flags start here
+        self.values: dict[str, Any] = {}
+        self.origins: dict[str, str] = {}
 
     def where(self, path: str) -> str:
         """file:line of a value from the file, else `command line`."""

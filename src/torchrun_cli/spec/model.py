@@ -4,9 +4,9 @@ key, a sub-spec per section), with where each value came from."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from torchrun_cli.masking import hide_query, mask_argv, mask_mapping, mask_text
 from torchrun_cli.spec.keys import Key, Kind, Shown, children
@@ -15,8 +15,7 @@ DEFAULT_GRACE_S = 10.0
 DISTRIBUTED_GRACE_S = 45.0  # torchrun gives its workers 30 s after SIGTERM
 
 
-@dataclass(frozen=True)
-class PythonSpec:
+class PythonSpec(NamedTuple):
     """`python:`: the interpreter and what goes into its environment."""
 
     interpreter: str | None = None
@@ -28,16 +27,14 @@ class PythonSpec:
     system_site_packages: bool = False
 
 
-@dataclass(frozen=True)
-class OutputsSpec:
+class OutputsSpec(NamedTuple):
     """`outputs:`: folders the job writes its model and outputs to (default: the run's)."""
 
     model_dir: Path | None = None
     output_dir: Path | None = None
 
 
-@dataclass(frozen=True)
-class DistributedSpec:
+class DistributedSpec(NamedTuple):
     """`distributed:`: torchrun's settings, as written (checked against the key patterns)."""
 
     nproc_per_node: str | None = None
@@ -49,8 +46,7 @@ class DistributedSpec:
     monitor_interval: str | None = None
 
 
-@dataclass(frozen=True)
-class BackendSpec:
+class BackendSpec(NamedTuple):
     """`backend:` when the job goes to Slurm."""
 
     type: str = "slurm"
@@ -69,8 +65,7 @@ class BackendSpec:
         return int(self.nodes or 1)
 
 
-@dataclass(frozen=True)
-class JobSpec:
+class JobSpec(NamedTuple):
     """The job: every key's effective value, and `origins` (key path -> where it came from:
     `default`, `$VARIABLE`, `FILE:LINE` or `flag --x`)."""
 
@@ -81,24 +76,24 @@ class JobSpec:
     spec_file: Path | None = None
     ref: str | None = None
     args: tuple[str, ...] = ()
-    params: Mapping[str, str | bool] = field(default_factory=dict)
+    params: Mapping[str, str | bool] = MappingProxyType({})
     extra_args: tuple[str, ...] = ()  # after `--` on the command line
     python: PythonSpec = PythonSpec()
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = MappingProxyType({})
     timeout: float | None = None
     grace: float = DEFAULT_GRACE_S
     files: tuple[Path, ...] = ()
     allow_insecure_source: bool = False
     git_token_env: str | None = None
     submodules: bool = False
-    inputs: Mapping[str, Path] = field(default_factory=dict)
+    inputs: Mapping[str, Path] = MappingProxyType({})
     outputs: OutputsSpec = OutputsSpec()
     resume_from: str | None = None
     compat: str | None = None
     distributed: DistributedSpec | None = None
     gpus: str | None = None
     backend: BackendSpec | None = None
-    origins: Mapping[str, str] = field(default_factory=dict)
+    origins: Mapping[str, str] = MappingProxyType({})
 
     def script_argv(self) -> list[str]:
         """Arguments for the script: spec args, then params as `--key value`, then `-- ARGS`."""

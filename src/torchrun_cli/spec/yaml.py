@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +73,12 @@ def source_text(value: int | float) -> str:
     return getattr(value, "text", "") or str(value)
 
 
-@dataclass
 class Located:
     """Where values came from: a file with line lookups, or the command line."""
 
-    file: Path | None
-    key_lines: dict[int, dict[Any, int]] = field(default_factory=dict)
+    def __init__(self, file: Path | None) -> None:
+        self.file = file
+        self.key_lines: dict[int, dict[Any, int]] = {}
 
     def where(self, container: object = None, key: object = None) -> str:
         if self.file is None:
