@@ -320,17 +320,27 @@ def probe(mode: str, manager: str, project: Path) -> None:
     # imported by name, so that this file type-checks whether or not mypy sees src/ (the package
     # ships no py.typed); torchrun_cli.cli first: what `torchjob run` has imported before any work
     import_module("torchrun_cli.cli")
-    envs, jobs, store, specs, cache, inputs = (
+    envs, jobs, store, specs, cache, inputs, settings, record = (
         import_module(f"torchrun_cli.{name}")
-        for name in ("envs", "jobs", "store", "spec", "envs.cache", "envs.inputs")
+        for name in (
+            "envs",
+            "jobs.run",
+            "store",
+            "spec.load",
+            "envs.cache",
+            "envs.key",
+            "settings",
+            "record",
+        )
     )
     builders = import_module("torchrun_cli.envs.builders").BUILDERS
-
-    job = specs.load(
-        None, specs.Overrides(script="hello.py", project=str(project), env_manager=manager), project
-    )
-    planned_run = jobs.make_plan(job, store.runs_dir(None))
+    found = settings.read()
+    flags = {"script": "hello.py", "project": str(project), "python.manager": manager}
+    job = specs.load(None, flags, project, found)
+    planned_run = jobs.make_plan(job, found, found.runs_dir(None))
     base = planned_run.environment
+    envs_root = cache.root(found.cache_home)
+    run_dir = record.RunDir(Path(tempfile.mkdtemp(prefix="torchjob-probe-")))  # a hit logs nothing
     clock = time.perf_counter
     ms: dict[str, float] = {}
     before = set(sys.modules)
@@ -345,7 +355,7 @@ def probe(mode: str, manager: str, project: Path) -> None:
         got, lease = timed(
             "materialize",
             lambda: envs.materialize(
-                job, base, project, jobs.project_id(job), Path(os.devnull), False, lambda _: None
+                job, base, project, jobs.project_id(job), run_dir, found, False, lambda _: None
             ),
         )
         if lease is not None:
@@ -353,13 +363,16 @@ def probe(mode: str, manager: str, project: Path) -> None:
         if not got.reused:
             sys.exit("probe: materialize did not reuse the environment")
     else:
-        timed("manager version", lambda: builders[manager]().version())
+        timed("manager version", lambda: builders[manager](found).version())
         new_modules = sorted(set(sys.modules) - before)
-        timed("interpreter facts", lambda: inputs.interpreter_facts(base.interpreter))
+        timed(
+            "interpreter facts",
+            lambda: inputs.interpreter_facts(base.interpreter, found.cache_home),
+        )
         timed("requirement files", lambda: inputs.requirement_files(project / "requirements.txt"))
-        planned = envs.plan(job, base, project)
+        planned = envs.plan(job, base, project, found)
         timed("canonical hash", lambda: inputs.canonical_hash(planned.inputs))
-        folder = cache.folder_of(planned.key)
+        folder = cache.folder_of(envs_root, planned.key)
 
         def lock() -> None:
             fd = os.open(
@@ -373,7 +386,9 @@ def probe(mode: str, manager: str, project: Path) -> None:
         timed("last-used note", lambda: cache._note_use(folder, jobs.project_id(job)))
 
         def obtain() -> None:
-            got = cache.obtain(planned.key, {}, jobs.project_id(job), False, lambda _: None)
+            got = cache.obtain(
+                envs_root, planned.key, {}, jobs.project_id(job), False, lambda _: None
+            )
             got.lease.close()
             if not got.reused:
                 sys.exit("probe: obtain did not reuse the environment")

@@ -59,6 +59,8 @@ def test_an_unusable_cache_is_a_setup_error_not_a_launch_failure(project: Path, 
     _, rec = iso.only_run()
     assert (rec["status"], rec["phase"]) == ("setup_error", "environment")
     assert b"Traceback" not in res.stderr
+    plan = torchjob("run", "-s", "a.py", "-p", str(project), "--env-manager", "uv", "--dry-run")
+    assert plan.returncode == 0 and b"a run would exit 125" in plan.stdout, plan.stderr
 
 
 def _fake_running(iso: Env, project: Path, **changes: object) -> str:

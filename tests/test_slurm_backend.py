@@ -181,7 +181,7 @@ def test_multi_node_script_starts_one_torchrun_per_node(tmp_path: Path) -> None:
     """One node is all this machine has, so the multi-node script runs with stand-ins for
     `srun` and `scontrol` on PATH: srun records the argv and the rendezvous variables it got.
     The script's own arguments arrive word for word ($(...) is not run, its --nnodes kept)."""
-    from torchrun_cli.launch.slurm import batch_script
+    from torchrun_cli.launch.sbatch import batch_script
     from torchrun_cli.launch.torchrun import torchrun_args
     from torchrun_cli.record import RunDir
     from torchrun_cli.spec.model import BackendSpec, DistributedSpec

@@ -309,11 +309,13 @@ def plan_rows(plan: Plan, rebuild: bool = False) -> list[Row]:
     spec, env, src, job_launch = plan.spec, plan.environment, plan.source, plan.launch
     origins = spec.origins
     problem = launch.launch_problem(job_launch, env.interpreter)
-    env_state = (
-        envs.explain(spec, env, src.path, project_id(spec), plan.settings, rebuild)
-        if src.kind == "local"
-        else "computed after the checkout"
-    )
+    env_state = "computed after the checkout"
+    if src.kind == "local":
+        try:
+            env_state = envs.explain(spec, env, src.path, project_id(spec), plan.settings, rebuild)
+        except (SetupError, OSError) as exc:  # what the run would stop at, shown, not raised
+            why = exc.message if isinstance(exc, SetupError) else str(exc)
+            env_state = f"a run would exit 125: {why}"
     version = f" (Python {env.python_version})" if env.python_version else ""
     rows: list[Row] = [
         ("dry run", "nothing was started", None),

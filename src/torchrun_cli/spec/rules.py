@@ -1,0 +1,170 @@
+"""What the merged values of a spec must satisfy: each value its key's check, and the rules
+between keys (a ref needs git, conda a version, Slurm's nodes torchrun's). Every problem is
+collected with where the value came from, so all of them are reported at once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from torchrun_cli.spec.checks import Checker
+from torchrun_cli.spec.keys import BY_PATH, CHANNEL, CONTROL, bad_sbatch_extra, children
+from torchrun_cli.spec.yaml import Located
+
+COMMAND_LINE = "command line"
+
+
+class Merge:
+    """The values found so far, each with its origin, and where problems go."""
+
+    def __init__(self, check: Checker, src: Located, spec_dir: Path, cwd: Path) -> None:
+        self.check, self.src = check, src
+        self.spec_dir = spec_dir  # relative paths in the file start here
+        self.cwd = cwd  # relative paths in flags start here
+        self.values: dict[str, Any] = {}
+        self.origins: dict[str, str] = {}
+
+    def where(self, path: str) -> str:
+        """file:line of a value from the file, else `command line`."""
+        origin = self.origins.get(path, COMMAND_LINE)
+        return COMMAND_LINE if origin.startswith(("flag", "default", "$")) else origin
+
+    def label(self, path: str) -> str:
+        """The key as the user wrote it: the option for a key's value from a flag (an entry
+        of params, env or inputs keeps its path: `inputs.train`)."""
+        origin = self.origins.get(path, "")
+        flagged = origin.startswith("flag") and path in BY_PATH
+        return origin.removeprefix("flag ") if flagged else path
+
+    def problem(self, path: str, message: str, fix: str) -> None:
+        self.check.add(self.where(path), self.label(path), message, fix)
+
+
+def check_values(merge: Merge) -> None:
+    """Each value against its key's choices or pattern, and the one-line rules."""
+    values = merge.values
+    for path, value in list(values.items()):
+        key = BY_PATH.get(path)
+        if key is None or not isinstance(value, str):
+            continue
+        if (bad := key.check(value)) is not None:
+            merge.problem(path, *bad)
+    name = values.get("name")
+    if isinstance(name, str) and any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        merge.problem("name", "holds control characters (a newline, say)", "use a one-line name")
+    for path, value in values.get("inputs", {}).items():
+        sub = f"inputs.{path}"
+        if not CHANNEL.fullmatch(path):
+            merge.problem(sub, "a channel name is letters, digits and '_'", "rename it, e.g. train")
+        elif not value.exists():
+            merge.problem(sub, f"{value} does not exist", "give an existing file or folder")
+    for path in values.get("files", ()):
+        if not path.exists():
+            merge.problem(
+                "files", f"{path} does not exist", "give existing files or folders to copy"
+            )
+    resume = values.get("resume_from")
+    if resume is not None and resume != "last" and not Path(resume).exists():
+        merge.problem(
+            "resume_from", f"checkpoint {resume} does not exist", "give a checkpoint path, or last"
+        )
+
+
+def check_relations(merge: Merge, kind: str, spec_file: Path | None) -> None:
+    """Rules between keys: a ref needs git, conda a version, Slurm's nodes torchrun's."""
+    values = merge.values
+    if "ref" in values and kind != "git":
+        merge.problem(
+            "ref",
+            "a ref applies to git projects only",
+            "remove it, or give a git URL as the project",
+        )
+    if values["python.manager"] == "conda" and "python.version" not in values:
+        merge.check.add(
+            merge.where("python.manager"),
+            "python.version",
+            "conda needs a python version",
+            'add `version: "3.11"` under python, or pass --python-version 3.11',
+        )
+    low, _, high = str(values.get("distributed.nnodes", "1")).partition(":")
+    if high.isdigit() and low.isdigit() and int(low) > int(high):
+        merge.problem(
+            "distributed.nnodes", f"{low}:{high} has its minimum above its maximum", "write MIN:MAX"
+        )
+    if values.get("backend.type") not in (None, "local") or (
+        "backend" in values and "backend.type" not in values
+    ):
+        check_slurm(merge)
+    if "script" not in values and not merge.check.problems and "script" not in merge.check.guessed:
+        merge.check.add(
+            f"{spec_file}:1" if spec_file else COMMAND_LINE,
+            "script",
+            "no script to run",
+            "add `script: train.py` to the spec or pass --script train.py",
+        )
+
+
+def check_slurm(merge: Merge) -> None:
+    """Each backend value becomes an #SBATCH line: one line, no comment, allowed options."""
+    values = merge.values
+    if "backend.type" not in values:
+        merge.problem(
+            "backend",
+            "backend.type is missing",
+            "write `type: slurm` (or leave backend out to run here)",
+        )
+    if bad := bad_sbatch_extra(values.get("backend.extra_args", ())):
+        merge.problem(
+            "backend.extra_args",
+            f"not allowed: {' '.join(bad)}",
+            "use --option=value forms of sbatch options torchjob allows (see README)",
+        )
+    for key in children("backend"):
+        value = values.get(key.path)
+        if isinstance(value, str) and (CONTROL.search(value) or "#" in value):
+            merge.problem(
+                key.path,
+                f"{value!r} holds a control character or '#'",
+                "write it on one line, without '#'",
+            )
+    nodes = str(values.get("backend.nodes") or 1)
+    if not nodes.isdigit():
+        return  # reported with its pattern
+    if "distributed" not in values and nodes != "1":
+        merge.problem(
+            "backend.nodes",
+            f"{nodes} nodes, but only torchrun (`distributed:`) runs on more than one",
+            "add `distributed:`, or use nodes: 1",
+        )
+    elif "distributed.nnodes" in values and str(values["distributed.nnodes"]) != nodes:
+        merge.problem(
+            "distributed.nnodes",
+            f"nnodes {values['distributed.nnodes']} but Slurm nodes {nodes}",
+            "leave distributed.nnodes out: under Slurm it is backend.nodes",
+        )
+
+
+def project_location(merge: Merge, kind: str) -> str | None:
+    """An absolute path for a local folder or archive (which must exist), else the URL as is.
+    Relative paths start at the spec's folder, or at the current folder for --project."""
+    project = merge.values["project"]
+    if kind == "git" or "://" in project:
+        return str(project)
+    base = merge.cwd if merge.origins["project"].startswith("flag") else merge.spec_dir
+    location, sep, subdir = project.partition("#")
+    path = (base / os.path.expanduser(location)).resolve()
+    ok = path.is_file() if kind == "archive" else path.is_dir()
+    if not ok:
+        what = (
+            "does not exist"
+            if not path.exists()
+            else ("is not a file" if kind == "archive" else "is not a folder")
+        )
+        merge.problem(
+            "project",
+            f"project {kind} {path} {what}",
+            "give an existing folder or archive (relative paths start at the spec's folder)",
+        )
+        return None
+    return f"{path}{sep}{subdir}"
