@@ -515,3 +515,15 @@ def test_an_ambiguous_short_sha_is_named_as_such(tmp_path: Path, iso: Env) -> No
     res = run_git(f"file://{bare}", "-r", prefixes[0])
     assert res.returncode == 125
     assert b"names more than one object" in res.stderr, res.stderr
+
+
+def test_git_trace_does_not_break_git_projects(tmp_path: Path, iso: Env) -> None:
+    """GIT_TRACE=1 (a user debugging their git setup) made every git-source run exit 125: the
+    trace lines on stderr were parsed as commit ids."""
+    repo_with_history(tmp_path / "r.git")
+    env = {**os.environ, "GIT_TRACE": "1"}
+    for _ in range(2):  # the clone, then a fetch into the mirror
+        res = run_git(f"file://{tmp_path / 'r.git'}#mnist", env=env)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.startswith(b"v 2")
+    assert "trace: " in (iso.runs / newest_record(iso.runs)["id"] / "setup.log").read_text()

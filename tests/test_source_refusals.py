@@ -156,3 +156,11 @@ def test_an_scp_host_starting_with_a_dash_is_no_git_url() -> None:
     """ssh would read `-oProxyCommand=...` as an option: never a host."""
     with pytest.raises(SetupError, match="refused git URL"):
         parse_url("git@-oProxyCommand=touch:repo", allow_insecure=False)
+
+
+def test_a_refused_user_part_is_shown(project: Path) -> None:
+    """The refusal of `ssh://-oProxyCommand=...@host/...` used to hide the user part, which was
+    the very thing refused; passwords and tokens stay masked."""
+    res = torchjob("run", "-s", "a.py", "-p", "ssh://-oProxyCommand=touch%20x@127.0.0.1/r.git")
+    assert res.returncode == 125
+    assert b"-oProxyCommand=touch%20x@127.0.0.1" in res.stderr, res.stderr
