@@ -9,8 +9,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import Env, alive, torchjob, write
+from tests.servers import make_bare_repo
 
 # Runs torchjob's own main() with one core function replaced by a bug: nothing real fails this
 # way on purpose, and the point is what the run's record says afterwards.
@@ -146,3 +148,27 @@ def test_an_over_long_command_is_refused_before_anything_runs(project: Path, iso
     res = torchjob("run", str(many), env={**os.environ, **inherited})
     assert res.returncode == 2 and b"more than this system lets a process start" in res.stderr
     assert not (project / "ran").exists() and not iso.runs.exists()
+
+
+def test_a_failed_setup_keeps_what_was_learned_before_it(
+    tmp_path: Path, iso: Env, offline: Any
+) -> None:
+    """A git project whose environment cannot be built: run.json still names the commit that
+    was checked out, as well as the failure."""
+    shas = make_bare_repo(
+        tmp_path / "r.git", [{"a.py": "print(1)\n", "requirements.txt": "nosuchpackage==1.0\n"}]
+    )
+    res = torchjob(
+        "run",
+        "-s",
+        "a.py",
+        "-p",
+        f"file://{tmp_path}/r.git",
+        "--allow-insecure-source",
+        "--env-manager",
+        "virtualenv",
+    )
+    assert res.returncode == 125, res.stderr
+    _, rec = iso.only_run()
+    assert (rec["status"], rec["phase"]) == ("setup_error", "environment")
+    assert rec["source"]["commit"] == shas[0]

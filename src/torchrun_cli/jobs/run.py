@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torchrun_cli import envs, launch, record, source
 from torchrun_cli.envs import Environment
@@ -146,9 +146,9 @@ def execute(
     display.started(rec, run)
     started = time.monotonic()
     backend = launch.backend_for(spec, detach)
-    stage = _Stage()
+    stage = _Stage(rec)
     try:
-        end, rec = _stages(plan, run, rec, backend, display, rebuild, stage)
+        end = _stages(plan, run, backend, display, rebuild, stage)
     except SetupError as exc:
         end = End(Status.SETUP_ERROR, exc.exit_code, phase=exc.phase, error=exc.lines()[0])
     except LaunchError as exc:
@@ -163,7 +163,7 @@ def execute(
     except BaseException as exc:  # a bug: the record still says how the run ended
         status = Status.FAILED if stage.name == "the job" else Status.SETUP_ERROR
         what = exc.lines()[0] if isinstance(exc, TorchjobError) else f"internal error: {exc!r}"
-        final = replace(rec, backend=backend.info).finish(
+        final = replace(stage.record, backend=backend.info).finish(
             End(status, 1, phase=stage.phase, error=what), _since(started)
         )
         record.write_record(run, final)
@@ -171,7 +171,7 @@ def execute(
     finally:
         if stage.lease is not None:
             stage.lease.close()
-    rec = replace(rec, backend=backend.info)
+    rec = replace(stage.record, backend=backend.info)
     if end is None:  # detached: the job runs on; refresh() writes its end later
         record.write_record(run, rec)
         return rec, run
@@ -181,32 +181,34 @@ def execute(
 
 
 class _Stage:
-    """Where the run is, for the record of an interruption or a crash; and the environment's
-    lease, released however the run ends."""
+    """Where the run is and what is known of it so far, for the record of whatever ends it
+    (an error, an interruption, a crash); and the environment's lease, released however the
+    run ends."""
 
     name, phase = "setup", "setup"
     lease: Lease | None = None
 
+    def __init__(self, rec: RunRecord) -> None:
+        self.record = rec
+
     def enter(self, name: str, phase: str) -> None:
         self.name, self.phase = name, phase
 
+    def learn(self, **facts: Any) -> None:
+        """More of the record: the source once checked out, the environment once built..."""
+        self.record = replace(self.record, **facts)
+
 
 def _stages(
-    plan: Plan,
-    run: RunDir,
-    rec: RunRecord,
-    backend: Backend,
-    display: Display,
-    rebuild: bool,
-    stage: _Stage,
-) -> tuple[End | None, RunRecord]:
+    plan: Plan, run: RunDir, backend: Backend, display: Display, rebuild: bool, stage: _Stage
+) -> End | None:
     """source -> environment -> launch -> follow; returns the End (None when detached)."""
     spec, settings = plan.spec, plan.settings
     with _stoppable():  # SIGTERM/SIGHUP during setup: like Ctrl-C, the tools' groups go
         stage.enter("the checkout", "source")
         with _setup_phase("source"):
             src = source.materialize(spec, run, settings)
-        rec = replace(rec, source=src.record())
+        stage.learn(source=src.record())
         display.source(src)
         stage.enter("the environment build", "environment")
         with _setup_phase("environment"):
@@ -220,10 +222,10 @@ def _stages(
                 rebuild,
                 display.progress,
             )
-        rec = replace(rec, environment=env.record(), interpreter=env.interpreter)
+        stage.learn(environment=env.record(), interpreter=env.interpreter)
         stage.enter("the launch", "launch")
         job_launch = launch.make_launch(spec, env.interpreter, src.path, run.ranks)
-        rec = replace(rec, argv=job_launch.shown_argv(), cwd=str(job_launch.cwd))
+        stage.learn(argv=job_launch.shown_argv(), cwd=str(job_launch.cwd))
         problem = launch.launch_problem(job_launch, env.interpreter)
         if problem is not None:
             raise problem
@@ -237,14 +239,13 @@ def _stages(
         job = Job(spec, job_launch, run, variables, settings, envs.lease_file(settings, env))
     stage.enter("the submission" if spec.backend else "the start", "launch")
     backend.start(job)
-    rec = replace(rec, backend=backend.info)
     if backend.info and backend.info.get("detached"):
-        return None, rec
+        return None
     stage.enter("the job", "job")
     end = backend.follow(job, display.echo, display.stopping)
     end, extra = backend.details(job, end)
-    rec = replace(rec, outputs=conventions.read_outputs(output_dir), **extra)
-    return end, rec
+    stage.learn(outputs=conventions.read_outputs(output_dir), **extra)
+    return end
 
 
 def _first_record(plan: Plan, run: RunDir) -> RunRecord:
