@@ -82,6 +82,16 @@ def step(
         ) from None
 
 
+def _pip_install(
+    env: Path, req: BuildRequest, log: Path, progress: Progress, timeout: float
+) -> None:
+    """pip installs the requirements and packages into env (virtualenv and conda), run in the
+    project's folder so that `./pkg` lines mean the project's."""
+    if req.requirements or req.packages:
+        pip = [str(python_of(env)), "-m", "pip", "install", "--disable-pip-version-check"]
+        step("pip install", [*pip, *_pip_args(req)], log, progress, timeout, req.project)
+
+
 def _pip_args(req: BuildRequest) -> list[str]:
     args = ["-r", str(req.requirements)] if req.requirements else []
     return args + list(req.packages)
@@ -114,22 +124,7 @@ class Virtualenv:
         if req.system_site_packages:
             argv.append("--system-site-packages")
         step("create the virtualenv", [*argv, str(env)], log, progress, self.timeout)
-        if req.requirements or req.packages:
-            step(
-                "pip install",
-                [
-                    str(python_of(env)),
-                    "-m",
-                    "pip",
-                    "install",
-                    "--disable-pip-version-check",
-                    *_pip_args(req),
-                ],
-                log,
-                progress,
-                self.timeout,
-                req.project,
-            )
+        _pip_install(env, req, log, progress, self.timeout)
 
     def check(self, env: Path, log: Path) -> None:
         step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, _quiet, self.timeout)
@@ -242,22 +237,7 @@ class Conda:
                 progress,
                 self.timeout,
             )
-        if req.requirements or req.packages:
-            step(
-                "pip install",
-                [
-                    str(python_of(env)),
-                    "-m",
-                    "pip",
-                    "install",
-                    "--disable-pip-version-check",
-                    *_pip_args(req),
-                ],
-                log,
-                progress,
-                self.timeout,
-                req.project,
-            )
+        _pip_install(env, req, log, progress, self.timeout)
 
     def check(self, env: Path, log: Path) -> None:
         step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, _quiet, self.timeout)
