@@ -303,7 +303,7 @@ def find_run(runs_dir: Path, ref: str) -> RunDir:
         return RunDir(runs_dir / records[0].id)
     if "/" in ref or ref in ("", ".", ".."):
         raise UsageError(f"{ref!r} is not a run id", "give an id from `torchjob runs`, or `last`")
-    if (runs_dir / ref / "run.json").is_file():
+    if RunDir(runs_dir / ref).record.is_file():
         return RunDir(runs_dir / ref)
     try:
         names = sorted(n for n in os.listdir(runs_dir) if n.startswith(ref))
