@@ -80,6 +80,7 @@ class Key(NamedTuple):
 MANAGERS = ("none", "virtualenv", "uv", "conda")
 COMPAT = ("sagemaker", "ti")
 BACKENDS = ("slurm", "local")
+TTY = ("auto", "always", "never")
 WHOLE = r"[1-9]\d*"
 # sbatch options a spec may add; each becomes one `#SBATCH` line.
 SBATCH_EXTRA = (
@@ -194,6 +195,13 @@ KEYS: tuple[Key, ...] = (
         Kind.DURATION,
         "Time between the stop signal and SIGKILL [default: 10s].",
         ("--grace",),
+    ),
+    Key(
+        "tty",
+        Kind.STR,
+        "Run the job on a pseudo-terminal: auto (when torchjob's stdout is one), always, never.",
+        ("--tty",),
+        choices=TTY,
     ),
     Key(
         "files",

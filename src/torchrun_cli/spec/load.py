@@ -252,7 +252,7 @@ def _defaults(merge: Merge, spec_file: Path | None, settings: Settings) -> None:
         distributed = "distributed" in values
         values["grace"] = DISTRIBUTED_GRACE_S if distributed else DEFAULT_GRACE_S
         origins["grace"] = "default (torchrun's 30 s, and more)" if distributed else "default"
-    for key, default in (("python.manager", "none"), ("timeout", None)):
+    for key, default in (("python.manager", "none"), ("timeout", None), ("tty", "auto")):
         if key not in values:
             values[key] = default
             origins.setdefault(key, "default")

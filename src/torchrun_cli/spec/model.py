@@ -82,6 +82,7 @@ class JobSpec(NamedTuple):
     env: Mapping[str, str] = MappingProxyType({})
     timeout: float | None = None
     grace: float = DEFAULT_GRACE_S
+    tty: str = "auto"
     files: tuple[Path, ...] = ()
     allow_insecure_source: bool = False
     git_token_env: str | None = None
