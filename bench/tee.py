@@ -10,6 +10,9 @@ before each, untimed), each in a fresh folder:
   (a) python writer.py > file                       the baseline
   (b) torchjob run --quiet -s writer.py > /dev/null   pipe + tee into stdout.log
   (c) torchjob run -s writer.py > file                 the same plus the console copy to a file
+  (d) torchjob run --tty always -s writer.py > file    (c) with the job on a pseudo-terminal
+  (e) writer.py on a bare pty, read into a file         the pty's own ceiling, no torchjob
+A pty hands out at most 4 KiB per read, so (d) is held to (e), the kernel's ceiling, not (a).
 Peak RSS: wait4()'s ru_maxrss (max over torchjob and the processes it waited for, the child
 included) and the torchjob process's own VmHWM, read from /proc while it runs.
 
@@ -62,6 +65,7 @@ class Variant:
     label: str
     torchjob: bool
     console_to_file: bool
+    tty: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,29 @@ VARIANTS = [
     Variant("a", "python writer.py > file (baseline)", torchjob=False, console_to_file=True),
     Variant("b", "torchjob run --quiet > /dev/null", torchjob=True, console_to_file=False),
     Variant("c", "torchjob run > file", torchjob=True, console_to_file=True),
+    Variant("d", "torchjob run --tty always > file", True, True, tty=True),
+    Variant("e", "writer.py on a bare pty > file", False, True, tty=True),
 ]
+PTY_GOAL = 0.7
+# (e): the writer on a raw pty, its master read in 1 MiB reads and written to stdout.
+BARE_PTY = """\
+import os, subprocess, sys, tty
+master, slave = os.openpty()
+tty.setraw(slave)
+child = subprocess.Popen([sys.executable, sys.argv[1]], stdout=slave)
+os.close(slave)
+while True:
+    try:
+        data = os.read(master, 1 << 20)
+    except OSError:  # EIO: the writer has gone
+        break
+    if not data:
+        break
+    view = memoryview(data)
+    while view:
+        view = view[os.write(1, view):]
+sys.exit(child.wait())
+"""
 
 
 class HwmWatcher(threading.Thread):
@@ -126,9 +152,11 @@ class Bench:
     def argv(self, variant: Variant, mb: int, runs_dir: Path) -> list[str]:
         script = self.writer(mb)
         if not variant.torchjob:
-            return [str(self.python), script]
+            bare = ["-c", BARE_PTY] if variant.tty else []
+            return [str(self.python), *bare, script]
         quiet = ["--quiet"] if not variant.console_to_file or self.quiet_echoes else []
-        return [str(self.torchjob), "run", *quiet, "--runs-dir", str(runs_dir), "-s", script]
+        tty = ["--tty", "always"] if variant.tty else ["--tty", "never"]
+        return [str(self.torchjob), "run", *quiet, *tty, "--runs-dir", str(runs_dir), "-s", script]
 
     def measure(self, variant: Variant, mb: int, folder: Path) -> Result:
         """Run once in `folder` (created here); verify byte counts and the exit status."""
@@ -220,8 +248,8 @@ def main() -> None:
 
     torchjob = find_torchjob(args.torchjob)
     root = Path(tempfile.mkdtemp(prefix="torchjob-bench-tee-", dir=args.dir))
-    # per round: baseline file, (b) stdout.log, (c) stdout.log + console file
-    per_round = 4 * args.mb * MIB
+    # per round: (a) a file, (b) stdout.log, (c) and (d) stdout.log and a console file, (e) a file
+    per_round = 7 * args.mb * MIB
     need = args.repeat * per_round + 4 * 2 * args.small_mb * MIB
     free = shutil.disk_usage(root).free
     delete_each = args.delete_each or free < need + (2 << 30)
@@ -306,10 +334,14 @@ def report(
     print("(in-run MB/s: the size over run.json's duration_s, i.e. without torchjob's start-up;")
     print(" CPU s: user + system seconds of the writer, and of torchjob with all it waited for)")
     print()
-    for v in VARIANTS[1:]:
+    for v in VARIANTS[1:3]:
         ratio = statistics.median(mb / r.seconds for r in results[v.key]) / base
         verdict = "met" if ratio >= GOAL_RATIO else "NOT met"
         print(f"goal: ({v.key}) >= {GOAL_RATIO} x baseline: {verdict} ({ratio:.2f})")
+    ceiling = statistics.median(mb / r.seconds for r in results["e"])
+    ratio = statistics.median(mb / r.seconds for r in results["d"]) / ceiling
+    verdict = "met" if ratio >= PTY_GOAL else "NOT met"
+    print(f"goal: (d) >= {PTY_GOAL} x (e), the pty's ceiling: {verdict} ({ratio:.2f})")
     print()
     print(f"peak RSS, MiB: {args.small_mb} MiB run vs median of the {mb} MiB runs")
     print(
