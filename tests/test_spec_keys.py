@@ -156,8 +156,8 @@ def test_dry_run_shows_where_each_value_came_from(project: Path, iso: Env) -> No
     assert origin("params.epochs=3") == "flag --param"
     assert origin("python.manager=none") == "default"
     assert origin(f"python.interpreter={sys.executable}") == "$PYTHON_LAUNCHER"
-    assert origin("TORCHJOB_GIT_TIMEOUT=99.0") == "$TORCHJOB_GIT_TIMEOUT"
-    assert origin("TORCHJOB_BUILD_TIMEOUT=3600.0") == "default"
+    assert origin("git_timeout=99s") == "$TORCHJOB_GIT_TIMEOUT"
+    assert origin("build_timeout=3600s") == "default"
 
 
 def test_a_bad_setting_stops_every_command_before_it_runs(project: Path, iso: Env) -> None:

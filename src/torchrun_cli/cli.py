@@ -1,11 +1,13 @@
 """The `torchjob` command: flags to one call into the core, then render what comes back, and
 map errors to exit statuses.
 
-Only this module parses flags, prints (through console.py) and chooses exit statuses. The
-options of `run` that set spec keys are made from the key table (spec/keys.py), so a new key
-gets its flag, its help and its place in the merge from one declaration.
+Only this module and commands/ (the other commands, merged in here) parse flags, print
+(through console.py) and choose exit statuses. The options of `run` that set spec keys are made
+from the key table (spec/keys.py), so a new key gets its flag, its help and its place in the
+merge from one declaration.
 """
 
+import contextlib
 import inspect
 import os
 import signal
@@ -14,27 +16,47 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.completion import completion_init  # type: ignore[attr-defined]
+from typer.core import TyperGroup
 
 from torchrun_cli import __version__, console, settings
+from torchrun_cli.commands import AsJson, RunsDir, caches, choices, completion, runs, usage
 from torchrun_cli.errors import TorchjobError, UsageError
-from torchrun_cli.jobs import history
+from torchrun_cli.jobs import config
 from torchrun_cli.spec.keys import Key, Kind, with_flags
+
+
+class _Group(TyperGroup):
+    """The root command: `--debug` is accepted after a subcommand too, and in `torchjob run
+    train.py ARGS` every word after the script is the script's, as with `python train.py`."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[Any, Any, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        obj = ctx.ensure_object(dict)
+        if name == "run" and cmd is not None:
+            probe = cmd.make_parser(ctx)  # the group's context: it stops at the first word
+            with contextlib.suppress(Exception):  # a bad flag: run's own parse says so
+                opts, after, _ = probe.parse_args(list(rest))
+                if str(opts.get("spec_file")).endswith(".py"):
+                    given = obj.get("trailing", [])
+                    obj["trailing"] = [*after, *["--"] * bool(after and given), *given]
+                    rest = rest[: len(rest) - len(after)]
+        mine = [a for a in rest if a != "--debug" or name == "run"]
+        obj["debug"] = bool(ctx.params.get("debug")) or "--debug" in rest
+        return name, cmd, mine
+
 
 app = typer.Typer(
     name="torchjob",
+    cls=_Group,
+    add_completion=False,
+    epilog=usage.epilog(""),
     help="Run a PyTorch training project: logs, a record, clean stops, the script's exit status.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-RunsDir = Annotated[
-    Path | None,
-    typer.Option("--runs-dir", help="Folder of run folders [default: $TORCHJOB_HOME/runs]."),
-]
-RunRef = Annotated[str, typer.Argument(metavar="RUN", help="Run id, unique prefix, or last.")]
-AsJson = Annotated[bool, typer.Option("--json", help="JSON for machines.")]
 
 
 def _version(value: bool) -> None:
@@ -52,13 +74,13 @@ def _root(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+            "-V", "--version", callback=_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
 ) -> None:
     """Run PyTorch training jobs locally: logs, a record, clean stops."""
     obj = ctx.ensure_object(dict)
-    obj["debug"] = debug
+    obj["debug"] = debug or obj.get("debug", False)
     if obj.get("trailing") and ctx.invoked_subcommand != "run":
         raise UsageError(
             "arguments after `--` are only for `torchjob run`",
@@ -68,13 +90,16 @@ def _root(
 
 def _option(key: Key) -> inspect.Parameter:
     """The `run` option of a spec key: repeatable for lists and KEY=VALUE pairs, a switch for
-    booleans, a value otherwise; its help and choices from the table."""
+    booleans, a value otherwise; its help and choices (shown as its metavar, completed by the
+    shells) from the table."""
     repeat = key.kind in (Kind.LIST, Kind.PATHS, Kind.PARAMS, Kind.ENV, Kind.CHANNELS)
-    listed = all(choice in key.help for choice in key.choices)
-    help_text = key.help if listed else f"{key.help} One of: {', '.join(key.choices)}."
     kind: Any = bool if key.kind is Kind.BOOL else list[str] | None if repeat else str | None
     default = typer.Option(
-        False if key.kind is Kind.BOOL else None, *key.flags, help=help_text, metavar=key.metavar
+        False if key.kind is Kind.BOOL else None,
+        *key.flags,
+        help=key.help,
+        metavar=key.metavar or ("[" + "|".join(key.choices) + "]" if key.choices else None),
+        autocompletion=choices(key.choices) if key.choices else None,
     )
     return inspect.Parameter(
         key.param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind
@@ -84,7 +109,12 @@ def _option(key: Key) -> inspect.Parameter:
 def run(
     ctx: typer.Context,
     spec_file: Annotated[
-        str | None, typer.Argument(metavar="SPEC.yaml", help="Job spec; flags override its keys.")
+        str | None,
+        typer.Argument(
+            metavar="SPEC.yaml | SCRIPT.py | DIR",
+            help="A job spec (flags override its keys); a script, run in this folder with the "
+            "words after it as its arguments; or a folder holding torchjob.yaml.",
+        ),
     ] = None,
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Build the environment afresh even when it is cached.")
@@ -100,16 +130,20 @@ def run(
         ),
     ] = False,
     quiet: Annotated[
-        bool,
+        bool | None,
         typer.Option(
+            "--quiet/--no-quiet",
             "-q",
-            "--quiet",
-            help="Print nothing on success; the summary and log tail on failure.",
+            help="Print nothing on success; the summary and log tail on failure. "
+            "--no-quiet overrides `quiet = true` of a config file.",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", hidden=True)] = False,  # see _Group
     **options: Any,
 ) -> None:
-    """Run a job: `torchjob run [SPEC.yaml] [flags] [-- ARGS...]`."""
+    """Run a job: `torchjob run SPEC.yaml [flags] [-- ARGS...]`, or `torchjob run train.py
+    [ARGS...]`."""
     from torchrun_cli.jobs import run as jobs  # measured: 10 ms that runs and show do not need
     from torchrun_cli.spec.load import load
 
@@ -118,9 +152,22 @@ def run(
         for key in with_flags()
         if options[key.param] not in (None, False, [], ())
     }
+    spec_path = Path(spec_file) if spec_file else None
+    if spec_file and spec_file.endswith(".py"):
+        if "script" in given:
+            raise UsageError(f"two scripts: {spec_file} and --script {given['script']}")
+        given["script"], spec_path = spec_file, None
+    elif spec_path and spec_path.is_dir():
+        if not (spec_path / "torchjob.yaml").is_file():
+            raise UsageError(
+                f"{spec_file} is a folder without a torchjob.yaml",
+                f"write {spec_path / 'torchjob.yaml'}, or give a spec file or a script.py",
+            )
+        spec_path = spec_path / "torchjob.yaml"
     found = settings.read()
+    quiet = found.quiet if quiet is None else quiet
     spec = load(
-        Path(spec_file) if spec_file else None,
+        spec_path,
         given,
         Path.cwd(),
         found,
@@ -128,16 +175,30 @@ def run(
     )
     plan = jobs.make_plan(spec, found, found.runs_dir(runs_dir))
     if dry_run:
-        console.plan(jobs.plan_rows(plan, rebuild))
+        from torchrun_cli.jobs import dryrun  # only --dry-run needs it
+
+        console.plan(dryrun.plan_rows(plan, rebuild))
         return
+    steps = console.steps(quiet)
+
+    def environment(env: Any) -> None:  # envs.Environment, shown by console.environment
+        steps.close()  # the setup is over: the job's first byte comes next
+        if not quiet:
+            console.environment(env)
+
     display = jobs.Display(
         started=lambda rec, run: None if quiet else console.header(rec),
         source=lambda src: None if quiet else console.source_line(src),
-        progress=console.progress,
+        environment=environment,
+        note=lambda text: None if quiet else console.note(text),
+        steps=steps,
         stopping=lambda signum: console.stopping(signum, spec.grace, spec.timeout),
         echo=not quiet,
     )
-    final, run_dir = jobs.execute(plan, display, rebuild=rebuild, detach=detach)
+    try:
+        final, run_dir = jobs.execute(plan, display, rebuild=rebuild, detach=detach)
+    finally:
+        steps.close()
     if final.detached and final.backend:
         sys.stdout.write(f"{final.backend['job_id']}\n")
         console.note(
@@ -145,15 +206,7 @@ def run(
             f"follow it with `torchjob logs -f {final.id}`"
         )
         return
-    ok = final.status.value == "succeeded"
-    if not quiet and final.environment.get("key") and final.status.value != "setup_error":
-        console.environment_line(final.environment)
-    if quiet and not ok:
-        console.tail(run_dir.stdout_log)
-    if final.status.value == "setup_error":
-        console.setup_failure(run_dir)
-    if not (quiet and ok):
-        console.summary(final, run_dir.path)
+    console.ended(final, run_dir, quiet)
     raise typer.Exit(final.exit_code or 0)
 
 
@@ -179,144 +232,24 @@ def validate(
     sys.stdout.write(f"ok: {spec_file}: script {spec.script} in {spec.project}\n")
 
 
-@app.command()
-def runs(
-    name: Annotated[str | None, typer.Option("--name", help="Only runs with this name.")] = None,
-    status: Annotated[
-        str | None,
-        typer.Option(
-            "--status", help=f"Only runs with this status: {', '.join(history.STATUSES)}."
-        ),
-    ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many (0: all).")] = 20,
-    columns: Annotated[
-        str | None,
-        typer.Option("--columns", help="Output parameters to show as columns, e.g. accuracy,loss."),
-    ] = None,
-    as_json: AsJson = False,
-    runs_dir: RunsDir = None,
-) -> None:
-    """Past runs, newest first."""
-    found = history.runs(settings.read(), runs_dir, name, status, limit)
+@app.command("config")
+def config_command(as_json: AsJson = False) -> None:
+    """Effective settings and where each came from.
+
+    The config files read or looked for, then every key a config file may set (settings, and
+    defaults of spec keys) with its value and origin: default, config FILE:LINE, $VARIABLE."""
+    found = settings.read()
     if as_json:
-        console.data([r.shown() for r in found])
+        console.data(config.data(found))
     else:
-        console.runs_table(found, [c for c in (columns or "").split(",") if c])
+        console.plan(config.rows(found))
 
 
-@app.command()
-def show(
-    run_ref: RunRef,
-    as_json: Annotated[
-        bool,
-        typer.Option(
-            "--json", help="The record, as run.json has it (a dead run's status shown as lost)."
-        ),
-    ] = False,
-    runs_dir: RunsDir = None,
-) -> None:
-    """One run's record."""
-    run = history.find(settings.read(), runs_dir, run_ref)
-    rec = history.refresh(run)
-    if as_json:
-        console.data(rec.shown())
-    else:
-        console.show_record(rec, run.path)
-
-
-@app.command()
-def logs(
-    run_ref: RunRef,
-    follow: Annotated[
-        bool, typer.Option("-f", "--follow", help="Keep printing until the run ends.")
-    ] = False,
-    stderr: Annotated[bool, typer.Option("--stderr", help="Only the errors (stderr.log).")] = False,
-    runs_dir: RunsDir = None,
-) -> None:
-    """A run's log: stdout.log (both streams), or stderr.log with --stderr."""
-    run = history.find(settings.read(), runs_dir, run_ref)
-    for chunk in history.follow(run, stderr, follow):
-        console.raw(chunk)
-    console.raw(b"")
-
-
-env_app = typer.Typer(help="The environment cache.", no_args_is_help=True)
-app.add_typer(env_app, name="env")
-
-
-@env_app.command("list")
-def env_list(as_json: AsJson = False) -> None:
-    """Cached environments: key, manager, python, size, created, last used, projects."""
-    from torchrun_cli.jobs import caches  # measured: the cache code only for these commands
-
-    found = caches.envs(settings.read())
-    if as_json:
-        console.data([vars(e) for e in found])
-    else:
-        console.env_table(found)
-
-
-@env_app.command("prune")
-def env_prune(
-    unused_for: Annotated[
-        str | None,
-        typer.Option("--unused-for", help="Remove environments not used for this long (30d, 12h)."),
-    ] = None,
-    keep: Annotated[
-        int | None, typer.Option("--keep", min=0, help="Keep only the N most recently used.")
-    ] = None,
-) -> None:
-    """Remove old environments; one in use by a running job is never removed."""
-    from torchrun_cli.jobs import caches  # measured: the cache code only for these commands
-
-    console.removals(caches.prune_envs(settings.read(), unused_for, keep))
-
-
-@env_app.command("rm")
-def env_rm(
-    key: Annotated[str, typer.Argument(help="An environment key, or a unique prefix of one.")],
-) -> None:
-    """Remove one environment (not while a job uses it)."""
-    from torchrun_cli.jobs import caches  # measured: the cache code only for these commands
-
-    console.removals([caches.remove_env(settings.read(), key)])
-
-
-cache_app = typer.Typer(help="The cache of git mirrors.", no_args_is_help=True)
-app.add_typer(cache_app, name="cache")
-
-
-@cache_app.command("list")
-def cache_list(as_json: AsJson = False) -> None:
-    """Cached git mirrors: size and last use."""
-    from torchrun_cli.jobs import caches  # measured: the cache code only for these commands
-
-    repos = caches.mirrors(settings.read())
-    if as_json:
-        console.data([vars(r) for r in repos])
-    else:
-        console.cache_table(repos)
-
-
-@cache_app.command("prune")
-def cache_prune(
-    unused_for: Annotated[
-        str,
-        typer.Option(
-            "--unused-for", help="Remove mirrors not used for this long (30d, 12h, 0 for all)."
-        ),
-    ] = "30d",
-) -> None:
-    """Remove mirrors not used recently, and any left incomplete by a killed clone."""
-    from torchrun_cli.jobs import caches  # measured: the cache code only for these commands
-
-    console.removals(caches.prune_mirrors(settings.read(), unused_for))
-
-
-@app.command()
-def cancel(run_ref: RunRef, runs_dir: RunsDir = None) -> None:
-    """Stop a running job: scancel a Slurm job, or stop a local one like Ctrl-C would."""
-    sys.stdout.write(history.cancel(history.find(settings.read(), runs_dir, run_ref)) + "\n")
+for _commands in (runs.app, caches.app, completion.app):
+    app.add_typer(_commands)  # without a name: their commands are torchjob's own
+for _info in app.registered_commands:
+    _name = _info.name or (_info.callback.__name__ if _info.callback else "")
+    _info.epilog = usage.epilog(_name)
 
 
 def _standard_fds() -> None:
@@ -336,7 +269,16 @@ def _standard_fds() -> None:
 # Commands that only read and print: like cat, they die quietly of SIGPIPE when the reader
 # goes (`torchjob runs | head`), where click would print nothing and exit 1. `run` and the
 # commands that delete keep Python's default, so they always finish what they started.
-_READERS = {("runs",), ("show",), ("logs",), ("validate",), ("env", "list"), ("cache", "list")}
+_READERS = {
+    ("runs",),
+    ("show",),
+    ("logs",),
+    ("validate",),
+    ("config",),
+    ("completion",),
+    ("env", "list"),
+    ("cache", "list"),
+}
 
 
 def main() -> None:
@@ -351,6 +293,8 @@ def main() -> None:
         cut = argv.index("--")
         argv, trailing = argv[:cut], argv[cut + 1 :]
     obj: dict[str, Any] = {"trailing": trailing, "debug": "--debug" in argv}
+    if "_TORCHJOB_COMPLETE" in os.environ:  # a shell asks for completions: typer's protocol
+        completion_init()
     try:
         app(args=argv, prog_name="torchjob", obj=obj)
     except TorchjobError as exc:

@@ -1,5 +1,6 @@
 """A run's folder and its record: every name in the folder, how a run ended (Status, End), the
-record itself (run.json, written atomically), and the history of runs (listing and lookup)."""
+record itself (run.json, written atomically), and the history of runs (listing; RUN's lookup
+is jobs/refs.py)."""
 
 from __future__ import annotations
 
@@ -292,26 +293,3 @@ def iter_records(runs_dir: Path) -> Iterator[RunRecord]:
 def list_records(runs_dir: Path) -> list[RunRecord]:
     """Newest first."""
     return sorted(iter_records(runs_dir), key=lambda r: (r.started_at, r.id), reverse=True)
-
-
-def find_run(runs_dir: Path, ref: str) -> RunDir:
-    """The folder of RUN: an id, a unique prefix of one, or `last`."""
-    if ref == "last":
-        records = list_records(runs_dir)
-        if not records:
-            raise UsageError(f"no runs yet in {runs_dir}", "start one with `torchjob run`")
-        return RunDir(runs_dir / records[0].id)
-    if "/" in ref or ref in ("", ".", ".."):
-        raise UsageError(f"{ref!r} is not a run id", "give an id from `torchjob runs`, or `last`")
-    if RunDir(runs_dir / ref).record.is_file():
-        return RunDir(runs_dir / ref)
-    try:
-        names = sorted(n for n in os.listdir(runs_dir) if n.startswith(ref))
-    except (FileNotFoundError, NotADirectoryError):
-        names = []
-    if len(names) == 1:
-        return RunDir(runs_dir / names[0])
-    if not names:
-        raise UsageError(f"no run matches {ref!r} in {runs_dir}", "list runs with `torchjob runs`")
-    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-    raise UsageError(f"{ref!r} matches {len(names)} runs: {shown}", "give more of the id")

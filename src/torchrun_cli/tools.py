@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import functools
 import os
+import re
 import select
 import shlex
 import shutil
@@ -41,6 +42,7 @@ except OSError as e:
     sys.stderr.write("torchjob: cannot start %s: %s\\n" % (sys.argv[2], e.strerror))
     os._exit(126 if e.errno in (13, 8) else 127)
 """
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 _DRAIN_S = 2.0  # after a tool exits: how long to read what an escaped process still writes
 _CHUNK = 1 << 16
 
@@ -281,8 +283,8 @@ def _collect(
                 both += chunk
                 if fd == out_fd:
                     out += chunk
-                if on_line is not None:
-                    *lines, partial = (partial + chunk).split(b"\n")
+                if on_line is not None:  # `\r` too: git's progress redraws one line
+                    *lines, partial = _LINE_END.split(partial + chunk)
                     for line in lines:
                         with contextlib.suppress(Exception):  # a display must not fail a step
                             on_line(

@@ -18,9 +18,10 @@ from torchrun_cli.errors import SetupError
 from torchrun_cli.record import RunDir
 from torchrun_cli.settings import Settings
 from torchrun_cli.spec.model import JobSpec
+from torchrun_cli.steps import Steps
 
 if TYPE_CHECKING:
-    from torchrun_cli.envs.builders import BuildRequest, Progress
+    from torchrun_cli.envs.builders import BuildRequest
     from torchrun_cli.envs.cache import Lease
 
 _VERSION = "import platform; print(platform.python_version())"
@@ -133,7 +134,7 @@ def materialize(
     run: RunDir,
     settings: Settings,
     rebuild: bool,
-    progress: Progress,
+    steps: Steps,
 ) -> tuple[Environment, Lease | None]:
     """The environment the job runs in, built if needed, and the lease that keeps it alive."""
     py = spec.python
@@ -149,21 +150,17 @@ def materialize(
 
     def build(env: Path) -> None:
         donors = cache.donors(envs, py.manager, planned.inputs) if py.manager == "uv" else []
-        builder.build(env, replace(planned.request, donors=tuple(donors)), run.setup_log, progress)
-        version = step(
-            "health check",
-            [str(python_of(env)), "-I", "-c", _VERSION],
-            run.setup_log,
-            progress,
-            settings.build_timeout,
-        ).strip()
+        builder.build(env, replace(planned.request, donors=tuple(donors)), run.setup_log, steps)
+        health = [str(python_of(env)), "-I", "-c", _VERSION]
+        version = step("health check", health, run.setup_log, steps, settings.build_timeout)
+        version = version.strip()
         if expected and not (version == expected or version.startswith(expected + ".")):
             raise SetupError(
                 f"the new environment runs Python {version}, not {expected}",
                 "check python.version and the interpreter",
                 phase="environment",
             )
-        builder.check(env, run.setup_log)
+        builder.check(env, run.setup_log, steps)
         meta["python_version"] = version  # what it runs, for run.json and env list
 
     meta = {

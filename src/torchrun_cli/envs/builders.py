@@ -4,6 +4,7 @@ through tools.run_tool (argv lists, own process group, output in setup.log)."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import shlex
 import shutil
 import sys
@@ -15,9 +16,10 @@ from typing import Protocol
 from torchrun_cli.envs.key import tool_identity
 from torchrun_cli.errors import SetupError
 from torchrun_cli.settings import Settings
+from torchrun_cli.steps import Step, Steps
 from torchrun_cli.tools import ToolFailed, run_tool
 
-Progress = Callable[[str], None]
+Follow = Callable[[str, Step], None]  # reads a tool's output line into the step's detail
 BYTECODE = Path(__file__).with_name("bytecode.py")  # run by the new environment's python
 
 
@@ -45,10 +47,10 @@ class Builder(Protocol):
     def version(self) -> str:
         """Cheap identity of the tool, part of the key."""
 
-    def build(self, env: Path, req: BuildRequest, log: Path, progress: Progress) -> None:
+    def build(self, env: Path, req: BuildRequest, log: Path, steps: Steps) -> None:
         """Create the environment at env and install into it."""
 
-    def check(self, env: Path, log: Path) -> None:
+    def check(self, env: Path, log: Path, steps: Steps) -> None:
         """Fail when installed packages have broken dependencies."""
 
 
@@ -60,36 +62,67 @@ def step(
     name: str,
     argv: list[str],
     log: Path,
-    progress: Progress,
+    steps: Steps,
     timeout: float,
     cwd: Path | None = None,
+    follow: Follow | None = None,
 ) -> str:
     """Run one build step; a failure becomes a SetupError naming the step and the command."""
-    progress(name)
-    try:
-        return run_tool(argv, cwd=cwd, timeout=timeout, log=log, on_line=progress)
-    except ToolFailed as exc:
-        what = (
-            "not found"
-            if exc.missing
-            else ("timed out" if exc.timed_out else f"failed (exit {exc.returncode})")
-        )
-        raise SetupError(
-            f"{name} {what}: {shlex.join(argv)}\n"
-            + (exc.tail(20) if exc.output.strip() else "(no output)"),
-            f"read {log}",
-            phase="environment",
-        ) from None
+    with steps.step(name) as shown:
+        on_line = None if follow is None else (lambda line: follow(line, shown))
+        try:
+            return run_tool(argv, cwd=cwd, timeout=timeout, log=log, on_line=on_line)
+        except ToolFailed as exc:
+            raise _failed(name, argv, log, exc) from None
 
 
-def _pip_install(
-    env: Path, req: BuildRequest, log: Path, progress: Progress, timeout: float
-) -> None:
+def _failed(name: str, argv: list[str], log: Path, exc: ToolFailed) -> SetupError:
+    what = (
+        "not found"
+        if exc.missing
+        else ("timed out" if exc.timed_out else f"failed (exit {exc.returncode})")
+    )
+    return SetupError(
+        f"{name} {what}: {shlex.join(argv)}\n"
+        + (exc.tail(20) if exc.output.strip() else "(no output)"),
+        f"read {log}",
+        phase="environment",
+    )
+
+
+class Installs:
+    """Reads pip's or uv's output into the step: `installing 12 packages`, counted from what
+    the tool says it collects and installs, not its raw last line (no `WARNING: ...` noise)."""
+
+    _PIP_COLLECT = re.compile(r"^Collecting (\S+)")
+    _PIP_INSTALL = re.compile(r"^(?:Installing collected packages|Successfully installed):? (.+)")
+    _UV = re.compile(r"^(Resolved|Prepared|Installed|Audited) (\d+) packages?")
+
+    def __init__(self) -> None:
+        self.collected = 0
+
+    def __call__(self, line: str, shown: Step) -> None:
+        if m := self._PIP_COLLECT.match(line):
+            self.collected += 1
+            shown.detail(f"collecting {m.group(1)} ({self.collected})")
+        elif m := self._PIP_INSTALL.match(line):
+            count = len([p for p in re.split(r"[,\s]+", m.group(1)) if p])
+            shown.rename(f"installing {count} package{'s' if count != 1 else ''}")
+        elif m := self._UV.match(line):
+            count = int(m.group(2))
+            if m.group(1) in ("Resolved", "Installed", "Audited"):
+                shown.rename(f"installing {count} package{'s' if count != 1 else ''}")
+            else:
+                shown.detail(f"{m.group(1).lower()} {count}")
+
+
+def _pip_install(env: Path, req: BuildRequest, log: Path, steps: Steps, timeout: float) -> None:
     """pip installs the requirements and packages into env (virtualenv and conda), run in the
     project's folder so that `./pkg` lines mean the project's."""
     if req.requirements or req.packages:
         pip = [str(python_of(env)), "-m", "pip", "install", "--disable-pip-version-check"]
-        step("pip install", [*pip, *_pip_args(req)], log, progress, timeout, req.project)
+        argv = [*pip, *_pip_args(req)]
+        step("installing packages", argv, log, steps, timeout, req.project, Installs())
 
 
 def _pip_args(req: BuildRequest) -> list[str]:
@@ -119,15 +152,15 @@ class Virtualenv:
 
         return metadata.version("virtualenv")
 
-    def build(self, env: Path, req: BuildRequest, log: Path, progress: Progress) -> None:
+    def build(self, env: Path, req: BuildRequest, log: Path, steps: Steps) -> None:
         argv = [sys.executable, "-m", "virtualenv", "--no-periodic-update", "-p", req.interpreter]
         if req.system_site_packages:
             argv.append("--system-site-packages")
-        step("create the virtualenv", [*argv, str(env)], log, progress, self.timeout)
-        _pip_install(env, req, log, progress, self.timeout)
+        step("creating virtualenv", [*argv, str(env)], log, steps, self.timeout)
+        _pip_install(env, req, log, steps, self.timeout)
 
-    def check(self, env: Path, log: Path) -> None:
-        step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, _quiet, self.timeout)
+    def check(self, env: Path, log: Path, steps: Steps) -> None:
+        _pip_check(env, log, steps, self.timeout)
 
 
 class Uv:
@@ -156,38 +189,22 @@ class Uv:
     def version(self) -> str:
         return tool_identity(self.exe())
 
-    def build(self, env: Path, req: BuildRequest, log: Path, progress: Progress) -> None:
+    def build(self, env: Path, req: BuildRequest, log: Path, steps: Steps) -> None:
         uv = self.exe()
         argv = [uv, "venv", "--no-project", "--python", req.interpreter]
         if req.system_site_packages:
             argv.append("--system-site-packages")
-        step("uv venv", [*argv, str(env)], log, progress, self.timeout)
+        step("creating the environment (uv venv)", [*argv, str(env)], log, steps, self.timeout)
         if req.requirements or req.packages:
             python = str(python_of(env))
-            step(
-                "uv pip install",
-                [uv, "pip", "install", "--python", python, *_pip_args(req)],
-                log,
-                progress,
-                self.timeout,
-                req.project,
-            )
-            step(
-                "compile bytecode",
-                [python, "-I", str(BYTECODE), *map(str, req.donors)],
-                log,
-                progress,
-                self.timeout,
-            )
+            install = [uv, "pip", "install", "--python", python, *_pip_args(req)]
+            step("installing packages", install, log, steps, self.timeout, req.project, Installs())
+            compile_all = [python, "-I", str(BYTECODE), *map(str, req.donors)]
+            step("compiling bytecode", compile_all, log, steps, self.timeout)
 
-    def check(self, env: Path, log: Path) -> None:
-        step(
-            "uv pip check",
-            [self.exe(), "pip", "check", "--python", str(python_of(env))],
-            log,
-            _quiet,
-            self.timeout,
-        )
+    def check(self, env: Path, log: Path, steps: Steps) -> None:
+        argv = [self.exe(), "pip", "check", "--python", str(python_of(env))]
+        step("checking dependencies", argv, log, steps, self.timeout)
 
 
 class Conda:
@@ -212,39 +229,23 @@ class Conda:
     def version(self) -> str:
         return tool_identity(self.exe())
 
-    def build(self, env: Path, req: BuildRequest, log: Path, progress: Progress) -> None:
+    def build(self, env: Path, req: BuildRequest, log: Path, steps: Steps) -> None:
         conda = self.exe()
-        step(
-            "conda create",
-            [
-                conda,
-                "create",
-                "--yes",
-                "--quiet",
-                "--prefix",
-                str(env),
-                f"python={req.python_version}",
-            ],
-            log,
-            progress,
-            self.timeout,
-        )
+        create = [conda, "create", "--yes", "--quiet", "--prefix", str(env)]
+        version = [f"python={req.python_version}"]
+        step("creating the conda environment", [*create, *version], log, steps, self.timeout)
         if req.conda_file:
-            step(
-                "conda env update",
-                [conda, "env", "update", "--prefix", str(env), "--file", str(req.conda_file)],
-                log,
-                progress,
-                self.timeout,
-            )
-        _pip_install(env, req, log, progress, self.timeout)
+            update = [conda, "env", "update", "--prefix", str(env), "--file", str(req.conda_file)]
+            step("installing the conda file", update, log, steps, self.timeout)
+        _pip_install(env, req, log, steps, self.timeout)
 
-    def check(self, env: Path, log: Path) -> None:
-        step("pip check", [str(python_of(env)), "-m", "pip", "check"], log, _quiet, self.timeout)
+    def check(self, env: Path, log: Path, steps: Steps) -> None:
+        _pip_check(env, log, steps, self.timeout)
 
 
-def _quiet(line: str) -> None:
-    """No progress lines for a check."""
+def _pip_check(env: Path, log: Path, steps: Steps, timeout: float) -> None:
+    argv = [str(python_of(env)), "-m", "pip", "check"]
+    step("checking dependencies", argv, log, steps, timeout)
 
 
 BUILDERS: dict[str, type[Builder]] = {"virtualenv": Virtualenv, "uv": Uv, "conda": Conda}

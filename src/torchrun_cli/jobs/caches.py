@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 
+from torchrun_cli.durations import parse_duration
 from torchrun_cli.envs import cache as env_cache
 from torchrun_cli.errors import UsageError
 from torchrun_cli.settings import Settings
 from torchrun_cli.source import git
-from torchrun_cli.spec.durations import parse_duration
 from torchrun_cli.store import Removed
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -25,10 +24,10 @@ from torchrun_cli.launch import conventions
 from torchrun_cli.launch.base import Backend, Job, Launch, OnStop, Stopped, signal_name
 from torchrun_cli.masking import mask_mapping
 from torchrun_cli.record import End, RunDir, RunRecord, Status
-from torchrun_cli.settings import VARIABLES, Settings
+from torchrun_cli.settings import Settings
 from torchrun_cli.source import Source
-from torchrun_cli.spec.keys import KEYS, Kind
-from torchrun_cli.spec.model import JobSpec, shown
+from torchrun_cli.spec.model import JobSpec
+from torchrun_cli.steps import Silent, Steps
 
 if TYPE_CHECKING:
     from torchrun_cli.envs.cache import Lease
@@ -122,11 +121,15 @@ def project_id(spec: JobSpec) -> str:
 
 
 class Display(NamedTuple):
-    """What the console is told while a run goes on (only the CLI prints)."""
+    """What the console is told while a run goes on (only the CLI prints): the header, each
+    setup step, where the source came from, the environment the job runs in (before its first
+    byte), notes, a stop that began; and whether the job's output is echoed."""
 
     started: Callable[[RunRecord, RunDir], None] = lambda rec, run: None
     source: Callable[[Source], None] = lambda src: None
-    progress: Callable[[str], None] = lambda line: None
+    environment: Callable[[Environment], None] = lambda env: None
+    note: Callable[[str], None] = lambda text: None
+    steps: Steps = Silent()
     stopping: OnStop = lambda signum: None
     echo: bool = True
 
@@ -207,9 +210,11 @@ def _stages(
     with _stoppable():  # SIGTERM/SIGHUP during setup: like Ctrl-C, the tools' groups go
         stage.enter("the checkout", "source")
         with _setup_phase("source"):
-            src = source.materialize(spec, run, settings)
+            src = source.materialize(spec, run, settings, display.steps)
         stage.learn(source=src.record())
         display.source(src)
+        if (note := _not_installed(spec, src.path)) is not None:
+            display.note(note)
         stage.enter("the environment build", "environment")
         with _setup_phase("environment"):
             env, stage.lease = envs.materialize(
@@ -220,9 +225,10 @@ def _stages(
                 run,
                 settings,
                 rebuild,
-                display.progress,
+                display.steps,
             )
         stage.learn(environment=env.record(), interpreter=env.interpreter)
+        display.environment(env)
         stage.enter("the launch", "launch")
         job_launch = launch.make_launch(spec, env.interpreter, src.path, run.ranks)
         stage.learn(argv=job_launch.shown_argv(), cwd=str(job_launch.cwd))
@@ -246,6 +252,18 @@ def _stages(
     end, extra = backend.details(job, end)
     stage.learn(outputs=conventions.read_outputs(output_dir), **extra)
     return end
+
+
+def _not_installed(spec: JobSpec, project: Path) -> str | None:
+    """The one line for a project with a requirements.txt that runs with the interpreter as
+    it is: nothing is installed, and how to have it installed."""
+    if spec.python.manager != "none" or not (project / "requirements.txt").is_file():
+        return None
+    return (
+        "requirements.txt is not installed: the job runs on the interpreter as it is; "
+        "pass --env-manager uv (or virtualenv), or set python.manager in the spec, to have it "
+        "installed into an environment of its own"
+    )
 
 
 def _first_record(plan: Plan, run: RunDir) -> RunRecord:
@@ -298,97 +316,3 @@ def _stoppable() -> Iterator[None]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-
-
-Row = tuple[str, str, "str | None"]  # label, value, where the value came from
-
-
-def plan_rows(plan: Plan, rebuild: bool = False) -> list[Row]:
-    """What --dry-run shows: the resolved plan, then every effective value of the spec and of
-    torchjob's settings with where it came from. Nothing is started (but the git mirror may be
-    asked which commits it holds)."""
-    spec, env, src, job_launch = plan.spec, plan.environment, plan.source, plan.launch
-    origins = spec.origins
-    problem = launch.launch_problem(job_launch, env.interpreter)
-    env_state = "computed after the checkout"
-    if src.kind == "local":
-        try:
-            env_state = envs.explain(spec, env, src.path, project_id(spec), plan.settings, rebuild)
-        except (SetupError, OSError) as exc:  # what the run would stop at, shown, not raised
-            why = exc.message if isinstance(exc, SetupError) else str(exc)
-            env_state = f"a run would exit 125: {why}"
-    version = f" (Python {env.python_version})" if env.python_version else ""
-    rows: list[Row] = [
-        ("dry run", "nothing was started", None),
-        ("name", spec.name, origins.get("name")),
-        ("source", f"{src.kind} {src.url or src.path}", origins.get("project")),
-    ]
-    if src.kind == "git":
-        rows.append(("ref", src.ref or "(the remote's default branch)", origins.get("ref")))
-    if src.subdirectory:
-        rows.append(("subdirectory", src.subdirectory, None))
-    rows += [
-        ("cache", source.cache_state(spec, plan.settings), None),
-        ("script", str(job_launch.script_path), origins.get("script")),
-        ("interpreter", f"{env.interpreter}{version}", env.origin),
-        ("environment", f"manager {env.manager}: {env_state}", origins.get("python.manager")),
-        ("argv", shlex.join(job_launch.shown_argv()), None),
-        ("cwd", str(job_launch.cwd), None),
-    ]
-    rows += [
-        ("env" if i == 0 else "", f"{k}={v}", None)
-        for i, (k, v) in enumerate(sorted(job_launch.shown_env().items()))
-    ]
-    rows += [
-        ("timeout", f"{spec.timeout:g}s" if spec.timeout else "none", origins.get("timeout")),
-        ("grace", f"{spec.grace:g}s", origins.get("grace")),
-    ]
-    if spec.resume_from is not None:
-        rows.append(
-            (
-                "resume",
-                plan.resume or f"nothing: {plan.resume_problem} (a run would exit 2)",
-                origins.get("resume_from"),
-            )
-        )
-    rows.append(("runs dir", str(plan.runs_dir), None))
-    if src.kind != "local":
-        rows.append(("launch", "checked after the checkout", None))
-    else:
-        rows.append(
-            (
-                "launch",
-                "ok" if problem is None else f"would exit {problem.exit_code}: {problem.message}",
-                None,
-            )
-        )
-    return rows + _value_rows(spec) + _setting_rows(plan.settings)
-
-
-def _value_rows(spec: JobSpec) -> list[Row]:
-    """Every key's effective value (secrets masked) and its origin, one per line; entries of
-    params, env and inputs each with their own."""
-    rows: list[Row] = [("values", "(each with where it came from)", None)]
-    for key in KEYS:
-        value = spec.value(key.path)
-        if key.kind is Kind.SECTION or value is None or value in ((), {}):
-            continue
-        shown_value = shown(key, value)
-        if isinstance(shown_value, dict):
-            rows += [
-                ("", f"{key.path}.{k}={v}", spec.origins.get(f"{key.path}.{k}"))
-                for k, v in shown_value.items()
-            ]
-        else:
-            text = " ".join(shown_value) if isinstance(shown_value, list) else str(shown_value)
-            rows.append(("", f"{key.path}={text}", spec.origins.get(key.path, "default")))
-    return rows
-
-
-def _setting_rows(settings: Settings) -> list[Row]:
-    rows: list[Row] = [("settings", "(torchjob's own)", None)]
-    for var in VARIABLES:
-        value = getattr(settings, var.field)
-        if value is not None:
-            rows.append(("", f"{var.name}={value}", settings.origins.get(var.field)))
-    return rows

@@ -19,6 +19,7 @@ from torchrun_cli.settings import Settings
 from torchrun_cli.source import local
 from torchrun_cli.source.paths import inside, place
 from torchrun_cli.spec.model import JobSpec
+from torchrun_cli.steps import Steps
 
 
 class Source(NamedTuple):
@@ -32,6 +33,7 @@ class Source(NamedTuple):
     subdirectory: str | None = None
     dirty: bool | None = None
     cached: bool | None = None
+    cloned: bool | None = None
     seconds: float | None = None
 
     def record(self) -> dict[str, Any]:
@@ -60,7 +62,7 @@ def describe(spec: JobSpec, tree: Path) -> Source:
     return Source("archive", root, hide_query(location), None, None, subdir)
 
 
-def materialize(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
+def materialize(spec: JobSpec, run: RunDir, settings: Settings, steps: Steps) -> Source:
     """Make the job's folder: check out, extract or (for local) use in place; copy files; the
     script must then be in a git or archive checkout (125)."""
     if spec.project_kind == "local":
@@ -70,9 +72,9 @@ def materialize(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
             local.copy_project(src.path, run.tree)
             src = src._replace(path=run.tree)
     elif spec.project_kind == "git":
-        src = _git(spec, run, settings)
+        src = _git(spec, run, settings, steps)
     else:
-        src = _archive(spec, run, settings)
+        src = _archive(spec, run, settings, steps)
     if spec.files:
         folder = os.path.dirname(os.path.relpath(src.path / spec.script, run.tree))
         dest = inside(run.tree, folder or ".", "script folder")  # refused when a link leads out
@@ -90,7 +92,7 @@ def materialize(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
     return src
 
 
-def _git(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
+def _git(spec: JobSpec, run: RunDir, settings: Settings, steps: Steps) -> Source:
     from torchrun_cli.source import git, giturl  # measured: only git projects pay for them
 
     described = describe(spec, run.tree)
@@ -112,6 +114,7 @@ def _git(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
         token or url.token,
         settings.cache_home,
         settings.git_timeout,
+        steps,
     )
     done = git.materialize(mirror, spec.ref, run.tree, run.git_index)
     if spec.submodules:
@@ -126,26 +129,29 @@ def _git(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
         ref=done.ref,
         commit=done.commit,
         cached=done.cached,
+        cloned=done.cloned,
         seconds=done.seconds,
     )
 
 
-def _archive(spec: JobSpec, run: RunDir, settings: Settings) -> Source:
+def _archive(spec: JobSpec, run: RunDir, settings: Settings, steps: Steps) -> Source:
     from torchrun_cli.source import archive, giturl  # measured: archive projects only
 
     described = describe(spec, run.tree)
     location, subdir = giturl.split_fragment(spec.project)
     if "://" in location:
-        path = archive.download(
-            location,
-            spec.allow_insecure_source,
-            run.setup_log,
-            settings.cache_home,
-            settings.archive_max_bytes,
-        )
+        with steps.step(f"downloading {described.url}"):
+            path = archive.download(
+                location,
+                spec.allow_insecure_source,
+                run.setup_log,
+                settings.cache_home,
+                settings.archive_max_bytes,
+            )
     else:
         path = Path(location)
-    archive.extract(path, run.tree, settings.archive_max_bytes)
+    with steps.step(f"extracting {path.name}"):
+        archive.extract(path, run.tree, settings.archive_max_bytes)
     return described._replace(path=_subdir(run.tree, subdir, described.url or location))
 
 

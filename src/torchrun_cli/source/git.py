@@ -12,14 +12,15 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from torchrun_cli import store
 from torchrun_cli.errors import SetupError
-from torchrun_cli.source.gitrun import TRANSIENT, explain, git_env, protocols
+from torchrun_cli.source.gitrun import TRANSIENT, explain, git_env, git_progress, protocols
 from torchrun_cli.source.giturl import HEX, GitUrl
+from torchrun_cli.steps import Silent, Step, Steps
 from torchrun_cli.tools import ToolFailed, run_tool
 
 RETRY_DELAYS_S = (1.0, 3.0)
@@ -35,8 +36,9 @@ class Checkout:
     tree: Path
     commit: str
     ref: str
-    cached: bool
+    cached: bool  # the commit was in the mirror: no network at all
     seconds: float
+    cloned: bool = False  # the mirror was cloned for this run
 
 
 class Mirror:
@@ -50,8 +52,10 @@ class Mirror:
         token: str | None,
         cache_home: Path,
         timeout: float,
+        steps: Steps | None = None,
     ) -> None:
         self.url = url
+        self.steps: Steps = steps or Silent()
         self.cache_home, self.timeout = cache_home, timeout
         self.folder = store.cache_dir(cache_home, "repos") / url.key
         self.path = self.folder / MIRROR
@@ -77,9 +81,10 @@ class Mirror:
         env: Mapping[str, str] | None = None,
         probe: bool = False,
         stdin_text: str | None = None,
+        shown: Step | None = None,
     ) -> str:
         """Run git on the mirror; network commands are retried on transient errors; probes
-        (lookups that may fail) stay out of setup.log."""
+        (lookups that may fail) stay out of setup.log; `shown` gets git's progress."""
         argv = [*self.base, f"--git-dir={self.path}", *args]
         attempts = (0.0, *RETRY_DELAYS_S) if network else (0.0,)
         for i, delay in enumerate(attempts):
@@ -92,6 +97,7 @@ class Mirror:
                     log=None if probe else self.log,
                     secrets=self.secrets,
                     stdin_text=stdin_text,
+                    on_line=_follow(shown),
                 )
             except ToolFailed as exc:
                 last = i == len(attempts) - 1
@@ -113,19 +119,25 @@ class Mirror:
         for leftover in self.folder.glob("mirror*"):  # from a clone that was killed
             shutil.rmtree(leftover, ignore_errors=True)
         tmp = self.folder / f"{MIRROR}.tmp-{os.getpid()}"
-        argv = [*self.base, "clone", "--bare", "--quiet", "--", self.url.url, str(tmp)]
+        argv = [*self.base, "clone", "--bare", *self._progress(), "--", self.url.url, str(tmp)]
         started = time.time()
-        for i, delay in enumerate((0.0, *RETRY_DELAYS_S)):
-            time.sleep(delay)
-            try:
-                run_tool(
-                    argv, env=self.env, timeout=self.timeout, log=self.log, secrets=self.secrets
-                )
-                break
-            except ToolFailed as exc:
-                shutil.rmtree(tmp, ignore_errors=True)
-                if i == len(RETRY_DELAYS_S) or not any(t in exc.output for t in TRANSIENT):
-                    raise self.explain(exc) from None
+        with self.steps.step(f"cloning {self.url.shown}") as shown:
+            for i, delay in enumerate((0.0, *RETRY_DELAYS_S)):
+                time.sleep(delay)
+                try:
+                    run_tool(
+                        argv,
+                        env=self.env,
+                        timeout=self.timeout,
+                        log=self.log,
+                        secrets=self.secrets,
+                        on_line=_follow(shown),
+                    )
+                    break
+                except ToolFailed as exc:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    if i == len(RETRY_DELAYS_S) or not any(t in exc.output for t in TRANSIENT):
+                        raise self.explain(exc) from None
         for spec in _REFSPECS:
             run_tool(
                 [*self.base, f"--git-dir={tmp}", "config", "--add", "remote.origin.fetch", spec],
@@ -150,16 +162,22 @@ class Mirror:
         """Branches, tags and what the remote's HEAD names now (its default branch may have
         moved to another branch since the clone), in one fetch."""
         started = time.time()
-        self.git(
-            "fetch",
-            "--prune",
-            "--quiet",
-            "origin",
-            *_REFSPECS,
-            f"+HEAD:{REMOTE_HEAD}",
-            network=True,
-        )
+        with self.steps.step(f"fetching {self.url.shown}") as shown:
+            self.git(
+                "fetch",
+                "--prune",
+                *self._progress(),
+                "origin",
+                *_REFSPECS,
+                f"+HEAD:{REMOTE_HEAD}",
+                network=True,
+                shown=shown,
+            )
         self._stamp(started)
+
+    def _progress(self) -> list[str]:
+        """git's progress when someone sees it (a terminal), else its quiet."""
+        return ["--progress"] if self.steps.detailed else ["--quiet"]
 
     def _stamp(self, started: float) -> None:
         """When the last fetch started: a run that began waiting after that moment may skip
@@ -244,17 +262,33 @@ class Mirror:
     def checkout(self, commit: str, dest: Path, index: Path) -> None:
         """A working tree of exactly `commit`, from the mirror alone (no network)."""
         dest.mkdir(parents=True, exist_ok=True)
-        try:
-            self.git(
-                f"--work-tree={dest}",
-                "read-tree",
-                "--reset",
-                "-u",
-                commit,
-                env={"GIT_INDEX_FILE": str(index)},
-            )
-        finally:
-            index.unlink(missing_ok=True)
+        with self.steps.step(f"checking out {commit[:12]}") as shown:
+            if self.steps.detailed:  # a count only for someone looking: one more git process
+                files = self.git("ls-tree", "-r", "-z", "--name-only", commit, probe=True)
+                shown.rename(f"checking out {files.count(chr(0)):,} files")
+            try:
+                self.git(
+                    f"--work-tree={dest}",
+                    "read-tree",
+                    "--reset",
+                    "-u",
+                    commit,
+                    env={"GIT_INDEX_FILE": str(index)},
+                )
+            finally:
+                index.unlink(missing_ok=True)
+
+
+def _follow(shown: Step | None) -> Callable[[str], None] | None:
+    """git's `--progress` lines into the step's detail."""
+    if shown is None:
+        return None
+
+    def follow(line: str) -> None:
+        if (detail := git_progress(line)) is not None:
+            shown.detail(detail)
+
+    return follow
 
 
 def materialize(mirror: Mirror, ref: str | None, dest: Path, index: Path) -> Checkout:
@@ -296,7 +330,8 @@ def materialize(mirror: Mirror, ref: str | None, dest: Path, index: Path) -> Che
         shown_ref = ref or mirror.default_branch(commit)
         mirror.checkout(commit, dest, index)
         store.touch(mirror.folder / "used")
-    return Checkout(dest, commit, shown_ref, cached, round(time.monotonic() - started, 3))
+    seconds = round(time.monotonic() - started, 3)
+    return Checkout(dest, commit, shown_ref, cached, seconds, cloned)
 
 
 @dataclass(frozen=True)

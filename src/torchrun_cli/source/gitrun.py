@@ -5,6 +5,7 @@ protocols allowed, and git's output turned into one line a user can act on."""
 from __future__ import annotations
 
 import base64
+import re
 from urllib.parse import urlsplit
 
 from torchrun_cli.errors import SetupError
@@ -55,6 +56,21 @@ TRANSIENT = (
     "unexpected disconnect",
     "remote end hung up unexpectedly",
 )
+
+
+_PROGRESS = re.compile(
+    r"^(?:remote:\s*)?(Receiving objects|Resolving deltas|Counting objects"
+    r"|Compressing objects|Updating files):\s+(\d+)%(?:.*?,\s*([\d.]+ [KMG]iB))?"
+)
+
+
+def git_progress(line: str) -> str | None:
+    """A detail from git's `--progress` output (`receiving 45%, 412.00 MiB`), else None."""
+    m = _PROGRESS.match(line.strip())
+    if m is None:
+        return None
+    what = m.group(1).split()[0].lower()
+    return f"{what} {m.group(2)}%" + (f", {m.group(3)}" if m.group(3) else "")
 
 
 def git_env(url: GitUrl, token: str | None) -> tuple[dict[str, str], list[str]]:

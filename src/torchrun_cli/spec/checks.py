@@ -8,8 +8,8 @@ import shlex
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from torchrun_cli.durations import parse_duration
 from torchrun_cli.errors import Problem
-from torchrun_cli.spec.durations import parse_duration
 from torchrun_cli.spec.keys import ENV_NAME, PARAM_KEY
 from torchrun_cli.spec.yaml import Located, source_text, type_name
 

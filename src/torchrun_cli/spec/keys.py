@@ -10,6 +10,8 @@ import re
 from enum import Enum
 from typing import NamedTuple
 
+from torchrun_cli.settings.files import MANAGERS, TTY_MODES
+
 
 class Kind(Enum):
     """How a value is written in the file and on the command line."""
@@ -77,10 +79,9 @@ class Key(NamedTuple):
         return None
 
 
-MANAGERS = ("none", "virtualenv", "uv", "conda")
 COMPAT = ("sagemaker", "ti")
 BACKENDS = ("slurm", "local")
-TTY = ("auto", "always", "never")
+TTY = TTY_MODES  # both declared in settings/files.py: config files set their defaults
 WHOLE = r"[1-9]\d*"
 # sbatch options a spec may add; each becomes one `#SBATCH` line.
 SBATCH_EXTRA = (

@@ -1,9 +1,9 @@
 """The job spec: YAML (safe-loaded, with line numbers) merged with settings and flags, walked
 by the key table, validated all at once.
 
-Precedence is default < environment < file < flag, and every effective value keeps where it
-came from. Every problem names where it is (file:line or the command line), the key path and a
-fix, so a user corrects a spec in one pass instead of one error per run.
+Precedence is default < config file < environment < file < flag, and every effective value
+keeps where it came from. Every problem names where it is (file:line or the command line), the
+key path and a fix, so a user corrects a spec in one pass instead of one error per run.
 """
 
 from __future__ import annotations
@@ -232,7 +232,8 @@ def _merge_pairs(merge: Merge, key: Key, raw: object, into: dict[str, Any]) -> N
 
 
 def _defaults(merge: Merge, spec_file: Path | None, settings: Settings) -> None:
-    """What is not in the file or the flags: the environment's, then torchjob's own."""
+    """What is not in the file or the flags: the environment's, then the config files', then
+    torchjob's own."""
     values, origins = merge.values, merge.origins
     if "python.interpreter" not in values and settings.python_launcher:
         launcher = settings.python_launcher  # a variable's relative path starts at the cwd
@@ -240,6 +241,14 @@ def _defaults(merge: Merge, spec_file: Path | None, settings: Settings) -> None:
             launcher if os.sep not in launcher else str((merge.cwd / launcher).absolute())
         )
         origins["python.interpreter"] = "$PYTHON_LAUNCHER"
+    configured = {
+        "python.interpreter": ("python", settings.python),
+        "python.manager": ("env_manager", settings.env_manager),
+        "tty": ("tty", settings.tty),
+    }
+    for path, (name, value) in configured.items():
+        if path not in values and value is not None:
+            values[path], origins[path] = value, settings.origins[name]
     if "project" not in values:
         values["project"] = str(merge.spec_dir)
         origins["project"] = (
@@ -250,8 +259,17 @@ def _defaults(merge: Merge, spec_file: Path | None, settings: Settings) -> None:
         origins["name"] = "default (the script's name)"
     if "grace" not in values:
         distributed = "distributed" in values
-        values["grace"] = DISTRIBUTED_GRACE_S if distributed else DEFAULT_GRACE_S
-        origins["grace"] = "default (torchrun's 30 s, and more)" if distributed else "default"
+        least = DISTRIBUTED_GRACE_S if distributed else DEFAULT_GRACE_S
+        if settings.grace is not None and (settings.grace >= least or not distributed):
+            values["grace"], origins["grace"] = settings.grace, settings.origins["grace"]
+        else:  # a config's shorter grace would kill torchrun before its workers stop
+            values["grace"] = least
+            origins["grace"] = "default"
+            if distributed:
+                less = (
+                    "" if settings.grace is None else f"; the config's {settings.grace:g}s is less"
+                )
+                origins["grace"] = f"default (torchrun's 30 s, and more{less})"
     for key, default in (("python.manager", "none"), ("timeout", None), ("tty", "auto")):
         if key not in values:
             values[key] = default

@@ -26,9 +26,11 @@ class Merge:
         self.origins: dict[str, str] = {}
 
     def where(self, path: str) -> str:
-        """file:line of a value from the file, else `command line`."""
+        """file:line of a value from the spec or a config file, else `command line`."""
         origin = self.origins.get(path, COMMAND_LINE)
-        return COMMAND_LINE if origin.startswith(("flag", "default", "$")) else origin
+        if origin.startswith(("flag", "default", "$")):
+            return COMMAND_LINE
+        return origin.removeprefix("config ")
 
     def label(self, path: str) -> str:
         """The key as the user wrote it: the option for a key's value from a flag (an entry
@@ -101,7 +103,10 @@ def check_relations(merge: Merge, kind: str, spec_file: Path | None) -> None:
             f"{spec_file}:1" if spec_file else COMMAND_LINE,
             "script",
             "no script to run",
-            "add `script: train.py` to the spec or pass --script train.py",
+            "add `script: train.py` to the spec or pass --script train.py"
+            if spec_file
+            else "give a job spec (`torchjob run SPEC.yaml`), a script (`torchjob run train.py "
+            "[ARGS]`) or --script; see `torchjob run --help`",
         )
 
 

@@ -1,7 +1,8 @@
 """What torchjob itself prints: plain lines off a terminal, colour (via rich) only on one.
 
 rich is imported only when stderr/stdout is a terminal, so cron, CI and the hot path of
-`torchjob run` never pay for it. rich honours NO_COLOR by itself.
+`torchjob run` never pay for it. rich honours NO_COLOR by itself. Setup steps are drawn by
+console/progress.py, GitHub Actions' annotations and summary written by console/github.py.
 """
 
 from __future__ import annotations
@@ -11,19 +12,18 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from torchrun_cli.console import github
 from torchrun_cli.record import Status
 
 if TYPE_CHECKING:
-    from torchrun_cli.envs.cache import CachedEnv
+    from torchrun_cli.envs import Environment
     from torchrun_cli.record import RunDir, RunRecord
     from torchrun_cli.source import Source
-    from torchrun_cli.source.git import CachedRepo
-    from torchrun_cli.store import Removed
+    from torchrun_cli.steps import Steps
 
 Row = tuple[str, str, "str | None"]  # label, value, where the value came from
 
@@ -77,11 +77,28 @@ def warning(line: str) -> None:
 
 
 def header(rec: RunRecord) -> None:
-    """Run id, interpreter and project, before the job's first line."""
+    """The run's id and what will really run: the project with its #subdirectory and ref
+    (the interpreter follows once the environment is known)."""
     _emit(f"torchjob: run {rec.id}", style="bold")
-    _emit(f"torchjob:   interpreter {rec.interpreter}", style="dim")
-    where = rec.source.get("url") or rec.cwd
+    src = rec.source
+    where = str(src.get("url") or src.get("path") or rec.cwd)
+    if src.get("subdirectory"):
+        where += f"#{src['subdirectory']}"
+    if src.get("kind") == "git":
+        where += f" @ {src.get('ref') or '(the default branch)'}"
     _emit(f"torchjob:   project     {where}", style="dim")
+
+
+def steps(quiet: bool) -> Steps:
+    """How setup steps show: live on a terminal, plain lines elsewhere, nothing with -q."""
+    from torchrun_cli.console import progress  # the step display: only runs need it
+    from torchrun_cli.steps import Silent
+
+    if quiet:
+        return Silent()
+    if _fancy(sys.stderr):
+        return progress.TerminalSteps(sys.stderr)
+    return progress.PlainSteps(sys.stderr, github.active())
 
 
 def stopping(signum: int | None, grace: float, timeout: float | None) -> None:
@@ -133,22 +150,21 @@ def setup_failure(run: RunDir) -> None:
         _emit(f"torchjob: the tools' output is in {run.setup_log}")
 
 
-def cache_table(repos: Sequence[CachedRepo]) -> None:
-    """`torchjob cache list` on stdout."""
-    heads = ("KEY", "SIZE", "LAST USED", "URL")
-    rows = [
-        (
-            r.key,
-            f"{r.size_bytes / 1e6:.1f} MB",
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.last_used)),
-            r.url,
-        )
-        for r in repos
-    ]
-    widths = [max(len(x) for x in col) for col in zip(heads, *rows, strict=False)]
-    for row in (heads, *rows):
-        line = "  ".join(x.ljust(w) for x, w in zip(row, widths, strict=False))
-        sys.stdout.write(line.rstrip() + "\n")
+def ended(rec: RunRecord, run: RunDir, quiet: bool) -> None:
+    """The end of `torchjob run`: the summary (with -q only on failure, after the log's last
+    lines), where the tools' output is, and under GitHub Actions an annotation and the step
+    summary."""
+    ok = rec.status is Status.SUCCEEDED
+    if quiet and not ok:
+        tail(run.stdout_log)
+    if rec.status is Status.SETUP_ERROR:
+        setup_failure(run)
+    if not (quiet and ok):
+        summary(rec, run.path)
+    if github.active():
+        if not ok:
+            github.error(sys.stderr, rec)
+        github.summary(rec, run.path)
 
 
 def tail(path: Path, lines: int = 50, max_bytes: int = 1 << 20) -> None:
@@ -179,54 +195,20 @@ def plan(rows: Sequence[Row]) -> None:
     sys.stdout.flush()
 
 
-def progress(line: str) -> None:
-    """While an environment builds: the step or the tool's current line, on a terminal only."""
-    if _fancy(sys.stderr) and line.strip():
-        try:
-            width = os.get_terminal_size(sys.stderr.fileno()).columns - 1
-            sys.stderr.write("\r\x1b[K" + f"torchjob: building: {line.strip()}"[:width])
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
-
-
-def environment_line(env: dict[str, object]) -> None:
-    """Which environment the job ran in, and whether it was built for this run."""
-    how = "reused" if env.get("reused") else f"built in {env.get('build_seconds')}s"
-    if _fancy(sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            sys.stderr.write("\r\x1b[K")
-    _emit(
-        f"torchjob:   environment {env.get('manager')} {str(env.get('key'))[:16]} ({how})",
-        style="dim",
-    )
-
-
-def env_table(envs: Sequence[CachedEnv]) -> None:
-    """`torchjob env list` on stdout."""
-    heads = ("KEY", "MANAGER", "PYTHON", "SIZE", "CREATED", "LAST USED", "PROJECTS")
-    rows = [
-        (
-            e.key[:16] if e.ready else e.key[:16] + " (incomplete)",
-            e.manager,
-            e.python_version,
-            f"{e.size_bytes / 1e6:.1f} MB",
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created)) if e.created else "",
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)),
-            ", ".join(e.projects),
-        )
-        for e in envs
-    ]
-    widths = [max(len(x) for x in col) for col in zip(heads, *rows, strict=False)]
-    for row in (heads, *rows):
-        line = "  ".join(x.ljust(w) for x, w in zip(row, widths, strict=False))
-        sys.stdout.write(line.rstrip() + "\n")
+def environment(env: Environment) -> None:
+    """The interpreter the job runs on, and its environment (reused or built), before the
+    job's first byte."""
+    version = f" (Python {env.python_version})" if env.python_version else ""
+    if env.key is not None:
+        how = "reused" if env.reused else f"built in {env.build_seconds:.1f}s"
+        _emit(f"torchjob:   environment {env.manager} {env.key[:16]} ({how})", style="dim")
+    _emit(f"torchjob:   interpreter {env.interpreter}{version}", style="dim")
 
 
 def source_line(src: Source) -> None:
-    """After a checkout: which commit, and whether the network was needed."""
+    """After a checkout: which commit, and whether it was cloned, fetched or already cached."""
     if src.kind == "git":
-        how = "cached, no network" if src.cached else "fetched"
+        how = "cloned" if src.cloned else "cached, no network" if src.cached else "fetched"
         _emit(
             f"torchjob:   commit      {src.commit} ({src.ref}; {how}; {src.seconds:.2f}s)",
             style="dim",
@@ -235,42 +217,54 @@ def source_line(src: Source) -> None:
         _emit(f"torchjob:   extracted   {src.url}", style="dim")
 
 
-def runs_table(records: Sequence[RunRecord], columns: Sequence[str] = ()) -> None:
-    """The `torchjob runs` table on stdout; `columns` are output parameters to add."""
-    rows = [
-        (
-            r.id,
-            r.name,
-            r.shown_status().value,
-            "" if r.exit_code is None else str(r.exit_code),
-            r.started_at[:19].replace("T", " "),
-            "" if r.duration_s is None else f"{r.duration_s:.1f}s",
-            *(_cell(r.outputs.get(c)) for c in columns),
-        )
-        for r in records
-    ]
-    heads = (
-        "ID",
-        "NAME",
-        "STATUS",
-        "EXIT",
-        "STARTED (UTC)",
-        "DURATION",
-        *(c.upper() for c in columns),
-    )
-    if _fancy(sys.stdout):
-        from rich.console import Console  # measured: 38 ms, on a terminal only
-        from rich.table import Table
-
-        table = Table(*heads, box=None, header_style="bold")
-        for row in rows:
-            table.add_row(*row[:2], f"[{_STYLE.get(row[2], '')}]{row[2]}[/]", *row[3:])
-        Console(highlight=False).print(table)
+def table(
+    heads: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    shrink: Sequence[int] = (),
+    drop: Sequence[int] = (),
+    status: int | None = None,
+) -> None:
+    """A table on stdout, fitted to the terminal's width (off a terminal, never cut: a pipe
+    or a file gets every column whole): the columns in `shrink` are cut first, then those in
+    `drop` go, in order; the others are shown whole. On a terminal the `status` column is
+    coloured."""
+    widths = [max(map(len, col)) for col in zip(heads, *rows, strict=True)]
+    shown = list(range(len(heads)))
+    room = _columns()
+    for col in shrink:
+        over = sum(widths) + 2 * len(widths) - 2 - room
+        if room and over > 0:
+            widths[col] = max(min(widths[col], max(len(heads[col]), 8)), widths[col] - over)
+    for col in drop:
+        if room and sum(widths[c] + 2 for c in shown) - 2 > room:
+            shown.remove(col)
+    lines = [[_cut(row[c], widths[c]).ljust(widths[c]) for c in shown] for row in (heads, *rows)]
+    if not _fancy(sys.stdout):
+        sys.stdout.write("".join("  ".join(cells).rstrip() + "\n" for cells in lines))
         return
-    widths = [max(len(x) for x in col) for col in zip(heads, *rows, strict=False)]
-    for row in (heads, *rows):
-        line = "  ".join(x.ljust(w) for x, w in zip(row, widths, strict=False))
-        sys.stdout.write(line.rstrip() + "\n")
+    from rich.console import Console  # measured: 38 ms, on a terminal only
+    from rich.text import Text
+
+    out = Console(highlight=False, soft_wrap=True)
+    at = shown.index(status) if status in shown else None
+    for i, cells in enumerate(lines):
+        line = Text("  ".join(cells).rstrip(), style="bold" if i == 0 else "")
+        if at is not None and i:
+            start = sum(len(c) + 2 for c in cells[:at])
+            line.stylize(_STYLE.get(cells[at].strip(), ""), start, start + len(cells[at]))
+        out.print(line)
+
+
+def _columns() -> int:
+    """The width to fit a table to: the terminal's; 0 (any) off a terminal."""
+    with contextlib.suppress(OSError, ValueError):
+        if sys.stdout.isatty():
+            return os.get_terminal_size(sys.stdout.fileno()).columns
+    return 0
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "~"
 
 
 def _cell(value: object) -> str:
@@ -279,28 +273,37 @@ def _cell(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def show_record(rec: RunRecord, run_dir: Path) -> None:
-    """`torchjob show`: the record as aligned `key: value` lines."""
-    data: dict[str, Any] = rec.shown()
-    data["run_dir"] = str(run_dir)
-    for key, value in data.items():
-        if isinstance(value, (dict, list)):
-            value = json.dumps(value, ensure_ascii=False)
-        sys.stdout.write(f"{key + ':':<17} {'' if value is None else value}\n")
+def show_record(rows: Sequence[tuple[str, str]], status: str) -> None:
+    """`torchjob show`: `label: value` lines, the status coloured on a terminal."""
+    width = max(len(label) for label, _ in rows) + 2
+    for label, value in rows:
+        line = f"{label + ':':<{width}}{value}"
+        if label == "status":
+            _emit(line, err=False, style=_STYLE.get(status))
+        else:
+            sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
-def removals(done: Sequence[Removed]) -> None:
-    """What a prune or rm removed (or kept, in use), and the space that came back."""
-    freed = sum(r.size_bytes for r in done if r.removed)
-    for r in done:
-        word = "removed" if r.removed else "kept (in use)"
-        sys.stdout.write(f"{word} {r.key[:16]} {r.what} ({_size(r.size_bytes)})\n")
-    if freed:
-        sys.stdout.write(f"freed {_size(freed)}\n")
+def removals(lines: Sequence[str]) -> None:
+    """What a prune or rm removed (or kept, in use), and the space that came back; on a
+    terminal, that there was nothing to remove (cron mails stay empty)."""
+    for line in lines:
+        sys.stdout.write(line + "\n")
+    if not lines and _fancy(sys.stderr):
+        note("nothing to remove")
 
 
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n} bytes"
+def followed(rec: RunRecord, run_dir: Path) -> None:
+    """The line `logs -f` ends with: the run's summary, or what is known of a lost run."""
+    if rec.shown_status() is Status.LOST:
+        _emit(
+            f"torchjob: lost: the torchjob that ran it (pid {rec.pid} on {rec.host}) is gone, "
+            f"so how the job ended is unknown; logs: {run_dir}",
+            style=f"bold {_STYLE['lost']}",
+        )
+    else:
+        summary(rec, run_dir)
 
 
 def data(value: Any) -> None:

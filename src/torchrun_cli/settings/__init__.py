@@ -1,9 +1,11 @@
-"""torchjob's own settings (TORCHJOB_* variables, PYTHON_LAUNCHER), read once when a command
-starts, each with where its value came from.
+"""torchjob's own settings, read once when a command starts, each with where its value came
+from: the user's config file, the project's `[tool.torchjob]` table, then the TORCHJOB_*
+variables and PYTHON_LAUNCHER.
 
-Why once, up front: a bad value stops the command with one clear line (exit 2) before anything
-runs, instead of raising in the middle of a clone; and --dry-run can show every value with its
-origin. The stages receive a Settings value; nothing else reads these variables.
+Why once, up front: a bad value stops the command with one clear line per problem (exit 2)
+before anything runs, instead of raising in the middle of a clone; and `--dry-run` and
+`torchjob config` can show every value with its origin. The stages receive a Settings value;
+nothing else reads these files or variables. With no config file this costs a few stats.
 """
 
 from __future__ import annotations
@@ -14,14 +16,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import NamedTuple
 
-from torchrun_cli.errors import SettingsError
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError("not positive")
-    return value
+from torchrun_cli.durations import parse_duration
+from torchrun_cli.errors import Problem, SettingsError
+from torchrun_cli.settings.files import CONFIG_KEYS, ConfigFile, project_config, user_config
 
 
 def _whole(text: str) -> int:
@@ -39,7 +36,7 @@ class Variable(NamedTuple):
     default: object
     parse: Callable[[str], object]
     help: str
-    expect: str = "a positive number"
+    expect: str = "seconds or a duration (90s, 15m, 2h)"
 
 
 VARIABLES = (
@@ -51,13 +48,17 @@ VARIABLES = (
         "runs in $TORCHJOB_HOME/runs, caches in $TORCHJOB_HOME/cache",
     ),
     Variable(
-        "git_timeout", "TORCHJOB_GIT_TIMEOUT", 600.0, _positive, "seconds one git command may take"
+        "git_timeout",
+        "TORCHJOB_GIT_TIMEOUT",
+        600.0,
+        parse_duration,
+        "seconds one git command may take",
     ),
     Variable(
         "build_timeout",
         "TORCHJOB_BUILD_TIMEOUT",
         3600.0,
-        _positive,
+        parse_duration,
         "seconds one environment build step may take",
     ),
     Variable(
@@ -80,7 +81,9 @@ VARIABLES = (
 
 
 class Settings(NamedTuple):
-    """The values every stage may need, and each one's origin (`default` or `$NAME`)."""
+    """The values every stage may need, and `origins`: config key (or variable field) ->
+    `default`, `config FILE:LINE` or `$NAME`. env_manager, python, grace and tty are the
+    config's defaults for spec keys (None: not configured)."""
 
     home: str | None = None
     git_timeout: float = 600.0
@@ -88,7 +91,14 @@ class Settings(NamedTuple):
     archive_max_bytes: int = 4 << 30
     conda: str | None = None
     python_launcher: str | None = None
+    runs_path: str | None = None  # the config's `runs_dir`
+    quiet: bool = False
+    env_manager: str | None = None
+    python: str | None = None
+    grace: float | None = None
+    tty: str | None = None
     origins: Mapping[str, str] = MappingProxyType({})
+    files: tuple[ConfigFile, ...] = ()
 
     @property
     def data_home(self) -> Path:
@@ -110,20 +120,28 @@ class Settings(NamedTuple):
         return user_cache_path("torchjob", appauthor=False)
 
     def runs_dir(self, override: Path | None = None) -> Path:
-        """The folder that holds one folder per run."""
-        return override.expanduser().absolute() if override else self.data_home / "runs"
+        """The folder that holds one folder per run: --runs-dir, else `runs_dir` of a config
+        file, else `runs/` in the home."""
+        if override:
+            return override.expanduser().absolute()
+        return Path(self.runs_path) if self.runs_path else self.data_home / "runs"
 
 
-def read(environ: Mapping[str, str] | None = None) -> Settings:
-    """Every variable, checked at once: all bad values are reported together (exit 2)."""
+def read(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    """Config files, then variables; every bad value of either is reported at once (exit 2)."""
     environ = os.environ if environ is None else environ
+    problems: list[Problem] = []
+    files: list[ConfigFile] = []
     values: dict[str, object] = {}
     origins: dict[str, str] = {}
+    for layer in (user_config(environ, files, problems), project_config(cwd, files, problems)):
+        for name, (value, origin) in layer.items():
+            values[name], origins[name] = value, origin
     bad: list[str] = []
     for var in VARIABLES:
         text = environ.get(var.name)
         if not text:
-            origins[var.field] = "default"
+            origins.setdefault(var.field, "default")
             continue
         try:
             values[var.field] = var.parse(text)
@@ -134,6 +152,10 @@ def read(environ: Mapping[str, str] | None = None) -> Settings:
             )
             continue
         origins[var.field] = f"${var.name}"
-    if bad:
-        raise SettingsError(bad)
-    return Settings(**values, origins=origins)  # type: ignore[arg-type]
+    if problems or bad:
+        raise SettingsError([str(p) for p in problems] + bad)
+    for key in CONFIG_KEYS:
+        origins.setdefault(key.name, "default")
+    if "runs_dir" in values:
+        values["runs_path"] = values.pop("runs_dir")
+    return Settings(**values, origins=origins, files=tuple(files))  # type: ignore[arg-type]

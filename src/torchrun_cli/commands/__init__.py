@@ -1,0 +1,44 @@
+"""The commands that look at runs and caches, as typer apps cli.py merges into `torchjob`
+(runs.py: runs, show, logs, cancel; caches.py: env, cache; completion.py), and the option
+types they share with cli.py. Like cli.py, each command is flags, one call into jobs/, then
+console.py; the examples its help ends with are in usage.py."""
+
+import contextlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from torchrun_cli import settings
+from torchrun_cli.errors import TorchjobError
+from torchrun_cli.jobs import history
+
+
+def choices(values: Sequence[str]) -> Callable[[str], list[str]]:
+    """What a shell completes for an option with these values."""
+    return lambda incomplete: [v for v in values if v.startswith(incomplete)]
+
+
+def _runs(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """What a shell completes for RUN: `last`, run names and ids (see jobs/refs.py)."""
+    given = ctx.params.get("runs_dir")  # as typed: completion does not convert values
+    with contextlib.suppress(TorchjobError):  # bad settings: nothing to offer, no traceback
+        return history.complete(settings.read(), Path(given) if given else None, incomplete)
+    return []
+
+
+RunsDir = Annotated[
+    Path | None,
+    typer.Option("--runs-dir", help="Folder of run folders [default: $TORCHJOB_HOME/runs]."),
+]
+RunRef = Annotated[
+    str,
+    typer.Argument(
+        metavar="RUN",
+        help="An id, its start or last 4 characters, a run name (its newest run), last, last~N.",
+        autocompletion=_runs,
+        show_default=False,
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="JSON for machines.")]

@@ -1,0 +1,124 @@
+"""`torchjob runs`, `show`, `logs` and `cancel`: RUN is found by jobs/refs.py, the rows are
+made by jobs/views.py, console.py prints them."""
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from torchrun_cli import console, settings
+from torchrun_cli.commands import AsJson, RunRef, RunsDir, choices
+from torchrun_cli.commands.usage import epilog
+from torchrun_cli.errors import UsageError
+from torchrun_cli.jobs import history
+
+if TYPE_CHECKING:
+    from torchrun_cli.jobs.refs import Found
+
+app = typer.Typer()
+
+
+def _find(runs_dir: RunsDir, ref: str) -> "Found":
+    """RUN's folder; the note on a name that is also part of other ids goes to stderr."""
+    found = history.find(settings.read(), runs_dir, ref)
+    if found.note:
+        console.note(found.note)
+    return found
+
+
+@app.command(epilog=epilog("runs"))
+def runs(
+    name: Annotated[str | None, typer.Option("--name", help="Only runs with this name.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            help="Only runs with this status.",
+            metavar="[" + "|".join(history.STATUSES) + "]",
+            autocompletion=choices(history.STATUSES),
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many (0: all).")] = 20,
+    columns: Annotated[
+        str | None,
+        typer.Option("--columns", help="Output parameters to show as columns, e.g. accuracy,loss."),
+    ] = None,
+    as_json: AsJson = False,
+    runs_dir: RunsDir = None,
+) -> None:
+    """Past runs, newest first; times in local time (the zone is in the header)."""
+    from torchrun_cli.jobs import views  # measured: 0.5 ms that `torchjob run` does not pay
+
+    found = history.runs(settings.read(), runs_dir, name, status, limit)
+    if as_json:
+        console.data([r.shown() for r in found])
+    else:
+        console.table(*views.runs(found, [c for c in (columns or "").split(",") if c]))
+
+
+@app.command(epilog=epilog("show"))
+def show(
+    run_ref: RunRef = "last",
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="The record, as run.json has it (a dead run's status shown as lost)."
+        ),
+    ] = False,
+    runs_dir: RunsDir = None,
+) -> None:
+    """One run: status, exit, duration (elapsed while it runs), source and commit, environment
+    and interpreter, params, outputs (read live while it runs), paths."""
+    from torchrun_cli.jobs import views  # as in runs
+
+    run = _find(runs_dir, run_ref).run
+    rec = history.refresh(run)
+    if as_json:
+        console.data(rec.shown())
+    else:
+        rows = views.describe(rec, run, history.live_outputs(rec, run))
+        console.show_record(rows, rec.shown_status().value)
+
+
+@app.command(epilog=epilog("logs"))
+def logs(
+    run_ref: RunRef = "last",
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "-f", "--follow", help="Until the run ends; then its status line and exit status."
+        ),
+    ] = False,
+    tail: Annotated[
+        int | None,
+        typer.Option("-n", "--tail", min=0, metavar="N", help="Only the last N lines."),
+    ] = None,
+    stderr: Annotated[bool, typer.Option("--stderr", help="Only the errors (stderr.log).")] = False,
+    setup: Annotated[
+        bool, typer.Option("--setup", help="What git, pip, uv... printed (setup.log).")
+    ] = False,
+    runs_dir: RunsDir = None,
+) -> None:
+    """A run's log: stdout.log (both streams), stderr.log or setup.log; for a run that failed
+    in setup, the end of setup.log too."""
+    if stderr and setup:
+        raise UsageError("--stderr and --setup name two logs", "give one of them")
+    run = _find(runs_dir, run_ref).run
+    which = "setup" if setup else "stderr" if stderr else "stdout"
+    for chunk in history.follow(run, which, follow, tail):
+        console.raw(chunk)
+    console.raw(b"")
+    rec = history.refresh(run)
+    if which == "stdout" and (failed := history.setup_tail(rec, run, tail)):
+        console.note(failed[0])
+        console.raw(failed[1])
+        console.raw(b"")
+    if follow:
+        console.followed(rec, run.path)
+        raise typer.Exit(history.exit_status(rec))
+
+
+@app.command(epilog=epilog("cancel"))
+def cancel(run_ref: RunRef, runs_dir: RunsDir = None) -> None:
+    """Stop a running job: scancel a Slurm job, or stop a local one like Ctrl-C would."""
+    sys.stdout.write(history.cancel(_find(runs_dir, run_ref).run) + "\n")

@@ -1,0 +1,176 @@
+"""RUN on the command line: which run an id, a unique prefix, a 4-hex suffix, a run name, `last`
+or `last~N` names; the newest records without reading every run.json; what completion offers.
+
+Run ids are `YYYYMMDD-HHMMSS-<slug of the name>-<4 hex>` (UTC, made by record.create_run_dir),
+so the folder names alone order the runs and narrow a name down; run.json is read only for the
+candidates.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from torchrun_cli.errors import UsageError
+from torchrun_cli.record import RunDir, RunRecord, read_record, slug
+
+_ID = re.compile(r"(\d{8}-\d{6})-(.+)-([0-9a-f]{4})")
+_LAST = re.compile(r"last(?:~(\d+))?")
+_SUFFIX = re.compile(r"[0-9a-f]{4}")
+_SHOWN = 5  # candidates an ambiguity error lists
+FORMS = "an id, a unique prefix, its last 4 characters, a run name, last or last~N"
+
+
+class Entry(NamedTuple):
+    """A run folder as its name tells it; `stamp` is "" for a name torchjob did not make."""
+
+    name: str
+    stamp: str = ""
+    slug: str = ""
+    suffix: str = ""
+
+
+class Seen(NamedTuple):
+    """A record and the folder it was read from."""
+
+    record: RunRecord
+    run: RunDir
+
+
+class Found(NamedTuple):
+    """The run RUN names, and a note when another reading of RUN lost (see resolve)."""
+
+    run: RunDir
+    note: str | None = None
+
+
+def entries(runs_dir: Path) -> list[Entry]:
+    """The run folders, newest first by the UTC second in their names; folders whose names
+    carry none come first, since only their run.json can say how old they are."""
+    try:
+        found = [e.name for e in os.scandir(runs_dir) if e.is_dir() and e.name[:1] != "."]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out = [Entry(n, *m.groups()) if (m := _ID.fullmatch(n)) else Entry(n) for n in found]
+    return sorted(out, key=lambda e: (e.stamp == "", e.stamp, e.name), reverse=True)
+
+
+def _order(seen: Seen) -> tuple[str, str, str]:
+    """Newest first: the second the folder was made, then started_at (a second's runs)."""
+    rec = seen.record
+    stamp = _ID.fullmatch(seen.run.id)
+    second = stamp.group(1) if stamp else re.sub(r"\D", "", rec.started_at)[:14]
+    return second.replace("-", ""), rec.started_at, rec.id
+
+
+def newest(
+    runs_dir: Path,
+    count: int = 0,
+    keep: Callable[[RunRecord], bool] | None = None,
+    among: Iterable[Entry] | None = None,
+) -> list[Seen]:
+    """The `count` newest records (0: all) that `keep` accepts, newest first. Folders are read
+    newest first and the reading stops at the first one older than the count-th found, so
+    `runs --limit 20` reads about 20 run.json files however many runs there are."""
+    found: list[Seen] = []
+    bound = ""  # the second of the count-th newest found so far
+    for entry in entries(runs_dir) if among is None else among:
+        if bound and entry.stamp and entry.stamp.replace("-", "") < bound:
+            break
+        run = RunDir(runs_dir / entry.name)
+        try:
+            rec = read_record(run)
+        except (OSError, ValueError, TypeError):
+            continue  # a torchjob killed while starting left no readable record
+        if keep is None or keep(rec):
+            found.append(Seen(rec, run))
+            if count and len(found) >= count:
+                found.sort(key=_order, reverse=True)
+                bound = _order(found[count - 1])[0]
+    found.sort(key=_order, reverse=True)
+    return found[:count] if count else found
+
+
+def named(runs_dir: Path, name: str, every: list[Entry] | None = None) -> list[Entry]:
+    """The folders that may hold runs of this name: the slug in the id is the name's (a name
+    is still confirmed from run.json: two names can have one slug)."""
+    wanted = slug(name)
+    return [e for e in every or entries(runs_dir) if e.slug == wanted or not e.stamp]
+
+
+def resolve(runs_dir: Path, ref: str) -> Found:
+    """The run folder of RUN. In order: `last` and `last~N` (N runs before the newest); an
+    exact id; a run name (its newest run), even when it is also the start or the end of other
+    ids (a note says so); a 4-hex suffix; a unique prefix. A suffix or a prefix that matches
+    several runs is an error listing them."""
+    if (last := _LAST.fullmatch(ref)) is not None:
+        back = int(last.group(1) or 0)
+        seen = newest(runs_dir, back + 1)
+        if not seen:
+            raise UsageError(f"no runs yet in {runs_dir}", "start one with `torchjob run`")
+        if len(seen) <= back:
+            raise UsageError(
+                f"{ref}: there are only {len(seen)} runs in {runs_dir}",
+                "last is the newest run, last~1 the one before it",
+            )
+        return Found(seen[back].run)
+    if ref.startswith("last~") or ref in ("", ".", ".."):
+        raise UsageError(f"{ref!r} names no run", f"RUN is {FORMS}")
+    every = entries(runs_dir)
+    plain = "/" not in ref
+    if plain and any(e.name == ref for e in every):
+        return Found(RunDir(runs_dir / ref))
+    by_suffix = [e.name for e in every if e.suffix == ref] if _SUFFIX.fullmatch(ref) else []
+    by_prefix = [e.name for e in every if e.name.startswith(ref)] if plain else []
+    by_name = newest(runs_dir, 1, lambda r: r.name == ref, named(runs_dir, ref, every))
+    if by_name:
+        run = by_name[0].run
+        others = sorted(set(by_suffix + by_prefix) - {run.id})
+        note = (
+            f"{ref!r} is a run name and also {_match(others)}; this is the newest run named {ref}"
+            if others
+            else None
+        )
+        return Found(run, note)
+    for matches, how in ((by_suffix, "end"), (by_prefix, "start")):
+        if len(matches) == 1:
+            return Found(RunDir(runs_dir / matches[0]))
+        if matches:
+            raise UsageError(
+                f"{ref!r} matches {len(matches)} runs (the {how} of their ids): "
+                + _listed(matches),
+                "give more of the id (see `torchjob runs`)",
+            )
+    raise UsageError(
+        f"no run matches {ref!r} in {runs_dir}", f"RUN is {FORMS}; list runs with `torchjob runs`"
+    )
+
+
+def _match(ids: list[str]) -> str:
+    return f"the start or end of {len(ids)} other run id{'s' * (len(ids) > 1)} ({_listed(ids)})"
+
+
+def _listed(ids: list[str]) -> str:
+    ids = sorted(ids, reverse=True)
+    more = len(ids) - _SHOWN
+    return ", ".join(ids[:_SHOWN]) + (f" and {more} more" if more > 0 else "")
+
+
+def candidates(runs_dir: Path, incomplete: str, limit: int = 200) -> list[tuple[str, str]]:
+    """(value, help) for a shell completing RUN: `last`, run names and ids that start with
+    `incomplete` (typer offers nothing else); run.json is read only for names."""
+    every = entries(runs_dir)
+    out = [("last", "the newest run")] if "last".startswith(incomplete) and every else []
+    prefix = slug(incomplete) if incomplete else ""
+    maybe = [e for e in every if e.slug.startswith(prefix) or not e.stamp][:limit]
+    names: dict[str, None] = {}
+    for seen in newest(runs_dir, 0, lambda r: r.name.startswith(incomplete), maybe):
+        names.setdefault(seen.record.name)
+    plain = [n for n in names if n != "last" and shlex.quote(n) == n]  # a shell splits others
+    out += [(name, f"the newest run named {name}") for name in plain]
+    ids = [e.name for e in every if e.name.startswith(incomplete)]
+    return out + [(i, "") for i in ids[:limit]]
