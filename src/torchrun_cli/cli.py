@@ -120,7 +120,11 @@ def run(
         bool, typer.Option("--rebuild", help="Build the environment afresh even when it is cached.")
     ] = False,
     detach: Annotated[
-        bool, typer.Option("--detach", help="Slurm: print the job id and return at once.")
+        bool,
+        typer.Option(
+            "--detach",
+            help="Start in the background and print the run id at once (Slurm: the job id).",
+        ),
     ] = False,
     runs_dir: RunsDir = None,
     dry_run: Annotated[
@@ -178,6 +182,14 @@ def run(
         from torchrun_cli.jobs import dryrun  # only --dry-run needs it
 
         console.plan(dryrun.plan_rows(plan, rebuild))
+        return
+    if detach and spec.backend is None:
+        run = jobs.detach(plan, rebuild)
+        sys.stdout.write(f"{run.id}\n")
+        console.note(
+            f"started run {run.id} in the background; follow it with `torchjob logs -f "
+            f"{run.id}`, stop it with `torchjob cancel {run.id}`"
+        )
         return
     steps = console.steps(quiet)
 

@@ -316,3 +316,44 @@ def _stoppable() -> Iterator[None]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def detach(plan: Plan, rebuild: bool) -> RunDir:
+    """Start the run in the background, as TI's and SageMaker's `fit(wait=False)`: a child
+    in a session of its own (no terminal: Ctrl-C and a closed window leave it alone) runs it
+    with its output in the logs only. Returns the run folder once its record exists; `logs -f`,
+    `show` and `cancel` then attach to it by id or name."""
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the background supervisor (tests see its effects)
+        code = 1
+        try:
+            os.close(read_fd)
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+
+            def started(rec: RunRecord, run: RunDir) -> None:
+                os.write(write_fd, os.fsencode(run.path) + b"\n")
+                os.close(write_fd)
+
+            final, _ = execute(
+                plan._replace(spec=plan.spec._replace(tty="never")),
+                Display(started=started, echo=False),
+                rebuild=rebuild,
+            )
+            code = final.exit_code or 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as said:
+        path = said.read().strip()
+    if not path:
+        os.waitpid(pid, 0)
+        raise SetupError(
+            "the background run did not start",
+            "run it without --detach to see why",
+            phase="launch",
+        )
+    return RunDir(Path(os.fsdecode(path)))
