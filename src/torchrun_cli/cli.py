@@ -269,7 +269,7 @@ def config_command(as_json: AsJson = False) -> None:
 
 for _commands in (runs.app, caches.app, completion.app):
     app.add_typer(_commands)  # without a name: their commands are torchjob's own
-for _info in app.registered_commands:
+for _info in (*app.registered_commands, *_run_only.registered_commands):
     _name = _info.name or (_info.callback.__name__ if _info.callback else "")
     _info.epilog = usage.epilog(_name)
 
