@@ -24,14 +24,16 @@ RANKS = {
     "torchrun_cli.steps": 1,  # the protocol stages report setup steps through
     "torchrun_cli.spec": 2,
     "torchrun_cli.record": 3,
+    "torchrun_cli.pipeline_record": 3.5,  # pipeline.json (over run.json): listed with the runs
     "torchrun_cli.source": 4,
     "torchrun_cli.envs": 4,
     "torchrun_cli.launch": 5,
     "torchrun_cli.jobs": 6,
     "torchrun_cli.console": 6,
-    "torchrun_cli.commands": 7,  # the CLI's commands besides run: typer apps cli.py merges
-    "torchrun_cli.cli": 8,
-    "torchrun_cli.__main__": 9,
+    "torchrun_cli.pipelines": 7,  # each step is a run: pipelines call jobs.run
+    "torchrun_cli.commands": 8,  # the CLI's commands besides run: typer apps cli.py merges
+    "torchrun_cli.cli": 9,
+    "torchrun_cli.__main__": 10,
 }
 CLI = ("torchrun_cli.cli", "torchrun_cli.commands")  # where typer is, and what they may import:
 CLI_MAY_IMPORT = {
@@ -39,6 +41,7 @@ CLI_MAY_IMPORT = {
     "torchrun_cli.commands",
     "torchrun_cli.console",
     "torchrun_cli.jobs",
+    "torchrun_cli.pipelines",
     "torchrun_cli.spec",
     "torchrun_cli.errors",
     "torchrun_cli.settings",

@@ -20,7 +20,21 @@ from typer.completion import completion_init  # type: ignore[attr-defined]
 from typer.core import TyperGroup
 
 from torchrun_cli import __version__, console, settings
-from torchrun_cli.commands import AsJson, RunsDir, caches, choices, completion, runs, usage
+from torchrun_cli.commands import (
+    PIPELINE_FLAGS,
+    AsJson,
+    FailFast,
+    FollowSteps,
+    FromStep,
+    MaxParallel,
+    NoCache,
+    RunsDir,
+    caches,
+    choices,
+    completion,
+    runs,
+    usage,
+)
 from torchrun_cli.errors import TorchjobError, UsageError
 from torchrun_cli.jobs import config
 from torchrun_cli.spec.keys import Key, Kind, with_flags
@@ -152,6 +166,11 @@ def run(
             show_default=False,
         ),
     ] = None,
+    max_parallel: MaxParallel = None,
+    fail_fast: FailFast = False,
+    follow_steps: FollowSteps = False,
+    start: FromStep = None,
+    no_cache: NoCache = False,
     debug: Annotated[bool, typer.Option("--debug", hidden=True)] = False,  # see _Group
     **options: Any,
 ) -> None:
@@ -179,12 +198,31 @@ def run(
         spec_path = spec_path / "torchjob.yaml"
     found = settings.read()
     quiet = found.quiet if quiet is None else quiet
+    read = _read_spec(spec_path)
+    only_pipelines = (max_parallel, fail_fast, follow_steps, start, no_cache)
+    if read is not None and spec_path is not None and "steps" in read[0]:
+        from torchrun_cli.commands import pipeline  # measured: pipelines only
+
+        trailing = list(ctx.obj.get("trailing", ()))
+        pipeline.run(
+            spec_path.absolute(),
+            *read,
+            given,
+            pipeline.Flags(runs_dir, dry_run, quiet, rebuild, detach, *only_pipelines),
+            trailing,
+        )
+        return
+    if used := [
+        f for f, v in zip(PIPELINE_FLAGS, only_pipelines, strict=True) if v not in (None, False)
+    ]:
+        raise UsageError(f"{used[0]} is for pipelines (a spec with `steps:`)", f"remove {used[0]}")
     spec = load(
         spec_path,
         given,
         Path.cwd(),
         found,
         tuple(ctx.obj.get("trailing", ())),
+        read,
     )
     plan = jobs.make_plan(spec, found, found.runs_dir(runs_dir))
     if dry_run:
@@ -239,6 +277,15 @@ app.command(context_settings={"allow_interspersed_args": True})(run)
 _run_only.command(context_settings={"allow_interspersed_args": True})(run)
 
 
+def _read_spec(path: Path | None) -> tuple[dict[str, Any], Any] | None:
+    """The spec file's mapping and lines, read once: `steps:` makes it a pipeline."""
+    if path is None:
+        return None
+    from torchrun_cli.spec.pipeline import read  # the YAML reader: only specs need it
+
+    return read(path.absolute())
+
+
 @app.command()
 def validate(
     spec_file: Annotated[str, typer.Argument(metavar="SPEC.yaml", help="The spec to check.")],
@@ -247,8 +294,14 @@ def validate(
     from torchrun_cli.jobs import run as jobs  # as in run
     from torchrun_cli.spec.load import load
 
+    read = _read_spec(Path(spec_file))
+    if read is not None and "steps" in read[0]:
+        from torchrun_cli.commands import pipeline  # as in run
+
+        pipeline.validate(Path(spec_file).absolute(), *read)
+        return
     found = settings.read()
-    spec = load(Path(spec_file), {}, Path.cwd(), found)
+    spec = load(Path(spec_file), {}, Path.cwd(), found, read=read)
     if (warning := jobs.validate(spec, found)) is not None:
         console.warning(warning)
     sys.stdout.write(f"ok: {spec_file}: script {spec.script} in {spec.project}\n")
@@ -303,6 +356,12 @@ _READERS = {
 }
 
 
+def _has_value(argv: list[str], i: int) -> bool:
+    """Whether the option at i has its value after it (not another option, not the spec)."""
+    after = argv[i + 1] if i + 1 < len(argv) else "-"
+    return not after.startswith("-") and not after.endswith((".yaml", ".yml"))
+
+
 def main() -> None:
     """Entry point: split off `-- ARGS`, run the app, turn errors into messages and statuses."""
     _standard_fds()
@@ -314,6 +373,12 @@ def main() -> None:
     if "--" in argv:
         cut = argv.index("--")
         argv, trailing = argv[:cut], argv[cut + 1 :]
+    if words[:1] == ("run",):  # `--resume` alone: the newest (checkpoint or pipeline)
+        argv = [
+            w
+            for i, a in enumerate(argv)
+            for w in (["--resume", "last"] if a == "--resume" and not _has_value(argv, i) else [a])
+        ]
     obj: dict[str, Any] = {"trailing": trailing, "debug": "--debug" in argv}
     if "_TORCHJOB_COMPLETE" in os.environ:  # a shell asks for completions: typer's protocol
         completion_init()

@@ -42,3 +42,23 @@ RunRef = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="JSON for machines.")]
+
+# The options of `run` that only a pipeline reads.
+MaxParallel = Annotated[
+    int | None,
+    typer.Option("--max-parallel", min=1, help="Pipeline: steps at once [default: its own]."),
+]
+FailFast = Annotated[
+    bool, typer.Option("--fail-fast", help="Pipeline: a failed step stops every step.")
+]
+FollowSteps = Annotated[
+    bool, typer.Option("--follow-steps", help="Pipeline: show the steps' output, prefixed.")
+]
+FromStep = Annotated[
+    str | None,
+    typer.Option("--from", metavar="STEP", help="Pipeline: rerun STEP and the steps after it."),
+]
+NoCache = Annotated[
+    bool, typer.Option("--no-cache", help="Pipeline: run every step, cached or not.")
+]
+PIPELINE_FLAGS = ("--max-parallel", "--fail-fast", "--follow-steps", "--from", "--no-cache")

@@ -48,6 +48,7 @@ class Plan(NamedTuple):
     launch: Launch
     resume: str | None = None
     resume_problem: str | None = None
+    pipeline: dict[str, Any] | None = None  # a step's run: which pipeline, step and attempt
 
 
 def make_plan(spec: JobSpec, settings: Settings, runs_dir: Path | None) -> Plan:
@@ -286,6 +287,7 @@ def _first_record(plan: Plan, run: RunDir) -> RunRecord:
         model_dir=str(model_dir),
         output_dir=str(output_dir),
         resume_from=plan.resume,
+        pipeline=plan.pipeline,
     )
 
 

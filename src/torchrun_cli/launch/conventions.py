@@ -21,8 +21,13 @@ _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 
 
 def folders(spec: JobSpec, run: RunDir) -> tuple[Path, Path]:
-    """(model folder, output folder): inside the run folder unless the spec places them."""
-    return spec.outputs.model_dir or run.model, spec.outputs.output_dir or run.output
+    """(model folder, output folder): inside the run folder unless the spec places them (a
+    pipeline step's relative folders are inside its run folder too)."""
+    model, output = spec.outputs.model_dir, spec.outputs.output_dir
+    return (
+        run.path / model if model else run.model,
+        run.path / output if output else run.output,
+    )
 
 
 def gpu_count(gpus: str | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torchrun_cli.errors import SetupError
 from torchrun_cli.masking import hide_query
@@ -20,6 +20,9 @@ from torchrun_cli.source import local
 from torchrun_cli.source.paths import inside, place
 from torchrun_cli.spec.model import JobSpec
 from torchrun_cli.steps import Steps
+
+if TYPE_CHECKING:
+    from torchrun_cli.source.git import Mirror
 
 
 class Source(NamedTuple):
@@ -93,29 +96,11 @@ def materialize(spec: JobSpec, run: RunDir, settings: Settings, steps: Steps) ->
 
 
 def _git(spec: JobSpec, run: RunDir, settings: Settings, steps: Steps) -> Source:
-    from torchrun_cli.source import git, giturl  # measured: only git projects pay for them
+    from torchrun_cli.source import git  # measured: only git projects pay for them
 
     described = describe(spec, run.tree)
-    location, subdir = giturl.split_fragment(spec.project)
-    url = giturl.parse_url(location, spec.allow_insecure_source)
-    token = None
-    if spec.git_token_env:
-        token = os.environ.get(spec.git_token_env) or None
-        if token is None:
-            raise SetupError(
-                f"git_token_env names {spec.git_token_env}, which is not set",
-                f"export {spec.git_token_env}=... before running",
-                phase="source",
-            )
-    mirror = git.Mirror(
-        url,
-        spec.allow_insecure_source,
-        run.setup_log,
-        token or url.token,
-        settings.cache_home,
-        settings.git_timeout,
-        steps,
-    )
+    mirror, subdir = _mirror(spec, run.setup_log, settings, steps)
+    url = mirror.url
     done = git.materialize(mirror, spec.ref, run.tree, run.git_index)
     if spec.submodules:
         from torchrun_cli.source.submodules import checkout_submodules  # as git, only if asked
@@ -132,6 +117,44 @@ def _git(spec: JobSpec, run: RunDir, settings: Settings, steps: Steps) -> Source
         cloned=done.cloned,
         seconds=done.seconds,
     )
+
+
+def _mirror(
+    spec: JobSpec, log: Path | None, settings: Settings, steps: Steps | None = None
+) -> tuple[Mirror, str | None]:
+    """The project's git mirror with the token the spec names, and the
+    #subdirectory."""
+    from torchrun_cli.source import git, giturl  # as in _git
+
+    location, subdir = giturl.split_fragment(spec.project)
+    url = giturl.parse_url(location, spec.allow_insecure_source)
+    token = None
+    if spec.git_token_env:
+        token = os.environ.get(spec.git_token_env) or None
+        if token is None:
+            raise SetupError(
+                f"git_token_env names {spec.git_token_env}, which is not set",
+                f"export {spec.git_token_env}=... before running",
+                phase="source",
+            )
+    mirror = git.Mirror(
+        url,
+        spec.allow_insecure_source,
+        log,
+        token or url.token,
+        settings.cache_home,
+        settings.git_timeout,
+        steps,
+    )
+    return mirror, subdir
+
+
+def commit_for(spec: JobSpec, settings: Settings, log: Path | None) -> str:
+    """The commit a git project's ref names now (one fetch at most): a step cache's key."""
+    from torchrun_cli.source import git  # as in _git
+
+    mirror, _ = _mirror(spec, log, settings)
+    return git.commit_for(mirror, spec.ref)
 
 
 def _archive(spec: JobSpec, run: RunDir, settings: Settings, steps: Steps) -> Source:

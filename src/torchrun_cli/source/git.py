@@ -302,36 +302,50 @@ def materialize(mirror: Mirror, ref: str | None, dest: Path, index: Path) -> Che
     waited_from = time.time()
     mirror.folder.mkdir(parents=True, exist_ok=True)
     with store.locked(mirror.folder.parent / f"{mirror.folder.name}.lock"):
-        cloned = mirror.ensure()
-        commit = None
-        if ref is not None and HEX.match(ref):  # a SHA, unless a branch or tag has that name
-            branch, tag, sha = mirror.lookup([f"refs/heads/{ref}", f"refs/tags/{ref}", ref])
-            commit = sha if branch is None and tag is None else None
-        cached = commit is not None and not cloned
-        if commit is None:
-            if not cloned and not mirror.fetched_since(waited_from):
-                mirror.fetch()
-            commit = mirror.resolve(ref)
-        if commit is None and ref is not None and re.fullmatch(r"[0-9a-fA-F]{40}", ref):
-            mirror.git("fetch", "--quiet", "origin", ref, network=True)  # unadvertised SHA
-            commit = mirror.commit_of(ref)
-        if commit is None and ref is not None and HEX.match(ref) and mirror.ambiguous(ref):
-            raise SetupError(
-                f"short SHA {ref!r} names more than one object in {mirror.url.shown}",
-                "give more digits of the commit SHA",
-                phase="source",
-            )
-        if commit is None:
-            raise SetupError(
-                f"unknown ref {ref!r} in {mirror.url.shown}",
-                "give an existing branch, tag or commit (git ls-remote lists them)",
-                phase="source",
-            )
+        commit, cached, cloned = _resolve(mirror, ref, waited_from)
         shown_ref = ref or mirror.default_branch(commit)
         mirror.checkout(commit, dest, index)
         store.touch(mirror.folder / "used")
     seconds = round(time.monotonic() - started, 3)
     return Checkout(dest, commit, shown_ref, cached, seconds, cloned)
+
+
+def commit_for(mirror: Mirror, ref: str | None) -> str:
+    """The commit ref names now (a fetch for a branch or tag), without a checkout: what a
+    pipeline's step cache keys a git project by."""
+    mirror.folder.mkdir(parents=True, exist_ok=True)
+    with store.locked(mirror.folder.parent / f"{mirror.folder.name}.lock"):
+        return _resolve(mirror, ref, time.time())[0]
+
+
+def _resolve(mirror: Mirror, ref: str | None, waited_from: float) -> tuple[str, bool, bool]:
+    """(commit, found without network, cloned); the caller holds the mirror's lock."""
+    cloned = mirror.ensure()
+    commit = None
+    if ref is not None and HEX.match(ref):  # a SHA, unless a branch or tag has that name
+        branch, tag, sha = mirror.lookup([f"refs/heads/{ref}", f"refs/tags/{ref}", ref])
+        commit = sha if branch is None and tag is None else None
+    cached = commit is not None and not cloned
+    if commit is None:
+        if not cloned and not mirror.fetched_since(waited_from):
+            mirror.fetch()
+        commit = mirror.resolve(ref)
+    if commit is None and ref is not None and re.fullmatch(r"[0-9a-fA-F]{40}", ref):
+        mirror.git("fetch", "--quiet", "origin", ref, network=True)  # unadvertised SHA
+        commit = mirror.commit_of(ref)
+    if commit is None and ref is not None and HEX.match(ref) and mirror.ambiguous(ref):
+        raise SetupError(
+            f"short SHA {ref!r} names more than one object in {mirror.url.shown}",
+            "give more digits of the commit SHA",
+            phase="source",
+        )
+    if commit is None:
+        raise SetupError(
+            f"unknown ref {ref!r} in {mirror.url.shown}",
+            "give an existing branch, tag or commit (git ls-remote lists them)",
+            phase="source",
+        )
+    return commit, cached, cloned
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,15 @@ from torchrun_cli.spec.yaml import Located, source_text, type_name
 class Checker:
     """Collects problems; each check returns the cleaned value or None."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], prefix: str = "") -> None:
         self.problems = problems
+        self.prefix = prefix  # `steps.train.`: where the keys of a pipeline's step are
+        self.problems_added = 0
         self.guessed: set[str] = set()  # keys a misspelling probably meant
 
     def add(self, where: str, key: str, message: str, fix: str) -> None:
-        self.problems.append(Problem(where, key, message, fix))
+        self.problems.append(Problem(where, self.prefix + key, message, fix))
+        self.problems_added += 1
 
     def unknown_keys(
         self, data: dict[Any, Any], known: Iterable[str], prefix: str, src: Located

@@ -110,6 +110,7 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CHANNEL = re.compile(r"[A-Za-z0-9_]+")
+OPTION = re.compile(r"--?[A-Za-z0-9][A-Za-z0-9_.-]*")  # how an input is passed: --train
 
 
 KEYS: tuple[Key, ...] = (
@@ -228,7 +229,8 @@ KEYS: tuple[Key, ...] = (
     Key(
         "inputs",
         Kind.CHANNELS,
-        "NAME=PATH input channel, as $TORCHJOB_CHANNEL_NAME (repeatable).",
+        "NAME=PATH input channel, as $TORCHJOB_CHANNEL_NAME (repeatable); in a file "
+        "`{path: PATH, arg: --NAME}` also passes it as an option.",
         ("--input",),
         metavar="NAME=PATH",
         relative=True,

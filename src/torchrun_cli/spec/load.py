@@ -12,12 +12,13 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from torchrun_cli.errors import Problem, SpecError
 from torchrun_cli.settings import Settings
 from torchrun_cli.spec.checks import Checker
 from torchrun_cli.spec.keys import (
+    OPTION,
     PARAM_KEY,
     Key,
     Kind,
@@ -33,11 +34,13 @@ from torchrun_cli.spec.model import (
     OutputsSpec,
     PythonSpec,
 )
+from torchrun_cli.spec.refs import Scope
 from torchrun_cli.spec.rules import (
     COMMAND_LINE,
     Merge,
     check_relations,
     check_values,
+    link,
     project_location,
 )
 from torchrun_cli.spec.yaml import Located, read_yaml
@@ -45,6 +48,7 @@ from torchrun_cli.spec.yaml import Located, read_yaml
 Flags = Mapping[str, object]  # key path -> what its option said (only options that were given)
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*(://|::)|^[^/\s]+@[^/\s]+:|^-", re.IGNORECASE)
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
+SINGLE = Scope()  # a single job: references name its own inputs and params
 
 
 def project_kind(project: str) -> str:
@@ -57,37 +61,74 @@ def project_kind(project: str) -> str:
     return "archive" if is_archive else "local"
 
 
+class Layer(NamedTuple):
+    """One mapping of spec keys (a file, a pipeline's defaults or step) and where relative
+    paths in it start. Later layers override earlier ones key by key; params, env and inputs
+    merge entry by entry."""
+
+    data: dict[str, Any]
+    src: Located
+    base: Path
+
+
 def load(
     spec_file: Path | None,
     flags: Flags,
     cwd: Path,
     settings: Settings,
     extra_args: tuple[str, ...] = (),
+    read: tuple[dict[str, Any], Located] | None = None,
 ) -> JobSpec:
-    """Read, merge and validate; raises SpecError with every problem found."""
+    """Read (unless `read` holds the file's mapping and lines), merge and validate; raises
+    SpecError with every problem found."""
     problems: list[Problem] = []
-    check = Checker(problems)
-    data: dict[str, Any] = {}
-    src = Located(None)
+    layers = []
     if spec_file is not None:
         spec_file = (cwd / spec_file).absolute()
-        data, src = read_yaml(spec_file, problems)
+        data, src = read or read_yaml(spec_file, problems)
         if problems:  # an unreadable file: its other keys cannot be judged
             raise SpecError(problems)
-    merge = Merge(check, src, spec_file.parent if spec_file else cwd, cwd)
-    _read_section(merge, data, "")
+        layers.append(Layer(data, src, spec_file.parent))
+    spec = build(layers, flags, cwd, settings, problems, spec_file, extra_args)
+    if problems:
+        raise SpecError(sorted(problems, key=line_of))
+    assert spec is not None
+    return spec
+
+
+def build(
+    layers: list[Layer],
+    flags: Flags,
+    cwd: Path,
+    settings: Settings,
+    problems: list[Problem],
+    spec_file: Path | None,
+    extra_args: tuple[str, ...] = (),
+    scope: Scope = SINGLE,
+) -> JobSpec | None:
+    """One job spec from its layers, the flags and the settings; problems are added to the
+    list (None when there are any). `scope` says what references may name: a pipeline step's
+    steps and the pipeline's params, or (by default) a single job's own inputs and params."""
+    check = Checker(problems, scope.prefix)
+    merge = Merge(check, Located(None), spec_file.parent if spec_file else cwd, cwd)
+    merge.anchor = scope.where
+    for layer in layers:
+        merge.src, merge.spec_dir = layer.src, layer.base
+        _read_section(merge, layer.data, "")
+    merge.spec_dir = spec_file.parent if spec_file else cwd
     for key in with_flags():
         if key.path in flags:
             _apply_flag(merge, key, flags[key.path])
     _defaults(merge, spec_file, settings)
     for i, arg in enumerate(extra_args):
         check.no_nul(arg, COMMAND_LINE, f"-- argument {i + 1}")
+    link(merge, scope)
     check_values(merge)
     kind = project_kind(merge.values["project"])
     location = project_location(merge, kind)
     check_relations(merge, kind, spec_file)
-    if problems:
-        raise SpecError(sorted(problems, key=_line_of))
+    if check.problems_added:
+        return None
     assert location is not None
     return _build(merge, location, kind, spec_file, extra_args)
 
@@ -114,7 +155,10 @@ def _read_section(merge: Merge, data: dict[Any, Any], section: str) -> None:
             continue
         value = _from_file(merge, key, raw, where)
         if value is not None:
+            if key.kind in (Kind.PARAMS, Kind.ENV, Kind.CHANNELS):  # a later layer adds
+                value = {**merge.values.get(key.path, {}), **value}
             merge.values[key.path], merge.origins[key.path] = value, where
+            merge.bases[key.path] = merge.spec_dir
 
 
 def _from_file(merge: Merge, key: Key, raw: object, where: str) -> Any:
@@ -148,13 +192,37 @@ def _from_file(merge: Merge, key: Key, raw: object, where: str) -> Any:
             item = check.param(name, value, at, sub)
         elif key.kind is Kind.ENV:
             item = check.env_var(name, value, at, sub)
-        else:  # CHANNELS: name -> path
-            text = check.text(value, at, sub)
-            item = None if text is None else merge.spec_dir / os.path.expanduser(text)
+        else:  # CHANNELS: name -> path, or {path, arg}
+            item = _channel(merge, value, at, sub)
         if item is not None:
             out[str(name)] = item
             merge.origins[sub] = at
     return out
+
+
+def _channel(merge: Merge, value: object, at: str, sub: str) -> Path | None:
+    """An input's path (relative to the spec's folder); `{path: ..., arg: --train}` also
+    passes the path to the script after that option."""
+    check = merge.check
+    arg = None
+    if isinstance(value, dict):
+        check.unknown_keys(value, ("path", "arg"), f"{sub}.", merge.src)
+        if "path" not in value:
+            check.add(at, sub, "an input needs a path", "write `{path: data/train, arg: --train}`")
+            return None
+        arg = check.text(value["arg"], at, f"{sub}.arg") if "arg" in value else None
+        if arg is not None and not OPTION.fullmatch(arg):
+            check.add(at, f"{sub}.arg", f"{arg!r} is not an option", "write e.g. `arg: --train`")
+            arg = None
+        value = value["path"]
+    text = check.text(value, at, sub)
+    if text is None:
+        return None
+    if arg is not None:
+        merge.input_args[sub.rpartition(".")[2]] = arg
+    if text.startswith("${{"):  # a reference gives the whole path: resolved with it
+        return Path(text)
+    return merge.spec_dir / os.path.expanduser(text)
 
 
 def _relative(merge: Merge, key: Key, text: str | None, base: Path) -> str | None:
@@ -162,6 +230,8 @@ def _relative(merge: Merge, key: Key, text: str | None, base: Path) -> str | Non
     on PATH) stay as they are."""
     if text is None or not key.relative or (text == "last" and key.path == "resume_from"):
         return text
+    if merge.anchor and key.section == "outputs" and not os.path.isabs(os.path.expanduser(text)):
+        return text  # a step's: inside its run folder, as every run of it has its own
     if key.path == "python.interpreter" and os.sep not in text:
         return text
     return str((base / os.path.expanduser(text)).absolute())
@@ -295,6 +365,7 @@ def _build(
         if k.path in values and k.kind is not Kind.SECTION
     }
     top.update(project=location, resume_from=values.get("resume_from"))
+    top["input_args"] = {k: v for k, v in merge.input_args.items() if k in values.get("inputs", {})}
     return JobSpec(
         **top,
         project_kind=kind,
@@ -310,7 +381,7 @@ def _build(
     )
 
 
-def _line_of(problem: Problem) -> int:
+def line_of(problem: Problem) -> int:
     """Sort key: file problems by line, command-line problems after them."""
     head, _, line = problem.where.rpartition(":")
     return int(line) if head and line.isdigit() else 1 << 30

@@ -88,6 +88,7 @@ class JobSpec(NamedTuple):
     git_token_env: str | None = None
     submodules: bool = False
     inputs: Mapping[str, Path] = MappingProxyType({})
+    input_args: Mapping[str, str] = MappingProxyType({})  # input name -> its option (--train)
     outputs: OutputsSpec = OutputsSpec()
     resume_from: str | None = None
     compat: str | None = None
@@ -97,13 +98,16 @@ class JobSpec(NamedTuple):
     origins: Mapping[str, str] = MappingProxyType({})
 
     def script_argv(self) -> list[str]:
-        """Arguments for the script: spec args, then params as `--key value`, then `-- ARGS`."""
+        """Arguments for the script: spec args, params as `--key value`, inputs passed as an
+        option (`--train PATH`), then `-- ARGS`."""
         out = list(self.args)
         for key, value in self.params.items():
             if value is True:
                 out.append(f"--{key}")
             elif value is not False:
                 out += [f"--{key}", value]
+        for name, option in self.input_args.items():
+            out += [option, str(self.inputs[name])]
         return out + list(self.extra_args)
 
     def value(self, path: str) -> Any:
@@ -117,6 +121,7 @@ class JobSpec(NamedTuple):
         """The effective spec for run.json and --dry-run, secret values replaced by ****."""
         out = _shown_section(self, "")
         out["extra_args"] = mask_argv(self.extra_args)
+        out["input_args"] = dict(self.input_args)
         out["spec_file"] = str(self.spec_file) if self.spec_file else None
         return out
 

@@ -4,12 +4,24 @@ collected with where the value came from, so all of them are reported at once.""
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from torchrun_cli.spec.checks import Checker
 from torchrun_cli.spec.keys import BY_PATH, CHANNEL, CONTROL, bad_sbatch_extra, children
+from torchrun_cli.spec.refs import (
+    FORMS,
+    HOLDERS,
+    Ref,
+    Scope,
+    found_in,
+    has_refs,
+    substitute,
+    written,
+)
 from torchrun_cli.spec.yaml import Located
 
 COMMAND_LINE = "command line"
@@ -24,6 +36,9 @@ class Merge:
         self.cwd = cwd  # relative paths in flags start here
         self.values: dict[str, Any] = {}
         self.origins: dict[str, str] = {}
+        self.bases: dict[str, Path] = {}  # where a file value's relative paths start
+        self.input_args: dict[str, str] = {}  # input name -> the option it is passed after
+        self.anchor: str | None = None  # file:line of a pipeline's step
 
     def where(self, path: str) -> str:
         """file:line of a value from the spec or a config file, else `command line`."""
@@ -59,7 +74,7 @@ def check_values(merge: Merge) -> None:
         sub = f"inputs.{path}"
         if not CHANNEL.fullmatch(path):
             merge.problem(sub, "a channel name is letters, digits and '_'", "rename it, e.g. train")
-        elif not value.exists():
+        elif not has_refs(str(value)) and not value.exists():
             merge.problem(sub, f"{value} does not exist", "give an existing file or folder")
     for path in values.get("files", ()):
         if not path.exists():
@@ -100,10 +115,12 @@ def check_relations(merge: Merge, kind: str, spec_file: Path | None) -> None:
         check_slurm(merge)
     if "script" not in values and not merge.check.problems and "script" not in merge.check.guessed:
         merge.check.add(
-            f"{spec_file}:1" if spec_file else COMMAND_LINE,
+            merge.anchor or (f"{spec_file}:1" if spec_file else COMMAND_LINE),
             "script",
             "no script to run",
-            "add `script: train.py` to the spec or pass --script train.py"
+            "add `script: train.py` to the step (or to its `spec:` file)"
+            if merge.anchor
+            else "add `script: train.py` to the spec or pass --script train.py"
             if spec_file
             else "give a job spec (`torchjob run SPEC.yaml`), a script (`torchjob run train.py "
             "[ARGS]`) or --script; see `torchjob run --help`",
@@ -156,7 +173,8 @@ def project_location(merge: Merge, kind: str) -> str | None:
     project = merge.values["project"]
     if kind == "git" or "://" in project:
         return str(project)
-    base = merge.cwd if merge.origins["project"].startswith("flag") else merge.spec_dir
+    flagged = merge.origins["project"].startswith("flag")
+    base = merge.cwd if flagged else merge.bases.get("project", merge.spec_dir)
     location, sep, subdir = project.partition("#")
     path = (base / os.path.expanduser(location)).resolve()
     ok = path.is_file() if kind == "archive" else path.is_dir()
@@ -173,3 +191,94 @@ def project_location(merge: Merge, kind: str) -> str | None:
         )
         return None
     return f"{path}{sep}{subdir}"
+
+
+def link(merge: Merge, scope: Scope) -> None:
+    """Check every reference and resolve those the spec alone can answer (inputs, params);
+    references to steps stay as written until their step starts. Inputs are resolved first,
+    so a param or an argument may name an input whose path came from a param."""
+    values = merge.values
+    for path, value in values.items():
+        texts = [value] if isinstance(value, str) else value if isinstance(value, tuple) else ()
+        if path.partition(".")[0] not in HOLDERS and any(has_refs(str(t)) for t in texts):
+            merge.problem(
+                path,
+                "holds a reference (${{ ... }})",
+                f"references work in {', '.join(HOLDERS)} only: write this value out",
+            )
+    inputs: dict[str, Any] = values.get("inputs", {})
+    own: dict[str, Any] = values.get("params", {})
+    params = own if scope.params is None else scope.params
+    base = merge.bases.get("inputs", merge.spec_dir)
+
+    def resolve(path: str, text: str, allowed: tuple[str, ...]) -> str:
+        for shown, ref in found_in(text):
+            if (problem := _judge(ref, allowed, inputs, params, scope)) is not None:
+                merge.problem(path, f"{shown}: {problem[0]}", problem[1])
+
+        def lookup(ref: Ref) -> str:
+            if ref.scope == "inputs" and ref.name in inputs:
+                return str(inputs[ref.name])
+            if ref.scope == "params" and ref.name in params:
+                value = params[ref.name]
+                return str(value).lower() if isinstance(value, bool) else str(value)
+            return written(ref)
+
+        return substitute(text, lookup)
+
+    for name, where in list(inputs.items()):
+        if has_refs(text := str(where)):
+            found = resolve(f"inputs.{name}", text, ("params", "steps"))
+            inputs[name] = Path(found) if has_refs(found) else base / found
+    mine = ("inputs", "steps") if scope.params is None else ("inputs", "params", "steps")
+    for name, value in own.items():
+        if isinstance(value, str) and has_refs(value):
+            own[name] = resolve(f"params.{name}", value, mine)
+    if any(has_refs(a) for a in values.get("args", ())):
+        values["args"] = tuple(
+            resolve("args", a, ("inputs", "params", "steps")) for a in values["args"]
+        )
+    for name, value in values.get("env", {}).items():
+        if has_refs(value):
+            values["env"][name] = resolve(f"env.{name}", value, ("inputs", "params", "steps"))
+
+
+def _judge(
+    ref: Ref | None,
+    allowed: tuple[str, ...],
+    inputs: Mapping[str, Any],
+    params: Mapping[str, Any],
+    scope: Scope,
+) -> tuple[str, str] | None:
+    """What is wrong with one reference here, and the fix; None when it is fine."""
+    if ref is None:
+        return "not a reference torchjob knows", f"write one of {FORMS}"
+    if ref.scope not in allowed:
+        return (
+            f"a value of {ref.scope} cannot name {ref.scope}",
+            "write the value itself",
+        )
+    if ref.scope != "steps":
+        known = inputs if ref.scope == "inputs" else params
+        if ref.name in known:
+            return None
+        what = "input" if ref.scope == "inputs" else "param"
+        where = "the pipeline's `params:`" if ref.scope == "params" and scope.steps else ref.scope
+        return f"no {what} named {ref.name!r}", _guess(ref.name, known, f"declare it in {where}")
+    if scope.steps is None:
+        return "names a step, but this spec is not a pipeline", "give the value itself"
+    if ref.name not in scope.steps:
+        return f"no step named {ref.name!r}", _guess(ref.name, scope.steps, "check the name")
+    if ref.name == scope.step:
+        return "a step cannot use its own outputs", "name a step it needs"
+    if ref.name not in scope.upstream:
+        return (
+            f"step {ref.name!r} is not upstream of {scope.step!r}",
+            f"add {ref.name} to `needs` of {scope.step}",
+        )
+    return None
+
+
+def _guess(name: str, known: Iterable[str], otherwise: str) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else otherwise
