@@ -2,7 +2,7 @@
 made by jobs/views.py, console.py prints them."""
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -43,13 +43,21 @@ def runs(
         str | None,
         typer.Option("--columns", help="Output parameters to show as columns, e.g. accuracy,loss."),
     ] = None,
+    pipeline: Annotated[
+        str | None,
+        typer.Option("--pipeline", metavar="PIPELINE", help="The runs of a pipeline's steps."),
+    ] = None,
     as_json: AsJson = False,
     runs_dir: RunsDir = None,
 ) -> None:
-    """Past runs, newest first; times in local time (the zone is in the header)."""
+    """Past runs and pipelines (one row each), newest first; times in local time (the zone is
+    in the header)."""
     from torchrun_cli.jobs import views  # measured: 0.5 ms that `torchjob run` does not pay
 
-    found = history.runs(settings.read(), runs_dir, name, status, limit)
+    if pipeline is not None:
+        found: list[Any] = history.step_runs(settings.read(), runs_dir, pipeline)
+    else:
+        found = history.runs(settings.read(), runs_dir, name, status, limit)
     if as_json:
         console.data([r.shown() for r in found])
     else:
@@ -72,6 +80,14 @@ def show(
     from torchrun_cli.jobs import views  # as in runs
 
     run = _find(runs_dir, run_ref).run
+    if (pipe := history.pipeline(run)) is not None:
+        if as_json:
+            console.data(pipe.shown())
+            return
+        rows, steps = views.pipeline(pipe, run.path)
+        console.show_record(rows, pipe.shown_status().value)
+        console.table(*steps)
+        return
     rec = history.refresh(run)
     if as_json:
         console.data(rec.shown())
@@ -105,6 +121,14 @@ def logs(
         raise UsageError("--stderr and --setup name two logs", "give one of them")
     run = _find(runs_dir, run_ref).run
     which = "setup" if setup else "stderr" if stderr else "stdout"
+    if history.pipeline(run) is not None:  # each step's log, in the order they started
+        for chunk in history.follow_pipeline(run, which, follow, tail):
+            console.raw(chunk)
+        console.raw(b"")
+        if follow and (pipe := history.pipeline(run)) is not None:
+            console.note(f"pipeline {pipe.id} {history.pipeline_outcome(pipe)}")
+            raise typer.Exit(history.LOST_EXIT if pipe.exit_code is None else pipe.exit_code)
+        return
     for chunk in history.follow(run, which, follow, tail):
         console.raw(chunk)
     console.raw(b"")
@@ -120,5 +144,9 @@ def logs(
 
 @app.command(epilog=epilog("cancel"))
 def cancel(run_ref: RunRef, runs_dir: RunsDir = None) -> None:
-    """Stop a running job: scancel a Slurm job, or stop a local one like Ctrl-C would."""
-    sys.stdout.write(history.cancel(_find(runs_dir, run_ref).run) + "\n")
+    """Stop a running job or pipeline: scancel a Slurm job, or stop a local one like Ctrl-C
+    would."""
+    run = _find(runs_dir, run_ref).run
+    pipe = history.pipeline(run)
+    said = history.cancel(run) if pipe is None else history.cancel_pipeline(pipe)
+    sys.stdout.write(said + "\n")

@@ -4,18 +4,21 @@ follow its logs, cancel it. Commands return data; the CLI renders it."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from torchrun_cli import pipeline_record
 from torchrun_cli.errors import UsageError
-from torchrun_cli.record import RunDir, RunRecord, Status, load_record, write_record
+from torchrun_cli.pipeline_record import PipelineRecord
+from torchrun_cli.record import RunDir, RunRecord, Status, load_record, this_host, write_record
 from torchrun_cli.settings import Settings
 
 if TYPE_CHECKING:
-    from torchrun_cli.jobs.refs import Found
+    from torchrun_cli.jobs.refs import Found, Listed
 
 STATUSES = tuple(s.value for s in Status)
 LOST_EXIT = 1  # `logs -f` of a lost run: its real exit status was never recorded
@@ -48,8 +51,9 @@ def runs(
     name: str | None = None,
     status: str | None = None,
     limit: int = 0,
-) -> list[RunRecord]:
-    """Records newest first, filtered by name and shown status (`lost` included)."""
+) -> list[Listed]:
+    """Records (runs' and pipelines') newest first, filtered by name and shown status (`lost`
+    included)."""
     if status is not None and status not in STATUSES:
         raise UsageError(
             f"--status {status!r} is not a status", f"use one of {', '.join(STATUSES)}"
@@ -67,6 +71,75 @@ def runs(
         None if name is None else refs.named(root, name),
     )
     return [s.record for s in seen]
+
+
+def pipeline(run: RunDir) -> PipelineRecord | None:
+    """The pipeline whose folder RUN named, or None for a run."""
+    if not pipeline_record.is_pipeline_dir(run.path):
+        return None
+    try:
+        return pipeline_record.read(run.path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"pipeline {run.id} has no readable pipeline.json ({exc})") from None
+
+
+def step_runs(settings: Settings, override: Path | None, ref: str) -> list[RunRecord]:
+    """`runs --pipeline ID`: the run of each step that has one, in the pipeline's order."""
+    found = find(settings, override, ref).run
+    pipe = pipeline(found)
+    if pipe is None:
+        raise UsageError(f"{ref} is a run, not a pipeline", "give a pipeline's id or name")
+    out = []
+    for run in pipeline_record.step_runs(pipe):
+        try:
+            out.append(refresh(run))
+        except UsageError:
+            continue
+    return out
+
+
+def follow_pipeline(
+    folder: RunDir, which: str, keep_following: bool, tail: int | None
+) -> Iterator[bytes]:
+    """Each step's log after a `==> STEP (run ID) <==` line, in the order the steps started;
+    with keep_following, each step's until it ends, until the pipeline has ended."""
+    shown: set[str] = set()
+    pipe = pipeline_record.read(folder.path)
+    while True:
+        started = sorted(
+            (s.started_at or "", name, RunDir(Path(s.run_dir)))
+            for name, s in pipe.steps.items()
+            if s.run_dir and name not in shown
+        )
+        for _, name, run in started:
+            yield f"==> {name} ({run.id}) <==\n".encode()
+            yield from follow(run, which, keep_following, tail)
+            shown.add(name)
+        if not keep_following or not pipe.is_live():
+            return
+        time.sleep(_FOLLOW_POLL_S)  # polled, as the logs are
+        pipe = pipeline_record.read(folder.path)
+
+
+def pipeline_outcome(pipe: PipelineRecord) -> str:
+    """`failed (exit 3): 1 succeeded, 1 failed`."""
+    counts = ", ".join(f"{n} {state}" for state, n in pipe.counts().items())
+    return f"{pipe.shown_status().value} (exit {pipe.exit_code}): {counts}"
+
+
+def cancel_pipeline(pipe: PipelineRecord) -> str:
+    """Stop a pipeline as Ctrl-C would: SIGTERM to the torchjob that schedules it (only on its
+    own host, and only that very process); it stops every running step."""
+    if not pipe.is_live():
+        raise UsageError(
+            f"pipeline {pipe.id} is not running (it is {pipe.shown_status()})", "nothing to cancel"
+        )
+    if pipe.host != this_host():
+        raise UsageError(
+            f"pipeline {pipe.id} runs on {pipe.host}", f"cancel it there: torchjob cancel {pipe.id}"
+        )
+    os.kill(pipe.pid, signal.SIGTERM)
+    return f"stopping pipeline {pipe.id} (SIGTERM to torchjob pid {pipe.pid})"
 
 
 def refresh(run: RunDir) -> RunRecord:

@@ -8,6 +8,7 @@ candidates.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shlex
@@ -16,13 +17,20 @@ from pathlib import Path
 from typing import NamedTuple
 
 from torchrun_cli.errors import UsageError
-from torchrun_cli.record import RunDir, RunRecord, read_record, slug
+from torchrun_cli.pipeline_record import PipelineRecord, read_listed
+from torchrun_cli.pipeline_record import read as read_pipeline
+from torchrun_cli.record import RunDir, RunRecord, slug
+
+Listed = RunRecord | PipelineRecord  # what the runs folder holds: runs and pipelines
 
 _ID = re.compile(r"(\d{8}-\d{6})-(.+)-([0-9a-f]{4})")
 _LAST = re.compile(r"last(?:~(\d+))?")
 _SUFFIX = re.compile(r"[0-9a-f]{4}")
 _SHOWN = 5  # candidates an ambiguity error lists
-FORMS = "an id, a unique prefix, its last 4 characters, a run name, last or last~N"
+FORMS = (
+    "an id, a unique prefix, its last 4 characters, a run name, last or last~N; "
+    "a pipeline's step as PIPELINE/STEP"
+)
 
 
 class Entry(NamedTuple):
@@ -35,9 +43,9 @@ class Entry(NamedTuple):
 
 
 class Seen(NamedTuple):
-    """A record and the folder it was read from."""
+    """A record (a run's or a pipeline's) and the folder it was read from."""
 
-    record: RunRecord
+    record: Listed
     run: RunDir
 
 
@@ -70,7 +78,7 @@ def _order(seen: Seen) -> tuple[str, str, str]:
 def newest(
     runs_dir: Path,
     count: int = 0,
-    keep: Callable[[RunRecord], bool] | None = None,
+    keep: Callable[[Listed], bool] | None = None,
     among: Iterable[Entry] | None = None,
 ) -> list[Seen]:
     """The `count` newest records (0: all) that `keep` accepts, newest first. Folders are read
@@ -83,7 +91,7 @@ def newest(
             break
         run = RunDir(runs_dir / entry.name)
         try:
-            rec = read_record(run)
+            rec = read_listed(run.path)
         except (OSError, ValueError, TypeError):
             continue  # a torchjob killed while starting left no readable record
         if keep is None or keep(rec):
@@ -120,6 +128,8 @@ def resolve(runs_dir: Path, ref: str) -> Found:
         return Found(seen[back].run)
     if ref.startswith("last~") or ref in ("", ".", ".."):
         raise UsageError(f"{ref!r} names no run", f"RUN is {FORMS}")
+    if "/" in ref:
+        return _step(runs_dir, *ref.rsplit("/", 1))
     every = entries(runs_dir)
     plain = "/" not in ref
     if plain and any(e.name == ref for e in every):
@@ -145,9 +155,34 @@ def resolve(runs_dir: Path, ref: str) -> Found:
                 + _listed(matches),
                 "give more of the id (see `torchjob runs`)",
             )
+    for entry in every:  # a step's run, by its id, inside its pipeline's folder
+        if (runs_dir / entry.name / ref / "run.json").is_file():
+            return Found(RunDir(runs_dir / entry.name / ref))
     raise UsageError(
         f"no run matches {ref!r} in {runs_dir}", f"RUN is {FORMS}; list runs with `torchjob runs`"
     )
+
+
+def _step(runs_dir: Path, pipeline: str, step: str) -> Found:
+    """PIPELINE/STEP: the run of that step (its latest attempt, or the run it reused)."""
+    found = resolve(runs_dir, pipeline)
+    try:
+        rec = read_pipeline(found.run.path)
+    except (OSError, ValueError, TypeError):
+        raise UsageError(
+            f"{pipeline!r} is not a pipeline", "PIPELINE/STEP needs a pipeline's id or name"
+        ) from None
+    if step not in rec.steps:
+        close = difflib.get_close_matches(step, list(rec.steps), n=1, cutoff=0.6)
+        raise UsageError(
+            f"pipeline {rec.id} has no step {step!r}",
+            f"did you mean `{close[0]}`?" if close else f"its steps: {', '.join(rec.steps)}",
+        )
+    done = rec.steps[step]
+    if not done.run_dir:
+        why = f": {done.error}" if done.error else ""
+        raise UsageError(f"step {step} of {rec.id} has no run ({done.status}{why})")
+    return Found(RunDir(Path(done.run_dir)), found.note)
 
 
 def _match(ids: list[str]) -> str:

@@ -8,8 +8,10 @@ import shlex
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from torchrun_cli.pipeline_record import PipelineRecord, StepRecord
 from torchrun_cli.record import RunDir, RunRecord, Status
 
 if TYPE_CHECKING:
@@ -82,7 +84,7 @@ def cell(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _elapsed(rec: RunRecord) -> float | None:
+def _elapsed(rec: RunRecord | PipelineRecord) -> float | None:
     """The duration of an ended run; for a running one, the time since it started."""
     if rec.status is not Status.RUNNING:
         return rec.duration_s
@@ -90,11 +92,13 @@ def _elapsed(rec: RunRecord) -> float | None:
     return None if start is None else max(0.0, time.time() - start)
 
 
-def runs(records: Sequence[RunRecord], columns: Sequence[str] = ()) -> Table:
+def runs(records: Sequence[RunRecord | PipelineRecord], columns: Sequence[str] = ()) -> Table:
     """`torchjob runs`: on a narrow terminal NAME is cut, then dropped (the id holds its
     slug), then DURATION, EXIT and STARTED; the id, STATUS and the output columns asked for
-    stay whole."""
+    stay whole. A pipeline is one row; STEPS (shown when one is listed) counts its steps'
+    states."""
     starts = [epoch(r.started_at) for r in records]
+    piped = any(isinstance(r, PipelineRecord) for r in records)
     rows = [
         (
             r.id,
@@ -103,12 +107,63 @@ def runs(records: Sequence[RunRecord], columns: Sequence[str] = ()) -> Table:
             "" if r.exit_code is None else str(r.exit_code),
             local(start),
             took(_elapsed(r)) if r.shown_status() is not Status.LOST else "",
+            *([steps(r)] if piped else []),
             *(cell(r.outputs.get(c)) for c in columns),
         )
         for r, start in zip(records, starts, strict=True)
     ]
-    heads = ("ID", "NAME", "STATUS", "EXIT", f"STARTED ({zone(starts)})", "DURATION")
-    return Table((*heads, *(c.upper() for c in columns)), rows, (1,), (1, 5, 3, 4), 2)
+    heads: tuple[str, ...] = ("ID", "NAME", "STATUS", "EXIT", f"STARTED ({zone(starts)})")
+    heads += ("DURATION", *("STEPS",) * piped)
+    shrink = (1, 6) if piped else (1,)
+    return Table((*heads, *(c.upper() for c in columns)), rows, shrink, (1, 5, 3, 4), 2)
+
+
+def steps(rec: RunRecord | PipelineRecord) -> str:
+    """A pipeline's steps by state: `3 succeeded, 1 failed`; "" for a run."""
+    if not isinstance(rec, PipelineRecord):
+        return ""
+    return ", ".join(f"{n} {state}" for state, n in rec.counts().items())
+
+
+def pipeline(rec: PipelineRecord, folder: Path) -> tuple[list[Row], Table]:
+    """`torchjob show PIPELINE`: what it is and how it stands, then a row per step."""
+    start, end = epoch(rec.started_at), epoch(rec.ended_at)
+    label = zone([start, end])
+    status = rec.shown_status()
+    rows: list[Row] = [("pipeline", rec.id), ("name", rec.name), ("status", status.value)]
+    if rec.exit_code is not None:
+        rows.append(("exit", str(rec.exit_code)))
+    rows.append(("started", f"{local(start, True)} {label}"))
+    if status is Status.RUNNING:
+        rows.append(("elapsed", f"{took(_elapsed(rec))} (still running)"))
+    elif end is not None:
+        rows += [("ended", f"{local(end, True)} {label}"), ("duration", took(rec.duration_s))]
+    rows += [("steps", steps(rec)), ("spec", rec.spec_file), ("folder", str(folder))]
+    if rec.resumed_from:
+        rows.append(("resumed from", rec.resumed_from))
+    table = [
+        (
+            name,
+            step.status,
+            "" if step.exit_code is None else str(step.exit_code),
+            took(step.duration_s),
+            step.run_id or "",
+            _step_note(step),
+        )
+        for name, step in rec.steps.items()
+    ]
+    heads = ("STEP", "STATUS", "EXIT", "DURATION", "RUN", "NOTE")
+    return rows, Table(heads, table, (5,), (5, 3), 1)
+
+
+def _step_note(step: StepRecord) -> str:
+    if step.cached:
+        return "cached"
+    if step.reused_from:
+        return f"reused from {step.reused_from}"
+    if len(step.attempts) > 1:
+        return f"attempt {len(step.attempts)}"
+    return step.error or ""
 
 
 def envs(found: Sequence[CachedEnv]) -> Table:

@@ -30,7 +30,7 @@ _SKIP = frozenset({".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache
 
 def tree_digest(path: Path, skip: Iterable[Path] = ()) -> str:
     """sha256 over a file's bytes, or over a folder's files (relative path, executable bit,
-    bytes; links by their target), in a fixed order; caches and `skip` folders left out."""
+    bytes; links by their target), in a fixed order; caches and `skip` (files, folders) left out."""
     h = hashlib.sha256()
     if path.is_file():
         _file(h, path)
@@ -41,6 +41,8 @@ def tree_digest(path: Path, skip: Iterable[Path] = ()) -> str:
         dirs[:] = sorted(d for d in dirs if d not in _SKIP and (here / d).resolve() not in left_out)
         for name in sorted(files):
             item = here / name
+            if left_out and item.resolve() in left_out:
+                continue
             h.update(os.fsencode(item.relative_to(path)) + b"\0")
             if item.is_symlink():
                 h.update(b"link\0" + os.fsencode(os.readlink(item)) + b"\0")
@@ -74,15 +76,17 @@ def key(written: JobSpec, resolved: JobSpec, needs: Mapping[str, RunDir], projec
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def project(spec: JobSpec, settings: Settings, runs_root: Path) -> str:
+def project(spec: JobSpec, settings: Settings, runs_root: Path, data: Iterable[Path] = ()) -> str:
     """`git:<commit>` (the commit the ref names now), `url:<address>` for a downloaded
-    archive, `content:<digest>` for a local folder or archive (the runs folder left out)."""
+    archive, `content:<digest>` for a local folder or archive. Left out of the content: the
+    runs folder, and `data`, the inputs the pipeline's steps declare (each step that declares
+    one has it in its own key: a new data file reruns the steps that read it, not all)."""
     if spec.project_kind == "git":
         return "git:" + source.commit_for(spec, settings, None)
     location = spec.project.split("#", 1)[0]
     if spec.project_kind == "archive" and "://" in location:
         return "url:" + location  # a download is keyed by its address
-    return "content:" + tree_digest(Path(spec.project), (runs_root,))
+    return "content:" + tree_digest(Path(spec.project), (runs_root, *data))
 
 
 def _outputs(run: RunDir) -> dict[str, str]:

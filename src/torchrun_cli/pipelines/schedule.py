@@ -98,6 +98,12 @@ class _Scheduler:
         self.signum: int | None = None
         self.first_failure: int | None = None
         self.began = time.monotonic()
+        self.data = tuple(
+            path
+            for step in spec.steps.values()
+            for path in step.job.inputs.values()
+            if "${{" not in str(path)
+        )
 
     def run(self) -> PipelineRecord:
         self._save()
@@ -177,6 +183,7 @@ class _Scheduler:
             self.options.rebuild,
             self.options.use_cache,
             self.options.follow,
+            self.data,
         )
         tell_r, tell_w = os.pipe2(os.O_CLOEXEC)
         pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(2)] if self.options.follow else []

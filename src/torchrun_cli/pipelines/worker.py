@@ -43,6 +43,7 @@ class Task(NamedTuple):
     rebuild: bool = False
     use_cache: bool = False
     echo: bool = False
+    data: tuple[Path, ...] = ()  # every input the pipeline's steps declare (see cache.project)
 
 
 def start(task: Task, parent: int, tell_fd: int, out_fds: tuple[int, int] | None) -> None:
@@ -90,7 +91,7 @@ def main(task: Task, tell: Any) -> int:
         digest = None
         if task.use_cache and step.cache:
             needs = {n: upstream[n] for n in step.needs}
-            project = cache.project(spec, task.settings, task.runs_root)
+            project = cache.project(spec, task.settings, task.runs_root, task.data)
             if project.startswith("git:"):  # run the very commit the key was made from
                 spec = spec._replace(ref=project.removeprefix("git:"))
             digest = cache.key(step.job, spec, needs, project)
