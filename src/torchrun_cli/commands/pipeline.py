@@ -65,12 +65,20 @@ def run(
         ref = Path(resume).name if resume is not None else "last"  # a flag's path: its name
         previous = plan.find(root, ref, spec.name)[1]
         console.note(f"resuming pipeline {previous.id}")
-    if flags.detach:
-        raise UsageError(
-            "--detach of a pipeline needs `backend: slurm` in every step",
-            "run it in the foreground (or under nohup), or set backend: slurm",
-        )
     shown = PipelineConsole(flags.quiet)
+    if flags.detach:
+        if previous is not None:
+            raise UsageError("--detach starts a pipeline afresh", "drop --resume and --from")
+        from torchrun_cli.pipelines import slurm  # measured: Slurm pipelines only
+
+        events = schedule.Events(shown.started, shown.step)
+        rec = slurm.submit(spec, found, root, flags.rebuild, events)
+        sys.stdout.write(f"{rec.id}\n")
+        console.note(
+            f"submitted pipeline {rec.id} to Slurm; see it with `torchjob show {rec.id}`, "
+            f"stop it with `torchjob cancel {rec.id}`"
+        )
+        return
     options = schedule.Options(
         spec.max_parallel,
         flags.fail_fast,

@@ -75,7 +75,9 @@ class PipelineConsole:
         if what == "started":
             self.since[name] = time.monotonic()
             return
-        if what == "run":
+        if what == "run" and step.job_id:
+            self._line("▶", f"{name} submitted: Slurm job {step.job_id} (run {step.run_id})")
+        elif what == "run":
             attempt = len(step.attempts)
             again = f", attempt {attempt}" if attempt > 1 else ""
             self._line("▶", f"{name} (run {step.run_id}{again})")

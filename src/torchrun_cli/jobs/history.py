@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -78,9 +79,52 @@ def pipeline(run: RunDir) -> PipelineRecord | None:
     if not pipeline_record.is_pipeline_dir(run.path):
         return None
     try:
-        return pipeline_record.read(run.path)
+        pipe = pipeline_record.read(run.path)
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(f"pipeline {run.id} has no readable pipeline.json ({exc})") from None
+    return _refresh_detached(pipe, run) if pipe.detached and pipe.status is Status.RUNNING else pipe
+
+
+def _refresh_detached(pipe: PipelineRecord, folder: RunDir) -> PipelineRecord:
+    """A pipeline Slurm runs: each running step's state from its run (and Slurm); once none
+    runs, the pipeline's end (the first step that failed gives its exit status), written."""
+    for name, step in pipe.steps.items():
+        if step.status != "running" or not step.run_dir:
+            continue
+        rec = refresh(RunDir(Path(step.run_dir)))
+        if rec.status is not Status.RUNNING:
+            pipe = pipe.step(
+                name,
+                status=rec.status.value,
+                exit_code=rec.exit_code,
+                error=rec.error,
+                ended_at=rec.ended_at,
+                duration_s=rec.duration_s,
+            )
+    if any(s.status == "running" for s in pipe.steps.values()):
+        return pipe
+    bad = sorted(
+        (s for s in pipe.steps.values() if s.status not in ("succeeded", "skipped")),
+        key=lambda s: s.ended_at or "",
+    )
+    failed = [s for s in bad if s.status != "cancelled"] or bad
+    code = (failed[0].exit_code or 1) if failed else 0
+    ended = max((s.ended_at or "" for s in pipe.steps.values()), default="") or None
+    pipe = replace(
+        pipe,
+        status=Status.FAILED if failed else Status.SUCCEEDED,
+        exit_code=code,
+        ended_at=ended,
+        duration_s=_seconds(pipe.started_at, ended),
+    )
+    pipeline_record.write(folder.path, pipe)
+    return pipe
+
+
+def _seconds(start: str, end: str | None) -> float | None:
+    if end is None:
+        return None
+    return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
 
 
 def step_runs(settings: Settings, override: Path | None, ref: str) -> list[RunRecord]:
@@ -129,11 +173,19 @@ def pipeline_outcome(pipe: PipelineRecord) -> str:
 
 def cancel_pipeline(pipe: PipelineRecord) -> str:
     """Stop a pipeline as Ctrl-C would: SIGTERM to the torchjob that schedules it (only on its
-    own host, and only that very process); it stops every running step."""
+    own host, and only that very process); it stops every running step. A pipeline Slurm runs:
+    scancel each of its jobs not ended."""
     if not pipe.is_live():
         raise UsageError(
             f"pipeline {pipe.id} is not running (it is {pipe.shown_status()})", "nothing to cancel"
         )
+    if pipe.detached:
+        said = [
+            cancel(RunDir(Path(s.run_dir)))
+            for s in pipe.steps.values()
+            if s.status == "running" and s.run_dir
+        ]
+        return "; ".join(said) or f"pipeline {pipe.id}: no step is running"
     if pipe.host != this_host():
         raise UsageError(
             f"pipeline {pipe.id} runs on {pipe.host}", f"cancel it there: torchjob cancel {pipe.id}"

@@ -49,6 +49,7 @@ class Plan(NamedTuple):
     resume: str | None = None
     resume_problem: str | None = None
     pipeline: dict[str, Any] | None = None  # a step's run: which pipeline, step and attempt
+    after: tuple[str, ...] = ()  # Slurm jobs that must succeed first (a detached pipeline)
 
 
 def make_plan(spec: JobSpec, settings: Settings, runs_dir: Path | None) -> Plan:
@@ -149,7 +150,7 @@ def execute(
     record.write_record(run, rec)
     display.started(rec, run)
     started = time.monotonic()
-    backend = launch.backend_for(spec, detach)
+    backend = launch.backend_for(spec, detach, plan.after)
     stage = _Stage(rec)
     try:
         end = _stages(plan, run, backend, display, rebuild, stage)

@@ -98,12 +98,13 @@ def launch_problem(launch: Launch, interpreter: str) -> LaunchError | None:
     return None
 
 
-def backend_for(spec: JobSpec, detach: bool = False) -> Backend:
-    """The backend that runs this spec: Slurm, a local torchrun gang, or a local process."""
+def backend_for(spec: JobSpec, detach: bool = False, after: tuple[str, ...] = ()) -> Backend:
+    """The backend that runs this spec: Slurm (after the Slurm jobs `after`, a pipeline's
+    needs), a local torchrun gang, or a local process."""
     if spec.backend is not None:
         from torchrun_cli.launch.slurm import SlurmBackend  # measured: Slurm jobs only
 
-        return SlurmBackend(detach)
+        return SlurmBackend(detach, after)
     if spec.distributed is not None:
         from torchrun_cli.launch.torchrun import TorchrunBackend  # measured: gangs only
 

@@ -18,6 +18,7 @@ from torchrun_cli.record import RunDir, list_records
 from torchrun_cli.spec.model import JobSpec
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+MAX_VALUE_BYTES = 65536  # an output parameter that is larger is a file, not a value
 
 
 def folders(spec: JobSpec, run: RunDir) -> tuple[Path, Path]:
@@ -144,3 +145,31 @@ def read_outputs(output_dir: Path) -> dict[str, Any]:
             if path.is_file() and path.stat().st_size <= 65536:
                 out[path.name] = _value(path.read_text(encoding="utf-8", errors="replace").strip())
     return out
+
+
+def output_value(output_dir: Path, key: str) -> str | None:
+    """An output parameter as the step wrote it: the content of `output_parameters/KEY` (one
+    trailing newline removed, nothing else), else KEY of metrics.json (strings as they are,
+    numbers and booleans as JSON writes them); None when it wrote neither."""
+    file = output_dir / "output_parameters" / key
+    try:
+        with file.open("rb") as fh:
+            data = fh.read(MAX_VALUE_BYTES + 1)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        data = None
+    if data is not None:
+        if len(data) > MAX_VALUE_BYTES:
+            raise UsageError(
+                f"output {key!r} in {file} is over {MAX_VALUE_BYTES} bytes",
+                "pass a large output as a file: refer to the step's output_dir",
+            )
+        data = data[:-2] if data.endswith(b"\r\n") else data.removesuffix(b"\n")
+        return os.fsdecode(data)
+    try:
+        metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or key not in metrics:
+        return None
+    value = metrics[key]
+    return value if isinstance(value, str) else json.dumps(value)

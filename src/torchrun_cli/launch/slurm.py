@@ -11,17 +11,20 @@ import contextlib
 import os
 import re
 import signal
+import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torchrun_cli.errors import SetupError, UsageError
 from torchrun_cli.launch.base import Job, OnStop, Stopped, signal_name
+from torchrun_cli.launch.fill import WRAPPER
 from torchrun_cli.launch.sbatch import batch_script, secret_variables
 from torchrun_cli.masking import is_secret
 from torchrun_cli.record import End, RunDir, RunRecord, Status
+from torchrun_cli.spec.refs import has_refs
 from torchrun_cli.tools import ToolFailed, run_tool
 
 TERMINAL = {
@@ -40,11 +43,16 @@ _POLL_S = 0.5
 _FIRST_POLL_S = 0.05  # the first line comes ~1 s after sbatch: poll fast, then slow down
 
 
-def submit(script: Path, log: Path, hidden: Mapping[str, str] | None = None) -> str:
-    """sbatch --parsable: the job id, or a setup error with Slurm's own message."""
+def submit(
+    script: Path, log: Path, hidden: Mapping[str, str] | None = None, after: Sequence[str] = ()
+) -> str:
+    """sbatch --parsable: the job id, or a setup error with Slurm's own message. `after`: the
+    jobs that must succeed first (a pipeline's needs); if one fails, Slurm cancels this one
+    rather than leave it pending for ever."""
+    order = [f"--dependency=afterok:{':'.join(after)}", "--kill-on-invalid-dep=yes"] * bool(after)
     try:
         out = run_tool(
-            ["sbatch", "--parsable", str(script)],
+            ["sbatch", "--parsable", *order, str(script)],
             timeout=120,
             log=log,
             env={**os.environ, **(hidden or {})},
@@ -232,8 +240,8 @@ class SlurmBackend:
 
     info: dict[str, Any] | None = None
 
-    def __init__(self, detach: bool = False) -> None:
-        self.detach = detach
+    def __init__(self, detach: bool = False, after: Sequence[str] = ()) -> None:
+        self.detach, self.after = detach, tuple(after)
 
     def start(self, job: Job) -> None:
         """Write job.sbatch and submit it. A SIGTERM or SIGHUP meanwhile waits for sbatch's
@@ -241,14 +249,17 @@ class SlurmBackend:
         spec, launch, run = job.spec, job.launch, job.run
         assert spec.backend is not None
         variables = job.variables()
+        argv = list(launch.argv)
+        if any(has_refs(w) for w in (*argv, *variables.values())):  # outputs of earlier steps
+            argv = [sys.executable, *WRAPPER, *argv]
         hidden = secret_variables(
             variables,
-            launch.argv,
+            argv,
             [v for k, v in spec.params.items() if is_secret(k) and isinstance(v, str)],
         )
         run.sbatch.write_text(
             batch_script(
-                launch.argv,
+                argv,
                 cwd=launch.cwd,
                 env=variables,
                 run=run,
@@ -261,7 +272,7 @@ class SlurmBackend:
             )
         )
         with _deferred_signals() as caught:
-            job_id = submit(run.sbatch, run.setup_log, hidden)
+            job_id = submit(run.sbatch, run.setup_log, hidden, self.after)
         self.info = {
             "type": "slurm",
             "job_id": job_id,

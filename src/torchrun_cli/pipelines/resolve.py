@@ -4,51 +4,25 @@ one argv word or one variable: nothing is ever evaluated."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 from torchrun_cli.errors import UsageError
+from torchrun_cli.launch.conventions import output_value
 from torchrun_cli.record import RunDir, read_record
 from torchrun_cli.spec.model import JobSpec
-from torchrun_cli.spec.refs import Ref, has_refs, substitute
-
-MAX_VALUE_BYTES = 65536  # an output parameter that is larger is a file, not a value
+from torchrun_cli.spec.refs import Ref, has_refs, substitute, written
 
 
-def output_value(output_dir: Path, key: str) -> str | None:
-    """An output parameter as the step wrote it: the content of `output_parameters/KEY` (one
-    trailing newline removed, nothing else), else KEY of metrics.json (strings as they are,
-    numbers and booleans as JSON writes them); None when it wrote neither."""
-    file = output_dir / "output_parameters" / key
-    try:
-        with file.open("rb") as fh:
-            data = fh.read(MAX_VALUE_BYTES + 1)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        data = None
-    if data is not None:
-        if len(data) > MAX_VALUE_BYTES:
-            raise UsageError(
-                f"output {key!r} in {file} is over {MAX_VALUE_BYTES} bytes",
-                "pass a large output as a file: refer to the step's output_dir",
-            )
-        data = data[:-2] if data.endswith(b"\r\n") else data.removesuffix(b"\n")
-        return os.fsdecode(data)
-    try:
-        metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(metrics, dict) or key not in metrics:
-        return None
-    value = metrics[key]
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def resolve(spec: JobSpec, upstream: Mapping[str, RunDir], step: str) -> JobSpec:
+def resolve(
+    spec: JobSpec, upstream: Mapping[str, RunDir], step: str, later: bool = False
+) -> JobSpec:
     """The step's spec with every reference replaced; an output no upstream step wrote, or a
-    value no argument can hold, is a UsageError naming the reference and the step."""
+    value no argument can hold, is a UsageError naming the reference and the step. With
+    `later`, output parameters stay as written (a Slurm job fills them in as it starts, see
+    launch/fill.py)."""
     base = spec.spec_file.parent if spec.spec_file else Path.cwd()
     cache: dict[str, tuple[str, str]] = {}
 
@@ -69,6 +43,8 @@ def resolve(spec: JobSpec, upstream: Mapping[str, RunDir], step: str) -> JobSpec
             return str(upstream[ref.name].path)
         if ref.field in ("output_dir", "model_dir"):
             return output_dir if ref.field == "output_dir" else model_dir
+        if later:
+            return written(ref)
         value = output_value(Path(output_dir), ref.key)
         if value is None:
             raise UsageError(
