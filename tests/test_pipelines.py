@@ -6,6 +6,7 @@ running."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import TORCHJOB, Env, alive, gone_within, torchjob, wait_until, write
+from tests.terminal import Terminal
 
 # A step that counts its executions, then does what its argv says.
 STEP = """
@@ -236,6 +238,9 @@ def test_resume_reruns_only_what_did_not_succeed(project: Path, iso: Env) -> Non
     again = _pipelines(iso.runs)[-1]
     assert again["steps"]["first"]["run_id"] == first["run_id"]
     assert again["steps"]["flaky"]["run_id"] != resumed["steps"]["flaky"]["run_id"]
+    assert again["outputs"] == {"who": "last"}  # the last step's output parameters
+    res = torchjob("run", str(spec), "--resume")  # the newest, even within one second
+    assert _pipelines(iso.runs)[-1]["resumed_from"] == again["id"]
 
 
 def test_step_cache_reruns_exactly_what_an_input_change_reaches(project: Path, iso: Env) -> None:
@@ -455,3 +460,67 @@ def test_inputs_pass_as_options_and_references_in_single_jobs(project: Path, iso
     bad = write(project / "bad.yaml", "script: job.py\nparams: {x: '${{ steps.a.run_dir }}'}\n")
     res = torchjob("run", str(bad))
     assert res.returncode == 2 and b"names a step, but this spec is not a pipeline" in res.stderr
+
+
+def test_a_terminal_shows_a_live_table_and_ctrl_c_stops_every_step(project: Path, iso: Env) -> None:
+    """At a real terminal: a line per step, the live table (running steps, counts) redrawn in
+    place, the steps' output prefixed with --follow-steps; Ctrl-C stops both running steps
+    (each records `cancelled`) and the pipeline exits 130."""
+    log = iso.tmp / "log"
+    spec = _pipeline(project, "steps:\n" + _step("one", log, "hang") + _step("two", log, "hang"))
+    term = Terminal(["run", str(spec), "--follow-steps"], os.environ)
+    term.expect(b"2 running")  # the table's counts line
+    shown = term.expect(b"\x1b[J")  # the table is erased before it is drawn again
+    assert b"\xe2\xa0" in shown  # a spinner frame of the running steps' rows
+    wait_until(lambda: len(list(iso.tmp.glob("*.pid"))) == 2, 60, "both steps to start")
+    pids = [int(p.read_text()) for p in iso.tmp.glob("*.pid")]
+    term.send(b"\x03")
+    term.expect(b"stopping every running step (SIGINT)")
+    assert term.wait() == 128 + signal.SIGINT
+    assert gone_within(pids, 10)
+    steps = _pipelines(iso.runs)[-1]["steps"]
+    assert {s["status"] for s in steps.values()} == {"cancelled"}
+
+
+def test_follow_steps_prefixes_each_line_with_its_step(project: Path, iso: Env) -> None:
+    write(project / "say.py", "import sys\nprint('hello from', sys.argv[1])\n")
+    write(project / "err.py", "import sys\nprint('oops', file=sys.stderr)\n")
+    spec = write(
+        project / "p.yaml",
+        "steps:\n  a: {script: say.py, args: [a]}\n  b: {script: err.py, needs: [a]}\n",
+    )
+    res = torchjob("run", str(spec), "--follow-steps")
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout == b"a | hello from a\n"
+    assert b"b | oops\n" in res.stderr and b"\x1b[" not in res.stderr  # no table in a pipe
+    quiet = torchjob("run", str(spec))
+    assert quiet.stdout == b""  # the steps' output is in their logs only
+
+
+def test_dry_run_and_validate_list_the_steps_and_run_nothing(project: Path, iso: Env) -> None:
+    write(project / "s.py", "")
+    spec = write(
+        project / "p.yaml",
+        "steps:\n  b: {script: s.py, needs: [a], params: {x: '${{ steps.a.run_dir }}'}}\n"
+        "  a: {script: s.py, retries: 1}\n",
+    )
+    res = torchjob("run", str(spec), "--dry-run")
+    assert res.returncode == 0, res.stderr.decode()
+    out = res.stdout.decode()
+    assert out.index("step a") < out.index("step b") and "--x '${{ steps.a.run_dir }}'" in out
+    res = torchjob("validate", str(spec))
+    assert res.returncode == 0 and b"2 steps: a \xe2\x86\x92 b" in res.stdout
+    assert not iso.runs.exists() or not list(iso.runs.iterdir())
+
+
+def test_a_step_timeout_ends_that_step_as_a_timeout(project: Path, iso: Env) -> None:
+    log = iso.tmp / "log"
+    spec = _pipeline(
+        project,
+        "steps:\n  slow:\n    script: step.py\n    timeout: 1s\n    grace: 1s\n"
+        f"    args: [slow, {json.dumps(str(log))}, hang]\n" + _step("next", log, needs=("slow",)),
+    )
+    res = torchjob("run", str(spec))
+    assert res.returncode == 124, res.stderr.decode()
+    steps = _record(iso.runs, res)["steps"]
+    assert (steps["slow"]["status"], steps["next"]["status"]) == ("timeout", "skipped")

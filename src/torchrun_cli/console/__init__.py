@@ -189,9 +189,10 @@ def tail(path: Path, lines: int = 50, max_bytes: int = 1 << 20) -> None:
 
 def plan(rows: Sequence[Row]) -> None:
     """The resolved plan of --dry-run, on stdout, each value with where it came from."""
+    width = max([13, *(len(label) + 1 for label, _, _ in rows)])
     for label, value, origin in rows:
         src = f"  [{origin}]" if origin else ""
-        sys.stdout.write(f"{label + ':' if label else '':<13} {value}{src}\n")
+        sys.stdout.write(f"{label + ':' if label else '':<{width}} {value}{src}\n")
     sys.stdout.flush()
 
 

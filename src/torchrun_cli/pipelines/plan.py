@@ -4,16 +4,19 @@ the steps `--from STEP` reruns, and list the plan."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import shlex
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from torchrun_cli import pipeline_record as records
 from torchrun_cli.errors import UsageError
 from torchrun_cli.jobs import run as jobs
-from torchrun_cli.jobs.refs import entries, resolve
+from torchrun_cli.jobs.refs import named, newest, resolve
 from torchrun_cli.pipeline_record import PipelineRecord, StepRecord
+from torchrun_cli.record import RunDir, read_record
 from torchrun_cli.settings import Settings
 from torchrun_cli.spec.pipeline import PipelineSpec
 
@@ -67,14 +70,14 @@ def find(runs_root: Path, ref: str, name: str) -> tuple[Path, PipelineRecord]:
     """The pipeline `--resume` continues: `last` (the newest pipeline of this name), or any
     form a RUN takes."""
     if ref == "last":
-        for entry in entries(runs_root):
-            path = runs_root / entry.name
-            try:
-                rec = records.read(path)
-            except (OSError, ValueError, TypeError):
-                continue
-            if rec.name == name:
-                return path, rec
+        found = newest(
+            runs_root,
+            1,
+            lambda r: isinstance(r, PipelineRecord) and r.name == name,
+            named(runs_root, name),
+        )
+        if found and isinstance(found[0].record, PipelineRecord):
+            return found[0].run.path, found[0].record
         raise UsageError(
             f"--resume: no pipeline named {name!r} in {runs_root}",
             "run it once without --resume, or give the pipeline's id",
@@ -117,4 +120,16 @@ def reusable(
             out[name] = replace(
                 was, needs=list(spec.steps[name].needs), reused_from=was.reused_from or old.id
             )
+    return out
+
+
+def outputs(spec: PipelineSpec, rec: PipelineRecord) -> dict[str, Any]:
+    """The pipeline's output parameters: those of its last steps (the ones no step needs), so
+    `runs --columns test-accuracy` shows the pipeline's result."""
+    needed = {n for step in spec.steps.values() for n in step.needs}
+    out: dict[str, Any] = {}
+    for name, step in rec.steps.items():
+        if name not in needed and step.status == "succeeded" and step.run_dir:
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                out.update(read_record(RunDir(Path(step.run_dir))).outputs)
     return out

@@ -379,6 +379,7 @@ class _Scheduler:
             status=status,
             exit_code=code,
             signal=sig,
+            outputs=plan.outputs(self.spec, self.rec),
             ended_at=now_iso(),
             duration_s=round(time.monotonic() - self.began, 3),
         )
