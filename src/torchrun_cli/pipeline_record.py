@@ -18,6 +18,7 @@ from typing import Any
 from torchrun_cli import __version__
 from torchrun_cli.record import (
     SCHEMA_VERSION,
+    Listed,
     RunDir,
     RunRecord,
     Status,
@@ -57,7 +58,7 @@ class StepRecord:
 
 
 @dataclass(frozen=True)
-class PipelineRecord:
+class PipelineRecord(Listed):
     """What pipeline.json holds; it lists in `runs` like a run (id, name, status, exit,
     started, duration)."""
 
@@ -89,15 +90,6 @@ class PipelineRecord:
         if self.detached or self.host != this_host():
             return True
         return self.pid_start is not None and process_start_ticks(self.pid) == self.pid_start
-
-    def shown_status(self) -> Status:
-        """`lost` when the torchjob that ran the pipeline died without writing its end."""
-        if self.status is Status.RUNNING and not self.is_live():
-            return Status.LOST
-        return self.status
-
-    def shown(self) -> dict[str, Any]:
-        return {**asdict(self), "status": self.shown_status().value}
 
     def counts(self) -> dict[str, int]:
         """How many steps stand in each state, in the order a reader wants them."""

@@ -131,8 +131,28 @@ def this_host() -> str:
     return os.uname().nodename
 
 
+class Listed:
+    """What a run's and a pipeline's records share: a `running` one whose torchjob died shows
+    as `lost`."""
+
+    status: Status
+
+    def is_live(self) -> bool:
+        raise NotImplementedError
+
+    def shown_status(self) -> Status:
+        """`lost` for a record left `running` by a torchjob that died (kill -9, power loss)."""
+        if self.status is Status.RUNNING and not self.is_live():
+            return Status.LOST
+        return self.status
+
+    def shown(self) -> dict[str, Any]:
+        """The record as `runs --json` and `show --json` print it: the status as shown."""
+        return {**asdict(self), "status": self.shown_status().value}  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class RunRecord:
+class RunRecord(Listed):
     """What run.json holds; `schema_version` comes first in the file."""
 
     schema_version: int
@@ -201,16 +221,6 @@ class RunRecord:
             and self.pid_start is not None
             and process_start_ticks(self.pid) == self.pid_start
         )
-
-    def shown_status(self) -> Status:
-        """`lost` for a record left `running` by a torchjob that died (kill -9, power loss)."""
-        if self.status is Status.RUNNING and not self.is_live():
-            return Status.LOST
-        return self.status
-
-    def shown(self) -> dict[str, Any]:
-        """The record as `runs --json` and `show --json` print it: the status as shown."""
-        return {**asdict(self), "status": self.shown_status().value}
 
 
 def slug(name: str) -> str:

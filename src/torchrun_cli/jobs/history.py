@@ -19,7 +19,7 @@ from torchrun_cli.record import RunDir, RunRecord, Status, load_record, this_hos
 from torchrun_cli.settings import Settings
 
 if TYPE_CHECKING:
-    from torchrun_cli.jobs.refs import Found, Listed
+    from torchrun_cli.jobs.refs import AnyRecord, Found
 
 STATUSES = tuple(s.value for s in Status)
 LOST_EXIT = 1  # `logs -f` of a lost run: its real exit status was never recorded
@@ -52,7 +52,7 @@ def runs(
     name: str | None = None,
     status: str | None = None,
     limit: int = 0,
-) -> list[Listed]:
+) -> list[AnyRecord]:
     """Records (runs' and pipelines') newest first, filtered by name and shown status (`lost`
     included)."""
     if status is not None and status not in STATUSES:

@@ -21,7 +21,7 @@ from torchrun_cli.pipeline_record import PipelineRecord, read_listed
 from torchrun_cli.pipeline_record import read as read_pipeline
 from torchrun_cli.record import RunDir, RunRecord, slug
 
-Listed = RunRecord | PipelineRecord  # what the runs folder holds: runs and pipelines
+AnyRecord = RunRecord | PipelineRecord  # what the runs folder holds: runs and pipelines
 
 _ID = re.compile(r"(\d{8}-\d{6})-(.+)-([0-9a-f]{4})")
 _LAST = re.compile(r"last(?:~(\d+))?")
@@ -45,7 +45,7 @@ class Entry(NamedTuple):
 class Seen(NamedTuple):
     """A record (a run's or a pipeline's) and the folder it was read from."""
 
-    record: Listed
+    record: AnyRecord
     run: RunDir
 
 
@@ -78,7 +78,7 @@ def _order(seen: Seen) -> tuple[str, str, str]:
 def newest(
     runs_dir: Path,
     count: int = 0,
-    keep: Callable[[Listed], bool] | None = None,
+    keep: Callable[[AnyRecord], bool] | None = None,
     among: Iterable[Entry] | None = None,
 ) -> list[Seen]:
     """The `count` newest records (0: all) that `keep` accepts, newest first. Folders are read

@@ -131,13 +131,7 @@ def pipeline(rec: PipelineRecord, folder: Path) -> tuple[list[Row], Table]:
     label = zone([start, end])
     status = rec.shown_status()
     rows: list[Row] = [("pipeline", rec.id), ("name", rec.name), ("status", status.value)]
-    if rec.exit_code is not None:
-        rows.append(("exit", str(rec.exit_code)))
-    rows.append(("started", f"{local(start, True)} {label}"))
-    if status is Status.RUNNING:
-        rows.append(("elapsed", f"{took(_elapsed(rec))} (still running)"))
-    elif end is not None:
-        rows += [("ended", f"{local(end, True)} {label}"), ("duration", took(rec.duration_s))]
+    rows += _times(rec, status, start, end, label)
     rows += [("steps", steps(rec)), ("spec", rec.spec_file), ("folder", str(folder))]
     if rec.resumed_from:
         rows.append(("resumed from", rec.resumed_from))
@@ -215,13 +209,7 @@ def describe(rec: RunRecord, run: RunDir, outputs: dict[str, Any] | None = None)
     label = zone([start, end])
     rows: list[Row] = [("run", rec.id), ("name", rec.name)]
     rows.append(("status", status.value + (f" (killed by {rec.signal})" if rec.signal else "")))
-    if rec.exit_code is not None:
-        rows.append(("exit", str(rec.exit_code)))
-    rows.append(("started", f"{local(start, True)} {label}"))
-    if status is Status.RUNNING:
-        rows.append(("elapsed", f"{took(_elapsed(rec))} (still running)"))
-    elif end is not None:
-        rows += [("ended", f"{local(end, True)} {label}"), ("duration", took(rec.duration_s))]
+    rows += _times(rec, status, start, end, label)
     if status is Status.LOST:
         rows.append(("error", _lost(rec)))
     elif rec.error and not rec.error.startswith("the script exited"):
@@ -239,6 +227,23 @@ def describe(rec: RunRecord, run: RunDir, outputs: dict[str, Any] | None = None)
     rows += [("run folder", str(run.path)), ("logs", ", ".join(logs) or "none")]
     rows += [("model", rec.model_dir or ""), ("output", rec.output_dir or "")]
     return [(k, v) for k, v in rows if v]
+
+
+def _times(
+    rec: RunRecord | PipelineRecord,
+    status: Status,
+    start: float | None,
+    end: float | None,
+    label: str,
+) -> list[Row]:
+    """exit, started, then ended and duration (or the time so far, while it runs)."""
+    rows: list[Row] = [("exit", str(rec.exit_code))] if rec.exit_code is not None else []
+    rows.append(("started", f"{local(start, True)} {label}"))
+    if status is Status.RUNNING:
+        rows.append(("elapsed", f"{took(_elapsed(rec))} (still running)"))
+    elif end is not None:
+        rows += [("ended", f"{local(end, True)} {label}"), ("duration", took(rec.duration_s))]
+    return rows
 
 
 def _lost(rec: RunRecord) -> str:
