@@ -524,3 +524,20 @@ def test_a_step_timeout_ends_that_step_as_a_timeout(project: Path, iso: Env) -> 
     assert res.returncode == 124, res.stderr.decode()
     steps = _record(iso.runs, res)["steps"]
     assert (steps["slow"]["status"], steps["next"]["status"]) == ("timeout", "skipped")
+
+
+def test_cancel_stops_a_running_pipeline_by_its_name(project: Path, iso: Env) -> None:
+    log = iso.tmp / "log"
+    spec = _pipeline(project, "name: longrun\nsteps:\n" + _step("wait", log, "hang"))
+    proc = subprocess.Popen(
+        [*TORCHJOB, "run", str(spec)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    pid_file = iso.tmp / "wait.pid"
+    wait_until(lambda: pid_file.exists() and pid_file.read_text(), 60, "the step to start")
+    res = torchjob("cancel", "longrun")
+    assert res.returncode == 0 and b"stopping pipeline" in res.stdout, res.stderr
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()
+    assert not alive(int(pid_file.read_text()))
+    shown = json.loads(torchjob("show", "longrun", "--json").stdout)
+    assert shown["status"] == "cancelled" and shown["steps"]["wait"]["status"] == "cancelled"
