@@ -118,6 +118,13 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """The seconds from one record timestamp to another (None when one is missing)."""
+    if start is None or end is None:
+        return None
+    return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
+
+
 def process_start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks: with the pid, it tells a live run from reuse."""
     try:

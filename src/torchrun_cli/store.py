@@ -39,13 +39,15 @@ def cache_dir(root: Path, kind: str) -> Path:
     return path
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename: readers see old or new, never half."""
+def write_atomic(path: Path, data: bytes, sync: bool = True) -> None:
+    """Temp file in the same folder, fsync (unless `sync` is False: a record that is written
+    again soon), rename: readers see old or new, never half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)

@@ -8,14 +8,21 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from torchrun_cli import pipeline_record
 from torchrun_cli.errors import UsageError
 from torchrun_cli.pipeline_record import PipelineRecord
-from torchrun_cli.record import RunDir, RunRecord, Status, load_record, this_host, write_record
+from torchrun_cli.record import (
+    RunDir,
+    RunRecord,
+    Status,
+    load_record,
+    seconds_between,
+    this_host,
+    write_record,
+)
 from torchrun_cli.settings import Settings
 
 if TYPE_CHECKING:
@@ -115,16 +122,10 @@ def _refresh_detached(pipe: PipelineRecord, folder: RunDir) -> PipelineRecord:
         status=Status.FAILED if failed else Status.SUCCEEDED,
         exit_code=code,
         ended_at=ended,
-        duration_s=_seconds(pipe.started_at, ended),
+        duration_s=seconds_between(pipe.started_at, ended),
     )
     pipeline_record.write(folder.path, pipe)
     return pipe
-
-
-def _seconds(start: str, end: str | None) -> float | None:
-    if end is None:
-        return None
-    return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
 
 
 def step_runs(settings: Settings, override: Path | None, ref: str) -> list[RunRecord]:

@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,10 +27,10 @@ from torchrun_cli import pipeline_record as records
 from torchrun_cli.pipeline_record import SKIPPED, WAITING, PipelineRecord, StepRecord
 from torchrun_cli.pipelines import cache, plan, worker
 from torchrun_cli.record import RunDir, Status, create_run_dir, now_iso, read_record
+from torchrun_cli.record import seconds_between as between
 from torchrun_cli.settings import Settings
 from torchrun_cli.spec.pipeline import PipelineSpec
 
-FAILED = frozenset({"failed", "timeout", "setup_error", "cancelled", "lost"})
 _STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -67,7 +66,6 @@ class _Child:
         self.told = b""
         self.partial: dict[int, bytes] = {fd: b"" for fd in outs}
         self.facts: dict[str, Any] = {}
-        self.started = time.monotonic()
 
 
 def run(
@@ -98,6 +96,7 @@ class _Scheduler:
         self.signum: int | None = None
         self.first_failure: int | None = None
         self.began = time.monotonic()
+        self.dirty = True
         self.data = tuple(
             path
             for step in spec.steps.values()
@@ -106,7 +105,7 @@ class _Scheduler:
         )
 
     def run(self) -> PipelineRecord:
-        self._save()
+        self._flush()
         self.events.started(self.rec, self.folder)
         self._reuse()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -129,6 +128,7 @@ class _Scheduler:
         while True:
             if self.signum is None:
                 self._start_ready()
+            self._flush()  # once per turn of the loop, whatever happened in it
             if not self.children:
                 return
             for key, _ in self.sel.select(0.1 if tick else None):
@@ -303,7 +303,7 @@ class _Scheduler:
                 error=facts.get("error") or "the step ended before its run started",
             )
         start = self.rec.steps[name].started_at
-        fields["duration_s"] = _between(start, fields["ended_at"])
+        fields["duration_s"] = between(start, fields["ended_at"])
         self.rec = self.rec.step(name, **fields)
         step = self.rec.steps[name]
         if step.status == "succeeded":
@@ -383,14 +383,15 @@ class _Scheduler:
             ended_at=now_iso(),
             duration_s=round(time.monotonic() - self.began, 3),
         )
-        self._save()
+        self._flush(durable=True)
         return self.rec
 
     def _save(self) -> None:
-        records.write(self.folder, self.rec)
+        """pipeline.json is due: written at the end of the loop's turn (a turn may hold many
+        changes, and a write per change made a pipeline's cost grow with its steps squared)."""
+        self.dirty = True
 
-
-def _between(start: str | None, end: str) -> float | None:
-    if start is None:
-        return None
-    return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
+    def _flush(self, durable: bool = False) -> None:
+        if self.dirty or durable:
+            records.write(self.folder, self.rec, durable)
+            self.dirty = False
