@@ -54,8 +54,8 @@ SAVE_RUNS = 30  # timed writes of pipeline.json in the "where the time goes" par
 # bash started once, the loop inside it: $1 steps, $2 torchjob, $3 the runs folder
 LOOP = 'for ((i = 0; i < $1; i++)); do "$2" run --quiet -s noop.py --runs-dir "$3" || exit 1; done'
 
-# Times one pipeline.json write of a pipeline's record as the scheduler makes it (json of the
-# whole record, then write_atomic: temp file, fsync, rename); run on torchjob's interpreter.
+# Times one durable pipeline.json write of a pipeline's record (json of the whole record, then
+# write_atomic: temp file, fsync, rename); run on torchjob's interpreter.
 SAVE_PROBE = """\
 import statistics, sys, time
 from pathlib import Path
@@ -480,10 +480,10 @@ def where(
     if saved is not None:
         ms, size = saved
         print(
-            f"  pipeline.json: {ms:.2f} ms for one write of the {steps}-step record "
-            f"({size / 1024:.0f} KiB; asdict, json, fsync, rename; median of {SAVE_RUNS}); the "
-            f"scheduler\n                 writes it 3 times per step (started, run folder known, "
-            f"ended): ~{3 * steps * ms:.0f} ms of its own CPU per pipeline, growing as steps^2"
+            f"  pipeline.json: {ms:.2f} ms for one durable write of the {steps}-step record "
+            f"({size / 1024:.0f} KiB; json, fsync, rename; median of {SAVE_RUNS}); the "
+            f"scheduler\n                 writes it once per turn of its loop (at most ~3 per "
+            f"step, without fsync but the last): at most ~{3 * steps * ms:.0f} ms per pipeline"
         )
 
 
