@@ -210,6 +210,7 @@ def run(
             given,
             pipeline.Flags(runs_dir, dry_run, quiet, rebuild, detach, *only_pipelines),
             trailing,
+            found,
         )
         return
     if used := [
@@ -294,13 +295,13 @@ def validate(
     from torchrun_cli.jobs import run as jobs  # as in run
     from torchrun_cli.spec.load import load
 
+    found = settings.read()  # a bad setting is reported first, as for every command
     read = _read_spec(Path(spec_file))
     if read is not None and "steps" in read[0]:
         from torchrun_cli.commands import pipeline  # as in run
 
-        pipeline.validate(Path(spec_file).absolute(), *read)
+        pipeline.validate(Path(spec_file).absolute(), *read, found)
         return
-    found = settings.read()
     spec = load(Path(spec_file), {}, Path.cwd(), found, read=read)
     if (warning := jobs.validate(spec, found)) is not None:
         console.warning(warning)

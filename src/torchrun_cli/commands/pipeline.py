@@ -10,10 +10,11 @@ from typing import Any, NamedTuple
 
 import typer
 
-from torchrun_cli import console, settings
+from torchrun_cli import console
 from torchrun_cli.console.pipeline import PipelineConsole
 from torchrun_cli.errors import UsageError
 from torchrun_cli.pipelines import plan, schedule
+from torchrun_cli.settings import Settings
 from torchrun_cli.spec.pipeline import load_pipeline
 from torchrun_cli.spec.yaml import Located
 
@@ -40,6 +41,7 @@ def run(
     given: dict[str, Any],
     flags: Flags,
     trailing: list[str],
+    found: Settings,
 ) -> None:
     """Load, check, then run the steps; exits with the pipeline's status."""
     if trailing:
@@ -48,7 +50,6 @@ def run(
             "set `args` or `params` in the steps instead",
         )
     resume = given.pop("resume_from", None)
-    found = settings.read()
     spec = load_pipeline(path, data, src, given, Path.cwd(), found)
     if flags.max_parallel is not None:
         spec = spec._replace(max_parallel=flags.max_parallel)
@@ -101,8 +102,7 @@ def run(
     raise typer.Exit(rec.exit_code or 0)
 
 
-def validate(path: Path, data: dict[str, Any], src: Located) -> None:
-    found = settings.read()
+def validate(path: Path, data: dict[str, Any], src: Located, found: Settings) -> None:
     spec = load_pipeline(path, data, src, {}, Path.cwd(), found)
     for warning in plan.check(spec, found):
         console.warning(warning)
