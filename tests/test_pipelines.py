@@ -320,7 +320,7 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def test_retries_run_a_failed_step_again(project: Path, iso: Env) -> None:
+def test_a_steps_retries_are_its_runs_attempts(project: Path, iso: Env) -> None:
     count = iso.tmp / "count"
     write(
         project / "twice.py",
@@ -332,7 +332,8 @@ def test_retries_run_a_failed_step_again(project: Path, iso: Env) -> None:
     res = torchjob("run", str(spec))
     assert res.returncode == 0, res.stderr.decode()
     step = _record(iso.runs, res)["steps"]["t"]
-    assert step["status"] == "succeeded" and len(step["attempts"]) == 2
+    assert step["status"] == "succeeded" and len(step["attempts"]) == 1  # one run, two tries
+    assert [a["status"] for a in _run_record(step)["attempts"]] == ["failed", "succeeded"]
     assert count.read_text() == "2"
 
 
@@ -370,7 +371,7 @@ BAD = [
     ("steps:\n  a: {script: s.py, args: ['${{ step.a }}']}\n", "not a reference torchjob knows"),
     ("steps:\n  a: {script: '${{ params.x }}'}\n", "steps.a.script: holds a reference"),
     ("steps: {}\n", "steps: no steps"),
-    ("steps:\n  a: {script: s.py, retries: -1}\n", "steps.a.retries: expected a count"),
+    ("steps:\n  a: {script: s.py, retries: -1}\n", "steps.a.retries.count: bad value '-1'"),
     ("steps:\n  a: {script: s.py}\nmax_parallel: 0\n", "max_parallel: expected a whole number"),
     (
         "defaults: {timeout: soon}\nsteps:\n  a: {script: s.py}\n  b: {script: s.py}\n",

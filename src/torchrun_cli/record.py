@@ -191,6 +191,7 @@ class RunRecord(Listed):
     distributed: dict[str, Any] | None = None
     backend: dict[str, Any] | None = None
     pipeline: dict[str, Any] | None = None  # a step's run: the pipeline's id, the step, attempt
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # with retries: each attempt
 
     def finish(self, end: End, duration_s: float | None = None) -> RunRecord:
         """The record of a run that ended this way, now."""

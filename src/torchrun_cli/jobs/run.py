@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from torchrun_cli import envs, launch, record, source
 from torchrun_cli.envs import Environment
 from torchrun_cli.errors import LaunchError, SetupError, TorchjobError, UsageError
+from torchrun_cli.jobs import retries
 from torchrun_cli.launch import conventions
 from torchrun_cli.launch.base import Backend, Job, Launch, OnStop, Stopped, signal_name
 from torchrun_cli.masking import mask_mapping
@@ -150,17 +151,50 @@ def execute(
     record.write_record(run, rec)
     display.started(rec, run)
     started = time.monotonic()
-    backend = launch.backend_for(spec, detach, plan.after)
     stage = _Stage(rec)
+    attempt = 0
+    while True:  # an attempt, and more while `retries` says so
+        attempt = stage.attempt = attempt + 1
+        backend = launch.backend_for(spec, detach, plan.after)
+        began, at = time.monotonic(), record.now_iso()
+        end = _attempt(plan, run, backend, display, rebuild, stage, started)
+        if end is None:  # detached: the job runs on; refresh() writes its end later
+            rec = replace(stage.record, backend=backend.info)
+            record.write_record(run, rec)
+            return rec, run
+        if spec.retries.count:
+            stage.learn(
+                attempts=[*stage.record.attempts, retries.row(attempt, at, _since(began), end)]
+            )
+        if not retries.again(spec, end, attempt):
+            break
+        if (stopped := retries.pause(spec, run, display.note, end, attempt)) is not None:
+            end = stopped
+            break
+    final = replace(stage.record, backend=backend.info).finish(end, _since(started))
+    record.write_record(run, final)
+    return final, run
+
+
+def _attempt(
+    plan: Plan,
+    run: RunDir,
+    backend: Backend,
+    display: Display,
+    rebuild: bool,
+    stage: _Stage,
+    started: float,
+) -> End | None:
+    """One attempt of the stages, however it ends: an End (None when detached)."""
     try:
-        end = _stages(plan, run, backend, display, rebuild, stage)
+        return _stages(plan, run, backend, display, rebuild, stage)
     except SetupError as exc:
-        end = End(Status.SETUP_ERROR, exc.exit_code, phase=exc.phase, error=exc.lines()[0])
+        return End(Status.SETUP_ERROR, exc.exit_code, phase=exc.phase, error=exc.lines()[0])
     except LaunchError as exc:
-        end = End(Status.FAILED, exc.exit_code, phase="launch", error=exc.lines()[0])
+        return End(Status.FAILED, exc.exit_code, phase="launch", error=exc.lines()[0])
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP before the job took over
         signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
-        end = End(
+        return End(
             Status.CANCELLED,
             128 + signum,
             error=f"interrupted by {signal_name(signum)} during {stage.name}",
@@ -176,13 +210,7 @@ def execute(
     finally:
         if stage.lease is not None:
             stage.lease.close()
-    rec = replace(stage.record, backend=backend.info)
-    if end is None:  # detached: the job runs on; refresh() writes its end later
-        record.write_record(run, rec)
-        return rec, run
-    final = rec.finish(end, _since(started))
-    record.write_record(run, final)
-    return final, run
+            stage.lease = None
 
 
 class _Stage:
@@ -192,6 +220,7 @@ class _Stage:
 
     name, phase = "setup", "setup"
     lease: Lease | None = None
+    attempt = 1
 
     def __init__(self, rec: RunRecord) -> None:
         self.record = rec
@@ -209,7 +238,7 @@ def _stages(
 ) -> End | None:
     """source -> environment -> launch -> follow; returns the End (None when detached)."""
     spec, settings = plan.spec, plan.settings
-    with _stoppable():  # SIGTERM/SIGHUP during setup: like Ctrl-C, the tools' groups go
+    with retries.stoppable():  # SIGTERM/SIGHUP during setup: like Ctrl-C, the tools' groups go
         stage.enter("the checkout", "source")
         with _setup_phase("source"):
             src = source.materialize(spec, run, settings, display.steps)
@@ -241,9 +270,11 @@ def _stages(
         with _setup_phase("launch"):
             model_dir.mkdir(parents=True, exist_ok=True)
             output_dir.mkdir(parents=True, exist_ok=True)
-        variables = conventions.job_env(
-            spec, model_dir, output_dir, plan.resume, launch.job_gpus(spec)
-        )
+        resume = plan.resume
+        if stage.attempt > 1 and spec.resume_from == "last":  # from the attempt before
+            resume = conventions.newest_checkpoint(model_dir) or resume
+        variables = conventions.job_env(spec, model_dir, output_dir, resume, launch.job_gpus(spec))
+        variables["TORCHJOB_ATTEMPT"] = str(stage.attempt)
         job = Job(spec, job_launch, run, variables, settings, envs.lease_file(settings, env))
     stage.enter("the submission" if spec.backend else "the start", "launch")
     backend.start(job)
@@ -306,19 +337,6 @@ def _setup_phase(phase: str) -> Iterator[None]:
         raise SetupError(
             f"{phase} failed: {exc}", "check the paths and the free space", phase=phase
         ) from None
-
-
-@contextlib.contextmanager
-def _stoppable() -> Iterator[None]:
-    def stop(signum: int, frame: object) -> None:
-        raise Stopped(signum)
-
-    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
 
 
 def detach(plan: Plan, rebuild: bool) -> RunDir:

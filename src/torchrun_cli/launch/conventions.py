@@ -58,18 +58,19 @@ def resume_checkpoint(spec: JobSpec, runs_dir: Path, current: str | None = None)
     for rec in list_records(runs_dir):
         if rec.name != spec.name or rec.id == current or not rec.model_dir:
             continue
-        found = [
-            p
-            for p in Path(rec.model_dir).glob("**/*")
-            if p.is_file() and p.suffix in _CHECKPOINT_SUFFIXES
-        ]
-        if found:
-            return str(max(found, key=lambda p: p.stat().st_mtime))
+        if found := newest_checkpoint(Path(rec.model_dir)):
+            return found
     raise UsageError(
         f"resume_from: last: no earlier run named {spec.name!r} left a checkpoint "
         f"in its model folder (under {runs_dir})",
         "run once with the model saved, or give a checkpoint path",
     )
+
+
+def newest_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint file (by modification time) under a model folder."""
+    found = [p for p in folder.glob("**/*") if p.is_file() and p.suffix in _CHECKPOINT_SUFFIXES]
+    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
 
 
 def job_env(

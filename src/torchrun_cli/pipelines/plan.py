@@ -58,9 +58,8 @@ def rows(spec: PipelineSpec) -> list[tuple[str, str, str | None]]:
         for name in wave:
             step = spec.steps[name]
             needs = f" after {', '.join(step.needs)}" if step.needs else ""
-            extra = "".join(
-                [f", retries {step.retries}" * bool(step.retries), ", cache" * step.cache]
-            )
+            tries = step.job.retries.count
+            extra = f", retries {tries}" * bool(tries) + ", cache" * step.cache
             argv = shlex.join([step.job.script, *step.job.script_argv()])
             out.append((f"step {name}", f"{argv}{needs}{extra}", step.where))
     return out

@@ -312,13 +312,6 @@ class _Scheduler:
             self._save()
             self.events.step(name, step, "cached" if step.cached else "ended")
             return
-        retries = self.spec.steps[name].retries
-        # a step that made no run (a reference that cannot be filled) is not retried
-        if self.signum is None and step.status != "cancelled" and 0 < len(step.attempts) <= retries:
-            self.events.step(name, step, "ended")
-            self.rec = self.rec.step(name, status=WAITING)
-            self._save()
-            return
         if self.first_failure is None and self.signum is None:
             self.first_failure = step.exit_code if step.exit_code else 1
         self.events.step(name, step, "ended")

@@ -80,6 +80,7 @@ class Key(NamedTuple):
 
 
 COMPAT = ("sagemaker", "ti")
+RETRY_ON = ("failed", "timeout", "setup_error", "cancelled")
 BACKENDS = ("slurm", "local")
 TTY = TTY_MODES  # both declared in settings/files.py: config files set their defaults
 WHOLE = r"[1-9]\d*"
@@ -197,6 +198,35 @@ KEYS: tuple[Key, ...] = (
         Kind.DURATION,
         "Time between the stop signal and SIGKILL [default: 10s].",
         ("--grace",),
+    ),
+    Key("retries", Kind.SECTION, "Run the job again after a failure (a bare number: count)."),
+    Key(
+        "retries.count",
+        Kind.TEXT,
+        "Run a failed job again, at most N more times (--retries N).",
+        ("--retries",),
+        pattern=r"\d{1,3}",
+        example="3",
+    ),
+    Key(
+        "retries.delay",
+        Kind.DURATION,
+        "Wait this long before the first retry: 30s, 5m [default: none].",
+        ("--retry-delay",),
+    ),
+    Key(
+        "retries.backoff",
+        Kind.TEXT,
+        "Multiply the delay by this after each retry [default: 1].",
+        pattern=r"\d+(\.\d+)?",
+        example="2.0",
+    ),
+    Key(
+        "retries.on",
+        Kind.LIST,
+        "Which endings are retried: failed, timeout, setup_error, cancelled [default: failed, "
+        "timeout; a Ctrl-C is never retried].",
+        choices=RETRY_ON,
     ),
     Key(
         "tty",

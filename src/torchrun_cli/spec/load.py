@@ -33,6 +33,7 @@ from torchrun_cli.spec.model import (
     JobSpec,
     OutputsSpec,
     PythonSpec,
+    RetrySpec,
 )
 from torchrun_cli.spec.refs import Scope
 from torchrun_cli.spec.rules import (
@@ -144,6 +145,8 @@ def _read_section(merge: Merge, data: dict[Any, Any], section: str) -> None:
             continue
         where = merge.src.where(data, key.name)
         raw = data[key.name]
+        if key.path == "retries":
+            raw = _retries_mapping(merge, raw, where)
         if key.kind is Kind.SECTION:
             entries = merge.check.mapping(raw, where, key.path)
             if entries is not None:
@@ -159,6 +162,20 @@ def _read_section(merge: Merge, data: dict[Any, Any], section: str) -> None:
                 value = {**merge.values.get(key.path, {}), **value}
             merge.values[key.path], merge.origins[key.path] = value, where
             merge.bases[key.path] = merge.spec_dir
+
+
+def _retries_mapping(merge: Merge, raw: object, where: str) -> object:
+    """`retries: 3` is `{count: 3}`; YAML 1.1 reads the key `on` as true: it is `on` here."""
+    line = int(where.rpartition(":")[2] or 1)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = {"count": raw}
+        merge.src.key_lines[id(raw)] = {"count": line}
+    elif isinstance(raw, dict) and True in raw:
+        lines = merge.src.key_lines.get(id(raw), {})
+        raw = {("on" if k is True else k): v for k, v in raw.items()}
+        merge.src.key_lines[id(raw)] = {("on" if k is True else k): n for k, n in lines.items()}
+    merge.keep.append(raw)  # its lines are looked up by id while it lives
+    return raw
 
 
 def _from_file(merge: Merge, key: Key, raw: object, where: str) -> Any:
@@ -373,11 +390,22 @@ def _build(
         extra_args=extra_args,
         python=PythonSpec(**_section(values, "python")),
         outputs=OutputsSpec(**outputs),
+        retries=_retries(values),
         distributed=DistributedSpec(**_section(values, "distributed"))
         if "distributed" in values
         else None,
         backend=backend,
         origins=dict(merge.origins),
+    )
+
+
+def _retries(values: Mapping[str, Any]) -> RetrySpec:
+    found = _section(values, "retries")
+    return RetrySpec(
+        count=int(found.get("count", 0)),
+        delay=float(found.get("delay") or 0.0),
+        backoff=float(found.get("backoff", 1.0)),
+        on=tuple(found.get("on", RetrySpec().on)),
     )
 
 

@@ -27,6 +27,37 @@ class PythonSpec(NamedTuple):
     system_site_packages: bool = False
 
 
+class RetrySpec:
+    """`retries:`: how often, after how long, and after which endings a job runs again. (Not a
+    NamedTuple: a field named `count` would hide tuple.count.)"""
+
+    __slots__ = ("backoff", "count", "delay", "on")
+
+    def __init__(
+        self,
+        count: int = 0,
+        delay: float = 0.0,
+        backoff: float = 1.0,
+        on: tuple[str, ...] = ("failed", "timeout"),
+    ) -> None:
+        self.count, self.delay, self.backoff, self.on = count, delay, backoff, on
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RetrySpec) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__slots__
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.count, self.delay, self.backoff, self.on))
+
+    def __repr__(self) -> str:
+        return f"RetrySpec(count={self.count}, delay={self.delay}, backoff={self.backoff})"
+
+    def wait(self, attempt: int) -> float:
+        """Seconds before attempt `attempt` (2, 3, ...)."""
+        return self.delay * self.backoff ** max(0, attempt - 2)
+
+
 class OutputsSpec(NamedTuple):
     """`outputs:`: folders the job writes its model and outputs to (default: the run's)."""
 
@@ -83,6 +114,7 @@ class JobSpec(NamedTuple):
     timeout: float | None = None
     grace: float = DEFAULT_GRACE_S
     tty: str = "auto"
+    retries: RetrySpec = RetrySpec()
     files: tuple[Path, ...] = ()
     allow_insecure_source: bool = False
     git_token_env: str | None = None

@@ -25,18 +25,17 @@ from torchrun_cli.spec.rules import COMMAND_LINE
 from torchrun_cli.spec.yaml import Located, read_yaml
 
 TOP_KEYS = ("name", "steps", "defaults", "params", "max_parallel", "cache")
-STEP_KEYS = ("needs", "spec", "cache", "retries")  # besides every key of a job spec
+STEP_KEYS = ("needs", "spec", "cache")  # besides every key of a job spec
 
 
 class Step(NamedTuple):
-    """One step: its job (references to other steps still as written), the steps it needs,
-    whether it may reuse an earlier run's outputs, how often it is retried, where it is."""
+    """One step: its job (references to other steps still as written; its `retries` are the
+    run's own), the steps it needs, whether it may reuse an earlier run's outputs, where it is."""
 
     name: str
     job: JobSpec
     needs: tuple[str, ...] = ()
     cache: bool = False
-    retries: int = 0
     where: str = ""
 
 
@@ -129,9 +128,8 @@ def load_pipeline(
         named = {**shared, "name": step_name}
         job = build(layers, named, cwd, settings, problems, path, (), scope)
         cache = _flag(check, raw, src, f"steps.{step_name}.cache", everywhere)
-        retries = _retries(check, raw, src, step_name)
         if job is not None:
-            steps[step_name] = Step(step_name, job, needs[step_name], cache, retries, where)
+            steps[step_name] = Step(step_name, job, needs[step_name], cache, where)
     if problems:
         raise SpecError(sorted(_unique(problems, path), key=line_of))
     return PipelineSpec(name, path, steps, params, parallel)
@@ -281,19 +279,6 @@ def _flag(check: Checker, raw: dict[str, Any], src: Located, path: str, default:
     if key not in raw:
         return default
     return bool(check.boolean(raw[key], src.where(raw, key), path))
-
-
-def _retries(check: Checker, raw: dict[str, Any], src: Located, step: str) -> int:
-    value = raw.get("retries", 0)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 100:
-        return int(value)
-    check.add(
-        src.where(raw, "retries"),
-        f"steps.{step}.retries",
-        f"expected a count from 0 to 100, got {value!r}",
-        "write `retries: 2`",
-    )
-    return 0
 
 
 def _max_parallel(check: Checker, data: dict[str, Any], src: Located) -> int:

@@ -39,6 +39,7 @@ class Merge:
         self.bases: dict[str, Path] = {}  # where a file value's relative paths start
         self.input_args: dict[str, str] = {}  # input name -> the option it is passed after
         self.anchor: str | None = None  # file:line of a pipeline's step
+        self.keep: list[object] = []  # mappings made here whose lines are looked up by id
 
     def where(self, path: str) -> str:
         """file:line of a value from the spec or a config file, else `command line`."""
@@ -63,10 +64,11 @@ def check_values(merge: Merge) -> None:
     values = merge.values
     for path, value in list(values.items()):
         key = BY_PATH.get(path)
-        if key is None or not isinstance(value, str):
+        if key is None or not isinstance(value, (str, tuple)):
             continue
-        if (bad := key.check(value)) is not None:
-            merge.problem(path, *bad)
+        for item in (value,) if isinstance(value, str) else value if key.choices else ():
+            if isinstance(item, str) and (bad := key.check(item)) is not None:
+                merge.problem(path, *bad)
     name = values.get("name")
     if isinstance(name, str) and any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         merge.problem("name", "holds control characters (a newline, say)", "use a one-line name")
