@@ -232,7 +232,7 @@ def run(
         console.plan(dryrun.plan_rows(plan, rebuild))
         return
     if detach and spec.backend is None:
-        run = jobs.detach(plan, rebuild)
+        run = jobs.detach(plan, rebuild, console.note)
         sys.stdout.write(f"{run.id}\n")
         console.note(
             f"started run {run.id} in the background; follow it with `torchjob logs -f "

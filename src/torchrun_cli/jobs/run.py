@@ -1,9 +1,8 @@
 """One run as a short list of stage calls: spec -> source -> environment -> launch -> record.
 
-Every stage is a plain function over plain data; this module only calls them in order, keeps
+Every stage is a plain function over plain data; this module calls them in order, keeps
 run.json up to date, and turns whatever ends the run (the job's exit, a setup error, a signal,
-even a bug) into an End that is written before torchjob exits: a record is never left
-`running` by a crash.
+a bug) into an End written before torchjob exits: a crash never leaves a record `running`.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from torchrun_cli import envs, launch, record, source
 from torchrun_cli.envs import Environment
 from torchrun_cli.errors import LaunchError, SetupError, TorchjobError, UsageError
-from torchrun_cli.jobs import retries
+from torchrun_cli.jobs import concurrency, retries
 from torchrun_cli.launch import conventions
 from torchrun_cli.launch.base import Backend, Job, Launch, OnStop, Stopped, signal_name
 from torchrun_cli.masking import mask_mapping
@@ -138,11 +137,28 @@ class Display(NamedTuple):
 
 
 def execute(
-    plan: Plan, display: Display, *, rebuild: bool = False, detach: bool = False
+    plan: Plan,
+    display: Display,
+    *,
+    rebuild: bool = False,
+    detach: bool = False,
+    held: int | None = None,
 ) -> tuple[RunRecord, RunDir]:
-    """Create the run folder and record, run the stages, write the end."""
+    """Take the name's concurrency lock (unless `held`: the lock taken for it), create the run
+    folder and record, run the stages, write the end."""
     if plan.resume_problem is not None:
         raise UsageError(plan.resume_problem)
+    spec = plan.spec
+    if held is None and not (detach and spec.backend):  # a detached Slurm job has no holder
+        held = concurrency.hold(spec.concurrency, plan.runs_dir, spec.name, display.note)
+    try:
+        return _execute(plan, display, rebuild, detach)
+    finally:
+        if held is not None:
+            os.close(held)
+
+
+def _execute(plan: Plan, display: Display, rebuild: bool, detach: bool) -> tuple[RunRecord, RunDir]:
     spec = plan.spec
     run = record.create_run_dir(plan.runs_dir, spec.name)
     rec = _first_record(plan, run)
@@ -339,11 +355,12 @@ def _setup_phase(phase: str) -> Iterator[None]:
         ) from None
 
 
-def detach(plan: Plan, rebuild: bool) -> RunDir:
+def detach(plan: Plan, rebuild: bool, note: Callable[[str], None] = lambda t: None) -> RunDir:
     """Start the run in the background, as TI's and SageMaker's `fit(wait=False)`: a child
     in a session of its own (no terminal: Ctrl-C and a closed window leave it alone) runs it
     with its output in the logs only. Returns the run folder once its record exists; `logs -f`,
     `show` and `cancel` then attach to it by id or name."""
+    held = concurrency.hold(plan.spec.concurrency, plan.runs_dir, plan.spec.name, note)
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the background supervisor (tests see its effects)
@@ -363,11 +380,14 @@ def detach(plan: Plan, rebuild: bool) -> RunDir:
                 plan._replace(spec=plan.spec._replace(tty="never")),
                 Display(started=started, echo=False),
                 rebuild=rebuild,
+                held=held,
             )
             code = final.exit_code or 0
         finally:
             os._exit(code)
     os.close(write_fd)
+    if held is not None:
+        os.close(held)  # the run's process holds the lock now
     with os.fdopen(read_fd, "rb") as said:
         path = said.read().strip()
     if not path:

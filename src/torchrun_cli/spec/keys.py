@@ -81,6 +81,7 @@ class Key(NamedTuple):
 
 COMPAT = ("sagemaker", "ti")
 RETRY_ON = ("failed", "timeout", "setup_error", "cancelled")
+CONCURRENCY = ("allow", "forbid", "queue", "replace")
 BACKENDS = ("slurm", "local")
 TTY = TTY_MODES  # both declared in settings/files.py: config files set their defaults
 WHOLE = r"[1-9]\d*"
@@ -227,6 +228,14 @@ KEYS: tuple[Key, ...] = (
         "Which endings are retried: failed, timeout, setup_error, cancelled [default: failed, "
         "timeout; a Ctrl-C is never retried].",
         choices=RETRY_ON,
+    ),
+    Key(
+        "concurrency",
+        Kind.STR,
+        "When a run of this name is running: allow, forbid (exit 75), queue (wait), replace "
+        "(stop it first).",
+        ("--concurrency",),
+        choices=CONCURRENCY,
     ),
     Key(
         "tty",

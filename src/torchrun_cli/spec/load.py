@@ -357,7 +357,8 @@ def _defaults(merge: Merge, spec_file: Path | None, settings: Settings) -> None:
                     "" if settings.grace is None else f"; the config's {settings.grace:g}s is less"
                 )
                 origins["grace"] = f"default (torchrun's 30 s, and more{less})"
-    for key, default in (("python.manager", "none"), ("timeout", None), ("tty", "auto")):
+    defaults = (("python.manager", "none"), ("timeout", None), ("tty", "auto"))
+    for key, default in (*defaults, ("concurrency", "allow")):
         if key not in values:
             values[key] = default
             origins.setdefault(key, "default")

@@ -115,6 +115,7 @@ class JobSpec(NamedTuple):
     grace: float = DEFAULT_GRACE_S
     tty: str = "auto"
     retries: RetrySpec = RetrySpec()
+    concurrency: str = "allow"
     files: tuple[Path, ...] = ()
     allow_insecure_source: bool = False
     git_token_env: str | None = None
