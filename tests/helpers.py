@@ -48,8 +48,11 @@ def write(path: Path, text: str) -> Path:
 
 
 def run_dirs(runs: Path) -> list[Path]:
-    """The run folders in a runs folder, by name."""
-    return sorted(runs.iterdir()) if runs.exists() else []
+    """The run folders in a runs folder, by name (not torchjob's own hidden files: the index,
+    the concurrency locks, the step cache)."""
+    if not runs.exists():
+        return []
+    return sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def run_records(runs: Path) -> list[dict[str, Any]]:

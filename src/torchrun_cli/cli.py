@@ -177,7 +177,7 @@ def run(
     """Run a job: `torchjob run SPEC.yaml [flags] [-- ARGS...]`, or `torchjob run train.py
     [ARGS...]`."""
     from torchrun_cli.jobs import run as jobs  # measured: 10 ms that runs and show do not need
-    from torchrun_cli.spec.load import load
+    from torchrun_cli.spec.load import load, read_spec
 
     given = {
         key.path: options[key.param]
@@ -198,7 +198,7 @@ def run(
         spec_path = spec_path / "torchjob.yaml"
     found = settings.read()
     quiet = found.quiet if quiet is None else quiet
-    read = _read_spec(spec_path)
+    read = read_spec(spec_path)
     only_pipelines = (max_parallel, fail_fast, follow_steps, start, no_cache)
     if read is not None and spec_path is not None and "steps" in read[0]:
         from torchrun_cli.commands import pipeline  # measured: pipelines only
@@ -278,25 +278,16 @@ app.command(context_settings={"allow_interspersed_args": True})(run)
 _run_only.command(context_settings={"allow_interspersed_args": True})(run)
 
 
-def _read_spec(path: Path | None) -> tuple[dict[str, Any], Any] | None:
-    """The spec file's mapping and lines, read once: `steps:` makes it a pipeline."""
-    if path is None:
-        return None
-    from torchrun_cli.spec.pipeline import read  # the YAML reader: only specs need it
-
-    return read(path.absolute())
-
-
 @app.command()
 def validate(
     spec_file: Annotated[str, typer.Argument(metavar="SPEC.yaml", help="The spec to check.")],
 ) -> None:
     """Check a spec and print every problem; run nothing (exit 2 on problems)."""
     from torchrun_cli.jobs import run as jobs  # as in run
-    from torchrun_cli.spec.load import load
+    from torchrun_cli.spec.load import load, read_spec
 
     found = settings.read()  # a bad setting is reported first, as for every command
-    read = _read_spec(Path(spec_file))
+    read = read_spec(Path(spec_file))
     if read is not None and "steps" in read[0]:
         from torchrun_cli.commands import pipeline  # as in run
 

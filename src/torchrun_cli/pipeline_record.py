@@ -17,6 +17,7 @@ from typing import Any
 
 from torchrun_cli import __version__
 from torchrun_cli.record import (
+    MAX_RECORD_BYTES,
     SCHEMA_VERSION,
     Listed,
     RunDir,
@@ -27,7 +28,7 @@ from torchrun_cli.record import (
     read_record,
     this_host,
 )
-from torchrun_cli.store import write_atomic
+from torchrun_cli.store import read_small, write_atomic
 
 RECORD = "pipeline.json"
 WAITING, SKIPPED = "waiting", "skipped"  # a step's states besides a run's statuses
@@ -117,7 +118,7 @@ def write(path: Path, record: PipelineRecord, durable: bool = True) -> None:
 
 def read(path: Path) -> PipelineRecord:
     """Parse a pipeline.json; raises ValueError, TypeError or OSError when it is broken."""
-    raw = json.loads((path / RECORD).read_text(encoding="utf-8"))
+    raw = json.loads(read_small(path / RECORD, MAX_RECORD_BYTES))
     if not isinstance(raw, dict) or raw.get("kind") != "pipeline":
         raise ValueError("not a pipeline record")
     known = PipelineRecord.__dataclass_fields__

@@ -17,9 +17,10 @@ from typing import Any, NamedTuple
 
 from torchrun_cli import __version__
 from torchrun_cli.errors import UsageError
-from torchrun_cli.store import write_atomic
+from torchrun_cli.store import read_small, write_atomic
 
 SCHEMA_VERSION = 1
+MAX_RECORD_BYTES = 64 << 20
 
 
 class Status(str, Enum):
@@ -276,7 +277,7 @@ _FIELDS = frozenset(RunRecord.__dataclass_fields__)
 
 def read_record(run: RunDir) -> RunRecord:
     """Parse one run.json; raises ValueError or OSError on a broken or missing record."""
-    raw = json.loads(run.record.read_text(encoding="utf-8"))
+    raw = json.loads(read_small(run.record, MAX_RECORD_BYTES))  # a FIFO is refused, not waited on
     if not isinstance(raw, dict):
         raise ValueError("run.json is not an object")
     values = {k: v for k, v in raw.items() if k in _FIELDS}

@@ -47,6 +47,10 @@ def runs(
         str | None,
         typer.Option("--pipeline", metavar="PIPELINE", help="The runs of a pipeline's steps."),
     ] = None,
+    reindex: Annotated[
+        bool,
+        typer.Option("--reindex", help="Rebuild the history's index from the run folders first."),
+    ] = False,
     as_json: AsJson = False,
     runs_dir: RunsDir = None,
 ) -> None:
@@ -54,6 +58,9 @@ def runs(
     in the header)."""
     from torchrun_cli.jobs import views  # measured: 0.5 ms that `torchjob run` does not pay
 
+    if reindex:
+        count, seconds = history.reindex(settings.read(), runs_dir)
+        console.note(f"reindexed {count} runs in {seconds:.1f}s")
     if pipeline is not None:
         found: list[Any] = history.step_runs(settings.read(), runs_dir, pipeline)
     else:

@@ -88,6 +88,7 @@ def _running(runs_dir: Path, name: str) -> list[RunRecord]:
         runs_dir,
         0,
         lambda r: isinstance(r, RunRecord) and r.name == name and r.is_live(),
-        refs.named(runs_dir, name),
+        name=name,
+        status="running",
     )
     return [s.record for s in found if isinstance(s.record, RunRecord)]

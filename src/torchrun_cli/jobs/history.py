@@ -76,9 +76,22 @@ def runs(
             (name is None or r.name == name)
             and (status is None or r.shown_status().value == status)
         ),
-        None if name is None else refs.named(root, name),
+        name=name,
+        status=status,
     )
     return [s.record for s in seen]
+
+
+def reindex(settings: Settings, override: Path | None) -> tuple[int, float]:
+    """`runs --reindex`: the index rebuilt from the run folders; (rows, seconds)."""
+    from torchrun_cli.jobs import index  # as in find
+
+    started = time.monotonic()
+    root = runs_dir(settings, override)
+    try:
+        return index.rebuild(root), time.monotonic() - started
+    except index.Unusable as exc:
+        raise UsageError(f"cannot index {root}: {exc}", "check the runs folder") from None
 
 
 def pipeline(run: RunDir) -> PipelineRecord | None:

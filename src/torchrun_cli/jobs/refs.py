@@ -14,9 +14,10 @@ import re
 import shlex
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from torchrun_cli.errors import UsageError
+from torchrun_cli.jobs import index
 from torchrun_cli.pipeline_record import PipelineRecord, read_listed
 from torchrun_cli.pipeline_record import read as read_pipeline
 from torchrun_cli.record import RunDir, RunRecord, slug
@@ -79,11 +80,58 @@ def newest(
     runs_dir: Path,
     count: int = 0,
     keep: Callable[[AnyRecord], bool] | None = None,
-    among: Iterable[Entry] | None = None,
+    *,
+    name: str | None = None,
+    status: str | None = None,
 ) -> list[Seen]:
-    """The `count` newest records (0: all) that `keep` accepts, newest first. Folders are read
-    newest first and the reading stops at the first one older than the count-th found, so
-    `runs --limit 20` reads about 20 run.json files however many runs there are."""
+    """The `count` newest records (0: all) that `keep` accepts, newest first, of this name and
+    status when given. From the index (jobs/index.py): `runs --limit 20` reads about 20
+    run.json files however many runs there are; without one, from the folders' names."""
+    try:
+        with index.fresh(runs_dir) as db:
+            return _indexed(db, runs_dir, count, keep, name, status)
+    except index.Unusable:
+        among = named(runs_dir, name) if name is not None else None
+        return _scanned(runs_dir, count, keep, among)
+
+
+def _indexed(
+    db: Any,
+    runs_dir: Path,
+    count: int,
+    keep: Callable[[AnyRecord], bool] | None,
+    name: str | None,
+    status: str | None,
+) -> list[Seen]:
+    """Page through the index's ids newest first, reading each record (the truth)."""
+    recorded = "running" if status in ("running", "lost") else status  # lost: judged below
+    found: list[Seen] = []
+    page, offset = (max(count, 20) if count else 0), 0
+    while True:
+        batch = index.ids(db, name, recorded, page, offset)
+        for folder in batch:
+            run = RunDir(runs_dir / folder)
+            try:
+                rec = read_listed(run.path)
+            except (OSError, ValueError, TypeError):
+                continue
+            if keep is None or keep(rec):
+                found.append(Seen(rec, run))
+                if count and len(found) >= count:
+                    return found
+        if not page or len(batch) < page:
+            return found
+        offset += page
+
+
+def _scanned(
+    runs_dir: Path,
+    count: int,
+    keep: Callable[[AnyRecord], bool] | None,
+    among: Iterable[Entry] | None,
+) -> list[Seen]:
+    """Without an index: folders newest first by the second in their names; the reading
+    stops at the first one older than the count-th found."""
     found: list[Seen] = []
     bound = ""  # the second of the count-th newest found so far
     for entry in entries(runs_dir) if among is None else among:
@@ -130,13 +178,10 @@ def resolve(runs_dir: Path, ref: str) -> Found:
         raise UsageError(f"{ref!r} names no run", f"RUN is {FORMS}")
     if "/" in ref:
         return _step(runs_dir, *ref.rsplit("/", 1))
-    every = entries(runs_dir)
-    plain = "/" not in ref
-    if plain and any(e.name == ref for e in every):
+    if ref[:1] != "." and (runs_dir / ref).is_dir():  # an exact id
         return Found(RunDir(runs_dir / ref))
-    by_suffix = [e.name for e in every if e.suffix == ref] if _SUFFIX.fullmatch(ref) else []
-    by_prefix = [e.name for e in every if e.name.startswith(ref)] if plain else []
-    by_name = newest(runs_dir, 1, lambda r: r.name == ref, named(runs_dir, ref, every))
+    by_suffix, by_prefix, pipelines = _matches(runs_dir, ref)
+    by_name = newest(runs_dir, 1, lambda r: r.name == ref, name=ref)
     if by_name:
         run = by_name[0].run
         others = sorted(set(by_suffix + by_prefix) - {run.id})
@@ -155,9 +200,9 @@ def resolve(runs_dir: Path, ref: str) -> Found:
                 + _listed(matches),
                 "give more of the id (see `torchjob runs`)",
             )
-    for entry in every:  # a step's run, by its id, inside its pipeline's folder
-        if (runs_dir / entry.name / ref / "run.json").is_file():
-            return Found(RunDir(runs_dir / entry.name / ref))
+    for folder in pipelines:  # a step's run, by its id, inside its pipeline's folder
+        if (runs_dir / folder / ref / "run.json").is_file():
+            return Found(RunDir(runs_dir / folder / ref))
     raise UsageError(
         f"no run matches {ref!r} in {runs_dir}", f"RUN is {FORMS}; list runs with `torchjob runs`"
     )
@@ -185,6 +230,21 @@ def _step(runs_dir: Path, pipeline: str, step: str) -> Found:
     return Found(RunDir(Path(done.run_dir)), found.note)
 
 
+def _matches(runs_dir: Path, ref: str) -> tuple[list[str], list[str], list[str]]:
+    """The ids that end with ref (4 hex), that start with it, and the folders that may hold
+    pipelines: from the index, else from the folders' names."""
+    suffix = ref if _SUFFIX.fullmatch(ref) else ""
+    try:
+        with index.fresh(runs_dir) as db:
+            ends = index.matching(db, suffix=suffix) if suffix else []
+            return ends, index.matching(db, prefix=ref), index.ids(db, kind="pipeline")
+    except index.Unusable:
+        every = entries(runs_dir)
+        ends = [e.name for e in every if e.suffix == ref] if suffix else []
+        starts = [e.name for e in every if e.name.startswith(ref)]
+        return ends, starts, [e.name for e in every]
+
+
 def _match(ids: list[str]) -> str:
     return f"the start or end of {len(ids)} other run id{'s' * (len(ids) > 1)} ({_listed(ids)})"
 
@@ -197,15 +257,21 @@ def _listed(ids: list[str]) -> str:
 
 def candidates(runs_dir: Path, incomplete: str, limit: int = 200) -> list[tuple[str, str]]:
     """(value, help) for a shell completing RUN: `last`, run names and ids that start with
-    `incomplete` (typer offers nothing else); run.json is read only for names."""
-    every = entries(runs_dir)
-    out = [("last", "the newest run")] if "last".startswith(incomplete) and every else []
-    prefix = slug(incomplete) if incomplete else ""
-    maybe = [e for e in every if e.slug.startswith(prefix) or not e.stamp][:limit]
-    names: dict[str, None] = {}
-    for seen in newest(runs_dir, 0, lambda r: r.name.startswith(incomplete), maybe):
-        names.setdefault(seen.record.name)
+    `incomplete` (typer offers nothing else)."""
+    try:
+        with index.fresh(runs_dir) as db:
+            ids = index.matching(db, prefix=incomplete)[:limit]
+            names = index.names(db, incomplete, limit)
+            anything = bool(ids) or bool(index.ids(db, limit=1))
+    except index.Unusable:
+        every = entries(runs_dir)
+        prefix = slug(incomplete) if incomplete else ""
+        maybe = [e for e in every if e.slug.startswith(prefix) or not e.stamp][:limit]
+        found = _scanned(runs_dir, 0, lambda r: r.name.startswith(incomplete), maybe)
+        names = list(dict.fromkeys(seen.record.name for seen in found))
+        ids = [e.name for e in every if e.name.startswith(incomplete)][:limit]
+        anything = bool(every)
+    out = [("last", "the newest run")] if "last".startswith(incomplete) and anything else []
     plain = [n for n in names if n != "last" and shlex.quote(n) == n]  # a shell splits others
     out += [(name, f"the newest run named {name}") for name in plain]
-    ids = [e.name for e in every if e.name.startswith(incomplete)]
-    return out + [(i, "") for i in ids[:limit]]
+    return out + [(i, "") for i in ids]

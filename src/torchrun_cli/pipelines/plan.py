@@ -14,7 +14,7 @@ from typing import Any
 from torchrun_cli import pipeline_record as records
 from torchrun_cli.errors import UsageError
 from torchrun_cli.jobs import run as jobs
-from torchrun_cli.jobs.refs import named, newest, resolve
+from torchrun_cli.jobs.refs import newest, resolve
 from torchrun_cli.pipeline_record import PipelineRecord, StepRecord
 from torchrun_cli.record import RunDir, read_record
 from torchrun_cli.settings import Settings
@@ -73,7 +73,7 @@ def find(runs_root: Path, ref: str, name: str) -> tuple[Path, PipelineRecord]:
             runs_root,
             1,
             lambda r: isinstance(r, PipelineRecord) and r.name == name,
-            named(runs_root, name),
+            name=name,
         )
         if found and isinstance(found[0].record, PipelineRecord):
             return found[0].run.path, found[0].record

@@ -16,9 +16,9 @@ from typing import Any, NamedTuple
 
 from torchrun_cli.errors import Problem, SpecError
 from torchrun_cli.settings import Settings
+from torchrun_cli.spec import forms
 from torchrun_cli.spec.checks import Checker
 from torchrun_cli.spec.keys import (
-    OPTION,
     PARAM_KEY,
     Key,
     Kind,
@@ -33,7 +33,6 @@ from torchrun_cli.spec.model import (
     JobSpec,
     OutputsSpec,
     PythonSpec,
-    RetrySpec,
 )
 from torchrun_cli.spec.refs import Scope
 from torchrun_cli.spec.rules import (
@@ -97,6 +96,18 @@ def load(
     return spec
 
 
+def read_spec(path: Path | None) -> tuple[dict[str, Any], Located] | None:
+    """A spec file's mapping and lines, read once (`steps:` makes it a pipeline); raises
+    SpecError when it cannot be read."""
+    if path is None:
+        return None
+    problems: list[Problem] = []
+    data, src = read_yaml(path.absolute(), problems)
+    if problems:
+        raise SpecError(problems)
+    return data, src
+
+
 def build(
     layers: list[Layer],
     flags: Flags,
@@ -146,7 +157,7 @@ def _read_section(merge: Merge, data: dict[Any, Any], section: str) -> None:
         where = merge.src.where(data, key.name)
         raw = data[key.name]
         if key.path == "retries":
-            raw = _retries_mapping(merge, raw, where)
+            raw = forms.retries_mapping(merge, raw, where)
         if key.kind is Kind.SECTION:
             entries = merge.check.mapping(raw, where, key.path)
             if entries is not None:
@@ -162,20 +173,6 @@ def _read_section(merge: Merge, data: dict[Any, Any], section: str) -> None:
                 value = {**merge.values.get(key.path, {}), **value}
             merge.values[key.path], merge.origins[key.path] = value, where
             merge.bases[key.path] = merge.spec_dir
-
-
-def _retries_mapping(merge: Merge, raw: object, where: str) -> object:
-    """`retries: 3` is `{count: 3}`; YAML 1.1 reads the key `on` as true: it is `on` here."""
-    line = int(where.rpartition(":")[2] or 1)
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        raw = {"count": raw}
-        merge.src.key_lines[id(raw)] = {"count": line}
-    elif isinstance(raw, dict) and True in raw:
-        lines = merge.src.key_lines.get(id(raw), {})
-        raw = {("on" if k is True else k): v for k, v in raw.items()}
-        merge.src.key_lines[id(raw)] = {("on" if k is True else k): n for k, n in lines.items()}
-    merge.keep.append(raw)  # its lines are looked up by id while it lives
-    return raw
 
 
 def _from_file(merge: Merge, key: Key, raw: object, where: str) -> Any:
@@ -210,36 +207,11 @@ def _from_file(merge: Merge, key: Key, raw: object, where: str) -> Any:
         elif key.kind is Kind.ENV:
             item = check.env_var(name, value, at, sub)
         else:  # CHANNELS: name -> path, or {path, arg}
-            item = _channel(merge, value, at, sub)
+            item = forms.channel(merge, value, at, sub)
         if item is not None:
             out[str(name)] = item
             merge.origins[sub] = at
     return out
-
-
-def _channel(merge: Merge, value: object, at: str, sub: str) -> Path | None:
-    """An input's path (relative to the spec's folder); `{path: ..., arg: --train}` also
-    passes the path to the script after that option."""
-    check = merge.check
-    arg = None
-    if isinstance(value, dict):
-        check.unknown_keys(value, ("path", "arg"), f"{sub}.", merge.src)
-        if "path" not in value:
-            check.add(at, sub, "an input needs a path", "write `{path: data/train, arg: --train}`")
-            return None
-        arg = check.text(value["arg"], at, f"{sub}.arg") if "arg" in value else None
-        if arg is not None and not OPTION.fullmatch(arg):
-            check.add(at, f"{sub}.arg", f"{arg!r} is not an option", "write e.g. `arg: --train`")
-            arg = None
-        value = value["path"]
-    text = check.text(value, at, sub)
-    if text is None:
-        return None
-    if arg is not None:
-        merge.input_args[sub.rpartition(".")[2]] = arg
-    if text.startswith("${{"):  # a reference gives the whole path: resolved with it
-        return Path(text)
-    return merge.spec_dir / os.path.expanduser(text)
 
 
 def _relative(merge: Merge, key: Key, text: str | None, base: Path) -> str | None:
@@ -391,22 +363,12 @@ def _build(
         extra_args=extra_args,
         python=PythonSpec(**_section(values, "python")),
         outputs=OutputsSpec(**outputs),
-        retries=_retries(values),
+        retries=forms.retries(values),
         distributed=DistributedSpec(**_section(values, "distributed"))
         if "distributed" in values
         else None,
         backend=backend,
         origins=dict(merge.origins),
-    )
-
-
-def _retries(values: Mapping[str, Any]) -> RetrySpec:
-    found = _section(values, "retries")
-    return RetrySpec(
-        count=int(found.get("count", 0)),
-        delay=float(found.get("delay") or 0.0),
-        backoff=float(found.get("backoff", 1.0)),
-        on=tuple(found.get("on", RetrySpec().on)),
     )
 
 

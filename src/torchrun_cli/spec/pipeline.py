@@ -67,15 +67,6 @@ def is_pipeline(data: Mapping[str, Any]) -> bool:
     return "steps" in data
 
 
-def read(path: Path) -> tuple[dict[str, Any], Located]:
-    """A spec file's mapping and its lines; raises SpecError when it cannot be read."""
-    problems: list[Problem] = []
-    data, src = read_yaml(path, problems)
-    if problems:
-        raise SpecError(problems)
-    return data, src
-
-
 def load_pipeline(
     path: Path, data: dict[str, Any], src: Located, flags: Flags, cwd: Path, settings: Settings
 ) -> PipelineSpec:
