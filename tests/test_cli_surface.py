@@ -25,10 +25,13 @@ ARGV = "import sys\nprint('argv', sys.argv[1:])\n"
 
 
 def _leaves(group: Any, words: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Every command that does something, as the words that name it."""
+    """Every command that does something, as the words that name it (a group that runs
+    without a subcommand, as `runs` does, is one too)."""
     out: list[tuple[str, ...]] = []
     for name, command in group.commands.items():
         if isinstance(command, TyperGroup):
+            if command.invoke_without_command:
+                out.append((*words, name))
             out += _leaves(command, (*words, name))
         else:
             out.append((*words, name))
@@ -58,6 +61,11 @@ def test_the_commands_are_all_here() -> None:
         "run",
         "validate",
         "runs",
+        "runs prune",
+        "rerun",
+        "compare",
+        "diff",
+        "plot",
         "show",
         "logs",
         "cancel",

@@ -16,9 +16,17 @@ from torchrun_cli.spec.model import (
     BackendSpec,
     DistributedSpec,
     JobSpec,
+    MetricsSpec,
     OutputsSpec,
     PythonSpec,
+    RetentionSpec,
+    RetrySpec,
 )
+
+
+def fields(model: Any) -> set[str]:
+    """A section's fields: a NamedTuple's, or the slots of RetrySpec (not a NamedTuple)."""
+    return set(getattr(model, "_fields", None) or model.__slots__)
 
 
 def test_every_key_is_a_field_of_the_model_and_every_flag_an_option_of_run() -> None:
@@ -29,15 +37,19 @@ def test_every_key_is_a_field_of_the_model_and_every_flag_an_option_of_run() -> 
         "outputs": OutputsSpec,
         "distributed": DistributedSpec,
         "backend": BackendSpec,
+        "retries": RetrySpec,
+        "metrics": MetricsSpec,
+        "retention": RetentionSpec,
     }
+    assert {k.section for k in KEYS} - {""} == set(sections)  # a new section is checked too
     for key in KEYS:
         top = key.path.split(".")[0]
         assert top in JobSpec._fields, key.path
         assert top in masked, key.path  # run.json's spec shows every key
         if key.section:
-            assert key.name in sections[key.section]._fields, key.path
+            assert key.name in fields(sections[key.section]), key.path
     for name, model in sections.items():  # and no field of a section without its key
-        assert {f"{name}.{f}" for f in model._fields} <= {k.path for k in KEYS}, name
+        assert {f"{name}.{f}" for f in fields(model)} <= {k.path for k in KEYS}, name
     helptext = torchjob("run", "--help", env={**os.environ, "COLUMNS": "200"}).stdout.decode()
     for key in with_flags():
         for flag in key.flags:

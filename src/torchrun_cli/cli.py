@@ -29,15 +29,18 @@ from torchrun_cli.commands import (
     MaxParallel,
     NoCache,
     RunsDir,
+    analysis,
     caches,
-    choices,
     completion,
+    key_option,
+    reruns,
     runs,
+    starting,
     usage,
 )
 from torchrun_cli.errors import TorchjobError, UsageError
 from torchrun_cli.jobs import config
-from torchrun_cli.spec.keys import Key, Kind, with_flags
+from torchrun_cli.spec.keys import with_flags
 
 
 class _Group(TyperGroup):
@@ -111,24 +114,6 @@ def _root(
         )
 
 
-def _option(key: Key) -> inspect.Parameter:
-    """The `run` option of a spec key: repeatable for lists and KEY=VALUE pairs, a switch for
-    booleans, a value otherwise; its help and choices (shown as its metavar, completed by the
-    shells) from the table."""
-    repeat = key.kind in (Kind.LIST, Kind.PATHS, Kind.PARAMS, Kind.ENV, Kind.CHANNELS)
-    kind: Any = bool if key.kind is Kind.BOOL else list[str] | None if repeat else str | None
-    default = typer.Option(
-        False if key.kind is Kind.BOOL else None,
-        *key.flags,
-        help=key.help,
-        metavar=key.metavar or ("[" + "|".join(key.choices) + "]" if key.choices else None),
-        autocompletion=choices(key.choices) if key.choices else None,
-    )
-    return inspect.Parameter(
-        key.param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind
-    )
-
-
 def run(
     ctx: typer.Context,
     spec_file: Annotated[
@@ -176,8 +161,7 @@ def run(
 ) -> None:
     """Run a job: `torchjob run SPEC.yaml [flags] [-- ARGS...]`, or `torchjob run train.py
     [ARGS...]`."""
-    from torchrun_cli.jobs import run as jobs  # measured: 10 ms that runs and show do not need
-    from torchrun_cli.spec.load import load, read_spec
+    from torchrun_cli.spec.load import load, read_spec  # measured: run and validate only
 
     given = {
         key.path: options[key.param]
@@ -225,57 +209,19 @@ def run(
         tuple(ctx.obj.get("trailing", ())),
         read,
     )
-    plan = jobs.make_plan(spec, found, found.runs_dir(runs_dir))
-    if dry_run:
-        from torchrun_cli.jobs import dryrun  # only --dry-run needs it
-
-        console.plan(dryrun.plan_rows(plan, rebuild))
-        return
-    if detach and spec.backend is None:
-        run = jobs.detach(plan, rebuild, console.note)
-        sys.stdout.write(f"{run.id}\n")
-        console.note(
-            f"started run {run.id} in the background; follow it with `torchjob logs -f "
-            f"{run.id}`, stop it with `torchjob cancel {run.id}`"
-        )
-        return
-    steps = console.steps(quiet)
-
-    def environment(env: Any) -> None:  # envs.Environment, shown by console.environment
-        steps.close()  # the setup is over: the job's first byte comes next
-        if not quiet:
-            console.environment(env)
-
-    display = jobs.Display(
-        started=lambda rec, run: None if quiet else console.header(rec),
-        source=lambda src: None if quiet else console.source_line(src),
-        environment=environment,
-        note=lambda text: None if quiet else console.note(text),
-        steps=steps,
-        stopping=lambda signum: console.stopping(signum, spec.grace, spec.timeout),
-        echo=not quiet,
+    starting.start(
+        spec, found, runs_dir, dry_run=dry_run, detach=detach, quiet=quiet, rebuild=rebuild
     )
-    try:
-        final, run_dir = jobs.execute(plan, display, rebuild=rebuild, detach=detach)
-    finally:
-        steps.close()
-    if final.detached and final.backend:
-        sys.stdout.write(f"{final.backend['job_id']}\n")
-        console.note(
-            f"submitted Slurm job {final.backend['job_id']} as run {final.id}; "
-            f"follow it with `torchjob logs -f {final.id}`"
-        )
-        return
-    console.ended(final, run_dir, quiet)
-    raise typer.Exit(final.exit_code or 0)
 
 
 _RUN_SIGNATURE = inspect.Signature(
-    [*list(inspect.signature(run).parameters.values())[:-1], *map(_option, with_flags())]
+    [*list(inspect.signature(run).parameters.values())[:-1], *map(key_option, with_flags())]
 )
 run.__signature__ = _RUN_SIGNATURE  # type: ignore[attr-defined]  # typer reads the options here
+
 app.command(context_settings={"allow_interspersed_args": True})(run)
 _run_only.command(context_settings={"allow_interspersed_args": True})(run)
+app.command(context_settings={"allow_interspersed_args": True})(reruns.rerun)
 
 
 @app.command()
@@ -283,7 +229,7 @@ def validate(
     spec_file: Annotated[str, typer.Argument(metavar="SPEC.yaml", help="The spec to check.")],
 ) -> None:
     """Check a spec and print every problem; run nothing (exit 2 on problems)."""
-    from torchrun_cli.jobs import run as jobs  # as in run
+    from torchrun_cli.jobs import run as jobs  # measured: 10 ms that runs and show do not need
     from torchrun_cli.spec.load import load, read_spec
 
     found = settings.read()  # a bad setting is reported first, as for every command
@@ -312,7 +258,7 @@ def config_command(as_json: AsJson = False) -> None:
         console.plan(config.rows(found))
 
 
-for _commands in (runs.app, caches.app, completion.app):
+for _commands in (runs.app, analysis.app, caches.app, completion.app):
     app.add_typer(_commands)  # without a name: their commands are torchjob's own
 for _info in (*app.registered_commands, *_run_only.registered_commands):
     _name = _info.name or (_info.callback.__name__ if _info.callback else "")
@@ -359,7 +305,7 @@ def main() -> None:
     _standard_fds()
     argv = sys.argv[1:]
     words = tuple(a for a in argv if not a.startswith("-"))
-    if words[:1] in _READERS or words[:2] in _READERS:
+    if (words[:1] in _READERS and words[:2] != ("runs", "prune")) or words[:2] in _READERS:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     trailing: list[str] = []
     if "--" in argv:

@@ -4,15 +4,17 @@ types they share with cli.py. Like cli.py, each command is flags, one call into 
 console.py; the examples its help ends with are in usage.py."""
 
 import contextlib
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from torchrun_cli import settings
 from torchrun_cli.errors import TorchjobError
 from torchrun_cli.jobs import history
+from torchrun_cli.spec.keys import Key, Kind
 
 
 def choices(values: Sequence[str]) -> Callable[[str], list[str]]:
@@ -62,3 +64,21 @@ NoCache = Annotated[
     bool, typer.Option("--no-cache", help="Pipeline: run every step, cached or not.")
 ]
 PIPELINE_FLAGS = ("--max-parallel", "--fail-fast", "--follow-steps", "--from", "--no-cache")
+
+
+def key_option(key: Key) -> inspect.Parameter:
+    """The `run` option of a spec key: repeatable for lists and KEY=VALUE pairs, a switch for
+    booleans, a value otherwise; its help and choices (shown as its metavar, completed by the
+    shells) from the table."""
+    repeat = key.kind in (Kind.LIST, Kind.PATHS, Kind.PARAMS, Kind.ENV, Kind.CHANNELS)
+    kind: Any = bool if key.kind is Kind.BOOL else list[str] | None if repeat else str | None
+    default = typer.Option(
+        False if key.kind is Kind.BOOL else None,
+        *key.flags,
+        help=key.help,
+        metavar=key.metavar or ("[" + "|".join(key.choices) + "]" if key.choices else None),
+        autocompletion=choices(key.choices) if key.choices else None,
+    )
+    return inspect.Parameter(
+        key.param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind
+    )

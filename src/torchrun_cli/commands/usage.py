@@ -30,6 +30,28 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "torchjob runs --columns accuracy,loss # outputs as columns",
         "torchjob runs --json --limit 0       # every run, for machines",
     ),
+    "rerun": (
+        "torchjob rerun last                  # the newest run again, same commit",
+        "torchjob rerun mnist -P lr=0.001     # with a param changed",
+    ),
+    "runs prune": (
+        "torchjob runs prune --keep 50        # the newest 50 of each name stay",
+        "torchjob runs prune --older-than 30d --status failed --dry-run",
+    ),
+    "compare": (
+        "torchjob compare mnist               # the newest 20 mnist runs",
+        "torchjob compare last last~1 --md    # two runs, as a Markdown table",
+        "torchjob compare 3fa2 9c01 --csv",
+    ),
+    "diff": (
+        "torchjob diff last last~1            # what changed between the last two runs",
+        "torchjob diff mnist 3fa2 --md",
+    ),
+    "plot": (
+        "torchjob plot                        # the newest run's metrics, drawn here",
+        "torchjob plot mnist loss --vs last~1 # its loss against the run before",
+        "torchjob plot 3fa2 --output loss.svg # into a file (matplotlib)",
+    ),
     "show": (
         "torchjob show                        # the newest run",
         "torchjob show mnist                  # the newest run named mnist",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from torchrun_cli import pipeline_record
+from torchrun_cli.durations import parse_duration
 from torchrun_cli.errors import UsageError
 from torchrun_cli.pipeline_record import PipelineRecord
 from torchrun_cli.record import (
@@ -26,6 +27,7 @@ from torchrun_cli.record import (
 from torchrun_cli.settings import Settings
 
 if TYPE_CHECKING:
+    from torchrun_cli.jobs.prune import Pruned
     from torchrun_cli.jobs.refs import AnyRecord, Found
 
 STATUSES = tuple(s.value for s in Status)
@@ -59,6 +61,7 @@ def runs(
     name: str | None = None,
     status: str | None = None,
     limit: int = 0,
+    sort: str | None = None,
 ) -> list[AnyRecord]:
     """Records (runs' and pipelines') newest first, filtered by name and shown status (`lost`
     included)."""
@@ -78,8 +81,33 @@ def runs(
         ),
         name=name,
         status=status,
+        by=sort,
     )
     return [s.record for s in seen]
+
+
+def pruned(
+    settings: Settings,
+    override: Path | None,
+    keep: int | None,
+    older_than: str | None,
+    status: str | None,
+    name: str | None,
+    dry_run: bool,
+) -> list[Pruned]:
+    """`runs prune`: the policy from the flags, applied to the runs folder."""
+    from torchrun_cli.jobs.prune import Policy, prune  # measured: prune alone needs it
+
+    if status is not None and status not in STATUSES:
+        raise UsageError(
+            f"--status {status!r} is not a status", f"use one of {', '.join(STATUSES)}"
+        )
+    try:
+        age = parse_duration(older_than) if older_than is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--older-than {older_than}: {exc}", "write e.g. 30d, 12h, 90m") from None
+    policy = Policy(keep, age, status, name)
+    return prune(runs_dir(settings, override), policy, dry_run)
 
 
 def reindex(settings: Settings, override: Path | None) -> tuple[int, float]:
@@ -219,7 +247,7 @@ def refresh(run: RunDir) -> RunRecord:
     if end is None:
         return rec
     output_dir = Path(rec.output_dir) if rec.output_dir else run.output
-    final = replace(rec, outputs=conventions.read_outputs(output_dir)).finish(end)
+    final = replace(rec, outputs=conventions.final_outputs(run, output_dir, rec.spec)).finish(end)
     write_record(run, final)
     return final
 
@@ -232,6 +260,44 @@ def live_outputs(rec: RunRecord, run: RunDir) -> dict[str, Any] | None:
     from torchrun_cli.launch import conventions  # measured: 12 ms that `show` of an ended run skips
 
     return conventions.read_outputs(Path(rec.output_dir) if rec.output_dir else run.output)
+
+
+def selection(
+    settings: Settings, override: Path | None, refs: list[str], limit: int
+) -> list[tuple[RunRecord, RunDir]]:
+    """The runs `compare`, `diff` and `plot` look at: each RUN's, a pipeline's steps' runs,
+    and for a single run name its newest `limit` runs."""
+    from torchrun_cli.jobs import refs as lookup  # as in find
+
+    root = runs_dir(settings, override)
+    if len(refs) == 1:
+        named = lookup.newest(
+            root, limit, lambda r: isinstance(r, RunRecord) and r.name == refs[0], name=refs[0]
+        )
+        if len(named) > 1:
+            return [(s.record, s.run) for s in named if isinstance(s.record, RunRecord)]
+    out: list[tuple[RunRecord, RunDir]] = []
+    for ref in refs:
+        found = find(settings, override, ref).run
+        if (pipe := pipeline(found)) is not None:
+            out += [(refresh(run), run) for run in pipeline_record.step_runs(pipe)]
+        else:
+            out.append((refresh(found), found))
+    return out
+
+
+def series_of(chosen: list[tuple[RunRecord, RunDir]]) -> list[dict[str, list[tuple[int, float]]]]:
+    """Each run's metric series, read now from its folder."""
+    from torchrun_cli.launch import metrics  # as in metric_summaries
+
+    return [metrics.series(run, rec.spec.get("metrics")) for rec, run in chosen]
+
+
+def metric_summaries(rec: RunRecord, run: RunDir) -> dict[str, Any]:
+    """Each metric's last, least and greatest value (read now: a running job's so far)."""
+    from torchrun_cli.launch import metrics  # measured: `show` of a run without metrics skips it
+
+    return dict(metrics.summaries(metrics.series(run, rec.spec.get("metrics"))))
 
 
 def follow(

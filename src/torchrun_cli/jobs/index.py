@@ -151,7 +151,25 @@ _UPSERT = f"INSERT OR REPLACE INTO runs ({_COLUMNS}) VALUES ({_MARKS})"  # noqa:
 
 
 def _pending(folder: str, mtime: int) -> tuple[Any, ...]:
-    return (folder, PENDING, "", PENDING, "", "", None, None, None, "", 0, 0, 0, "{}", "{}", mtime)
+    sort = sort_key(folder, "")
+    return (
+        folder,
+        PENDING,
+        "",
+        PENDING,
+        sort,
+        "",
+        None,
+        None,
+        None,
+        "",
+        0,
+        0,
+        0,
+        "{}",
+        "{}",
+        mtime,
+    )
 
 
 def row(folder: str, rec: RunRecord | PipelineRecord, mtime: int) -> tuple[Any, ...]:
@@ -185,9 +203,11 @@ def ids(
     limit: int = 0,
     offset: int = 0,
     kind: str | None = None,
+    by: str | None = None,
 ) -> list[str]:
-    """Folder ids newest first, by name, recorded status (a `lost` run is recorded as
-    `running`: ask for running and judge each) and kind (run, pipeline)."""
+    """Folder ids newest first (or by the output `by`, `-by` for the greatest first, runs
+    without it last), by name, recorded status (a `lost` run is recorded as `running`: ask for
+    running and judge each) and kind (run, pipeline)."""
     where: list[str] = ["kind != ?"]
     args: list[Any] = [PENDING]
     if kind is not None:
@@ -200,7 +220,13 @@ def ids(
         where.append("status = ?")
         args.append(status)
     sql = "SELECT id FROM runs WHERE " + " AND ".join(where)  # noqa: S608 - constants; bound
-    sql += " ORDER BY sort DESC"
+    if by:
+        key = json.dumps(by.lstrip("-"))  # a JSON path's quoted member: any name is safe
+        sql += " ORDER BY json_extract(outputs, ?) IS NULL, json_extract(outputs, ?)"
+        sql += " DESC, sort DESC" if by.startswith("-") else ", sort DESC"
+        args += [f"$.{key}", f"$.{key}"]
+    else:
+        sql += " ORDER BY sort DESC"
     if limit:
         sql += " LIMIT ? OFFSET ?"
         args += [int(limit), int(offset)]
@@ -208,10 +234,11 @@ def ids(
 
 
 def matching(db: sqlite3.Connection, prefix: str = "", suffix: str = "") -> list[str]:
-    """Ids that start with `prefix` (and end with `suffix`), newest first."""
+    """Ids that start with `prefix` (and end with `suffix`), newest first; folders without a
+    readable record too (RUN names a folder: what is wrong with it is said then)."""
     like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    sql = "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' AND kind != ?"
-    args: list[str] = [like, PENDING]
+    sql = "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\'"
+    args: list[str] = [like]
     if suffix:
         sql += " AND substr(id, -4) = ?"
         args.append(suffix)

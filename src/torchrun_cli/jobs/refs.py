@@ -83,16 +83,26 @@ def newest(
     *,
     name: str | None = None,
     status: str | None = None,
+    by: str | None = None,
 ) -> list[Seen]:
-    """The `count` newest records (0: all) that `keep` accepts, newest first, of this name and
-    status when given. From the index (jobs/index.py): `runs --limit 20` reads about 20
-    run.json files however many runs there are; without one, from the folders' names."""
+    """The `count` newest records (0: all) that `keep` accepts, newest first (or by the
+    output `by`; `-by`: greatest first), of this name and status when given. From the index
+    (jobs/index.py): `runs --limit 20` reads about 20 run.json files however many runs there
+    are; without one, from the folders' names."""
     try:
         with index.fresh(runs_dir) as db:
-            return _indexed(db, runs_dir, count, keep, name, status)
+            return _indexed(db, runs_dir, count, keep, name, status, by)
     except index.Unusable:
         among = named(runs_dir, name) if name is not None else None
-        return _scanned(runs_dir, count, keep, among)
+        found = _scanned(runs_dir, 0 if by else count, keep, among)
+        return (_by_output(found, by) if by else found)[: count or None]
+
+
+def _by_output(found: list[Seen], by: str) -> list[Seen]:
+    key, greatest = by.lstrip("-"), by.startswith("-")
+    has = [s for s in found if isinstance(s.record.outputs.get(key), (int, float))]
+    has.sort(key=lambda s: s.record.outputs[key], reverse=greatest)
+    return has + [s for s in found if s not in has]
 
 
 def _indexed(
@@ -102,13 +112,14 @@ def _indexed(
     keep: Callable[[AnyRecord], bool] | None,
     name: str | None,
     status: str | None,
+    by: str | None = None,
 ) -> list[Seen]:
-    """Page through the index's ids newest first, reading each record (the truth)."""
+    """Page through the index's ids in order, reading each record (the truth)."""
     recorded = "running" if status in ("running", "lost") else status  # lost: judged below
     found: list[Seen] = []
     page, offset = (max(count, 20) if count else 0), 0
     while True:
-        batch = index.ids(db, name, recorded, page, offset)
+        batch = index.ids(db, name, recorded, page, offset, by=by)
         for folder in batch:
             run = RunDir(runs_dir / folder)
             try:

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from torchrun_cli import envs, launch, record, source
 from torchrun_cli.envs import Environment
 from torchrun_cli.errors import LaunchError, SetupError, TorchjobError, UsageError
-from torchrun_cli.jobs import concurrency, retries
-from torchrun_cli.launch import conventions
+from torchrun_cli.jobs import concurrency, prune, retries
+from torchrun_cli.launch import conventions, metrics
 from torchrun_cli.launch.base import Backend, Job, Launch, OnStop, Stopped, signal_name
 from torchrun_cli.masking import mask_mapping
 from torchrun_cli.record import End, RunDir, RunRecord, Status
@@ -152,10 +152,13 @@ def execute(
     if held is None and not (detach and spec.backend):  # a detached Slurm job has no holder
         held = concurrency.hold(spec.concurrency, plan.runs_dir, spec.name, display.note)
     try:
-        return _execute(plan, display, rebuild, detach)
+        done = _execute(plan, display, rebuild, detach)
     finally:
         if held is not None:
             os.close(held)
+    if plan.pipeline is None and done[0].ended_at:  # a step's folder is inside its pipeline's
+        prune.retain(plan.runs_dir, spec.name, spec.retention, display.note)
+    return done
 
 
 def _execute(plan: Plan, display: Display, rebuild: bool, detach: bool) -> tuple[RunRecord, RunDir]:
@@ -291,6 +294,7 @@ def _stages(
             resume = conventions.newest_checkpoint(model_dir) or resume
         variables = conventions.job_env(spec, model_dir, output_dir, resume, launch.job_gpus(spec))
         variables["TORCHJOB_ATTEMPT"] = str(stage.attempt)
+        variables.update(metrics.variables(run))
         job = Job(spec, job_launch, run, variables, settings, envs.lease_file(settings, env))
     stage.enter("the submission" if spec.backend else "the start", "launch")
     backend.start(job)
@@ -299,7 +303,7 @@ def _stages(
     stage.enter("the job", "job")
     end = backend.follow(job, display.echo, display.stopping)
     end, extra = backend.details(job, end)
-    stage.learn(outputs=conventions.read_outputs(output_dir), **extra)
+    stage.learn(outputs=conventions.final_outputs(run, output_dir, spec.masked()), **extra)
     return end
 
 
@@ -353,48 +357,3 @@ def _setup_phase(phase: str) -> Iterator[None]:
         raise SetupError(
             f"{phase} failed: {exc}", "check the paths and the free space", phase=phase
         ) from None
-
-
-def detach(plan: Plan, rebuild: bool, note: Callable[[str], None] = lambda t: None) -> RunDir:
-    """Start the run in the background, as TI's and SageMaker's `fit(wait=False)`: a child
-    in a session of its own (no terminal: Ctrl-C and a closed window leave it alone) runs it
-    with its output in the logs only. Returns the run folder once its record exists; `logs -f`,
-    `show` and `cancel` then attach to it by id or name."""
-    held = concurrency.hold(plan.spec.concurrency, plan.runs_dir, plan.spec.name, note)
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the background supervisor (tests see its effects)
-        code = 1
-        try:
-            os.close(read_fd)
-            os.setsid()
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-
-            def started(rec: RunRecord, run: RunDir) -> None:
-                os.write(write_fd, os.fsencode(run.path) + b"\n")
-                os.close(write_fd)
-
-            final, _ = execute(
-                plan._replace(spec=plan.spec._replace(tty="never")),
-                Display(started=started, echo=False),
-                rebuild=rebuild,
-                held=held,
-            )
-            code = final.exit_code or 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    if held is not None:
-        os.close(held)  # the run's process holds the lock now
-    with os.fdopen(read_fd, "rb") as said:
-        path = said.read().strip()
-    if not path:
-        os.waitpid(pid, 0)
-        raise SetupError(
-            "the background run did not start",
-            "run it without --detach to see why",
-            phase="launch",
-        )
-    return RunDir(Path(os.fsdecode(path)))

@@ -16,6 +16,7 @@ from torchrun_cli.record import RunDir, RunRecord, Status
 
 if TYPE_CHECKING:
     from torchrun_cli.envs.cache import CachedEnv
+    from torchrun_cli.jobs.prune import Pruned
     from torchrun_cli.source.git import CachedRepo
     from torchrun_cli.store import Removed
 
@@ -186,6 +187,17 @@ def mirrors(repos: Sequence[CachedRepo]) -> Table:
     return Table(("KEY", "SIZE", f"LAST USED ({label})", "URL"), rows)
 
 
+def pruned(done: Sequence[Pruned], dry_run: bool) -> list[str]:
+    """A line per run a prune removed (or would), and the space that came (or would come)
+    back."""
+    verb = "would remove" if dry_run else "removed"
+    lines = [f"{verb} {p.id} ({p.name}, {p.status}, {size(p.size_bytes)})" for p in done]
+    if done:
+        total = size(sum(p.size_bytes for p in done))
+        lines.append(f"{'would free' if dry_run else 'freed'} {total} ({len(done)} runs)")
+    return lines
+
+
 def removed(done: Sequence[Removed]) -> list[str]:
     """A line per entry a prune or rm dealt with, and the space that came back."""
     lines = [
@@ -201,7 +213,12 @@ def removed(done: Sequence[Removed]) -> list[str]:
     return lines
 
 
-def describe(rec: RunRecord, run: RunDir, outputs: dict[str, Any] | None = None) -> list[Row]:
+def describe(
+    rec: RunRecord,
+    run: RunDir,
+    outputs: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> list[Row]:
     """`torchjob show`: what a run is, how it stands, where its files are. `outputs` are read
     now for a running run."""
     status = rec.shown_status()
@@ -222,6 +239,13 @@ def describe(rec: RunRecord, run: RunDir, outputs: dict[str, Any] | None = None)
     rows.append(
         ("outputs", _pairs(rec.outputs if outputs is None else outputs) + " (read now)" * live)
     )
+    for key, m in (metrics or {}).items():  # a Summary: last, low, high, points
+        rows.append(
+            (
+                f"metric {key}",
+                f"last {cell(m.last)}, min {cell(m.low)}, max {cell(m.high)} ({m.points} points)",
+            )
+        )
     rows += _extra(rec)
     logs = [p.name for p in (run.stdout_log, run.stderr_log, run.setup_log) if p.exists()]
     rows += [("run folder", str(run.path)), ("logs", ", ".join(logs) or "none")]

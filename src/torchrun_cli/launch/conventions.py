@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from torchrun_cli.errors import UsageError
+from torchrun_cli.launch import metrics
 from torchrun_cli.record import RunDir, list_records
 from torchrun_cli.spec.model import JobSpec
 
@@ -122,6 +123,13 @@ def _value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def final_outputs(run: RunDir, output_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """A run's outputs once it ended: the last value of each metric, then its output
+    parameters (which win: the job named them outputs itself). `spec` is run.json's."""
+    found = metrics.last_values(metrics.series(run, spec.get("metrics")))
+    return {**found, **read_outputs(output_dir)}
 
 
 def read_outputs(output_dir: Path) -> dict[str, Any]:

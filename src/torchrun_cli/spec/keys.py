@@ -86,26 +86,11 @@ BACKENDS = ("slurm", "local")
 TTY = TTY_MODES  # both declared in settings/files.py: config files set their defaults
 WHOLE = r"[1-9]\d*"
 # sbatch options a spec may add; each becomes one `#SBATCH` line.
-SBATCH_EXTRA = (
-    "exclusive",
-    "reservation",
-    "nice",
-    "mail-type",
-    "mail-user",
-    "begin",
-    "exclude",
-    "nodelist",
-    "licenses",
-    "gres",
-    "time-min",
-    "requeue",
-    "no-requeue",
-    "mem-per-cpu",
-    "hint",
-    "signal",
-    "comment",
-    "wckey",
+_SBATCH_EXTRA = (
+    "exclusive reservation nice mail-type mail-user begin exclude nodelist licenses"
+    " gres time-min requeue no-requeue mem-per-cpu hint signal comment wckey"
 )
+SBATCH_EXTRA = tuple(_SBATCH_EXTRA.split())
 SBATCH_EXTRA_FORM = re.compile(r"--([a-z][a-z-]*)(?:=([^\s#]+))?")  # used with fullmatch
 # In an #SBATCH line a newline would end the comment and bash would run the rest.
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -237,6 +222,19 @@ KEYS: tuple[Key, ...] = (
         ("--concurrency",),
         choices=CONCURRENCY,
     ),
+    Key("retention", Kind.SECTION, "Which runs of this name stay; applied after each run."),
+    Key(
+        "retention.keep",
+        Kind.TEXT,
+        "After each run, keep the newest N runs of this name and remove the others.",
+        pattern=r"[1-9]\d{0,5}",
+        example="30",
+    ),
+    Key(
+        "retention.max_age",
+        Kind.DURATION,
+        "After each run, remove runs of this name that ended longer ago than this: 30d.",
+    ),
     Key(
         "tty",
         Kind.STR,
@@ -300,6 +298,18 @@ KEYS: tuple[Key, ...] = (
         "Also export SageMaker (sagemaker) or Tencent TI (ti) variables.",
         ("--compat",),
         choices=COMPAT,
+    ),
+    Key("metrics", Kind.SECTION, "Where the job's metrics come from besides $TORCHJOB_METRICS."),
+    Key(
+        "metrics.from_output",
+        Kind.BOOL,
+        "Also read `key=value` / `key: value` numbers in the job's stdout as metrics.",
+        ("--metrics-from-output",),
+    ),
+    Key(
+        "metrics.pattern",
+        Kind.TEXT,
+        "A regex with groups (?P<key>...) and (?P<value>...) for metrics in stdout.",
     ),
     Key("distributed", Kind.SECTION, "Run a torchrun gang."),
     Key(

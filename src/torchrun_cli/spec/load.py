@@ -31,8 +31,10 @@ from torchrun_cli.spec.model import (
     BackendSpec,
     DistributedSpec,
     JobSpec,
+    MetricsSpec,
     OutputsSpec,
     PythonSpec,
+    RetentionSpec,
 )
 from torchrun_cli.spec.refs import Scope
 from torchrun_cli.spec.rules import (
@@ -364,6 +366,11 @@ def _build(
         python=PythonSpec(**_section(values, "python")),
         outputs=OutputsSpec(**outputs),
         retries=forms.retries(values),
+        metrics=MetricsSpec(**_section(values, "metrics")),
+        retention=RetentionSpec(
+            int(values["retention.keep"]) if "retention.keep" in values else None,
+            values.get("retention.max_age"),
+        ),
         distributed=DistributedSpec(**_section(values, "distributed"))
         if "distributed" in values
         else None,

@@ -58,6 +58,20 @@ class RetrySpec:
         return self.delay * self.backoff ** max(0, attempt - 2)
 
 
+class RetentionSpec(NamedTuple):
+    """`retention:`: the runs of this name that stay after each run (`runs prune` by itself)."""
+
+    keep: int | None = None
+    max_age: float | None = None
+
+
+class MetricsSpec(NamedTuple):
+    """`metrics:`: whether the job's stdout is read for metrics, and with which pattern."""
+
+    from_output: bool = False
+    pattern: str | None = None
+
+
 class OutputsSpec(NamedTuple):
     """`outputs:`: folders the job writes its model and outputs to (default: the run's)."""
 
@@ -116,6 +130,7 @@ class JobSpec(NamedTuple):
     tty: str = "auto"
     retries: RetrySpec = RetrySpec()
     concurrency: str = "allow"
+    retention: RetentionSpec = RetentionSpec()
     files: tuple[Path, ...] = ()
     allow_insecure_source: bool = False
     git_token_env: str | None = None
@@ -124,6 +139,7 @@ class JobSpec(NamedTuple):
     input_args: Mapping[str, str] = MappingProxyType({})  # input name -> its option (--train)
     outputs: OutputsSpec = OutputsSpec()
     resume_from: str | None = None
+    metrics: MetricsSpec = MetricsSpec()
     compat: str | None = None
     distributed: DistributedSpec | None = None
     gpus: str | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,19 @@ def check_values(merge: Merge) -> None:
             merge.problem(
                 "files", f"{path} does not exist", "give existing files or folders to copy"
             )
+    if (pattern := values.get("metrics.pattern")) is not None:
+        try:
+            groups = re.compile(pattern).groupindex
+        except re.error as exc:
+            groups = {}
+            merge.problem("metrics.pattern", f"not a regular expression: {exc}", "fix the regex")
+        else:
+            if not {"key", "value"} <= set(groups):
+                merge.problem(
+                    "metrics.pattern",
+                    "needs the groups (?P<key>...) and (?P<value>...)",
+                    r"write e.g. `pattern: '(?P<key>\w+)=(?P<value>[-\d.e]+)'`",
+                )
     resume = values.get("resume_from")
     if resume is not None and resume != "last" and not Path(resume).exists():
         merge.problem(

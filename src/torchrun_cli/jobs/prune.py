@@ -1,0 +1,81 @@
+"""`torchjob runs prune` and a spec's `retention:`: remove run folders (and pipelines' folders,
+with their steps' runs) that a policy no longer keeps: beyond the newest N of their name,
+older than an age, of a status, of a name. A running run is never removed (nor a pipeline
+whose torchjob runs), whatever the policy says.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+from torchrun_cli.errors import UsageError
+from torchrun_cli.jobs import refs
+from torchrun_cli.jobs.views import epoch, size
+from torchrun_cli.spec.model import RetentionSpec
+from torchrun_cli.store import tree_size
+
+
+class Policy(NamedTuple):
+    """What to remove: all four given are required of a run (an unset one is no condition)."""
+
+    keep: int | None = None  # the newest N of each name stay
+    older_than: float | None = None  # seconds since it ended (or started)
+    status: str | None = None
+    name: str | None = None
+
+    def empty(self) -> bool:
+        return self.keep is None and self.older_than is None and self.status is None
+
+
+class Pruned(NamedTuple):
+    """A folder the policy removes (or, with --dry-run, would)."""
+
+    id: str
+    name: str
+    status: str
+    size_bytes: int
+    removed: bool
+
+
+def prune(runs_dir: Path, policy: Policy, dry_run: bool = False) -> list[Pruned]:
+    """Remove what the policy does not keep, oldest first; what was (or would be) removed."""
+    if policy.empty():
+        raise UsageError(
+            "runs prune needs a policy",
+            "give --keep N, --older-than 30d or --status failed (with --name to narrow it)",
+        )
+    keep: Callable[[refs.AnyRecord], bool] = lambda r: policy.name in (None, r.name)  # noqa: E731
+    every = refs.newest(runs_dir, 0, keep, name=policy.name)
+    seen: dict[str, int] = {}
+    now = time.time()
+    out = []
+    for item in every:  # newest first: the first N of each name are kept
+        rec = item.record
+        seen[rec.name] = rank = seen.get(rec.name, 0) + 1
+        status = rec.shown_status().value
+        if status == "running" or (policy.keep is not None and rank <= policy.keep):
+            continue
+        if policy.status is not None and status != policy.status:
+            continue
+        when = epoch(rec.ended_at) or epoch(rec.started_at) or now
+        if policy.older_than is not None and now - when < policy.older_than:
+            continue
+        size = tree_size(item.run.path)
+        if not dry_run:
+            shutil.rmtree(item.run.path, ignore_errors=True)
+        out.append(Pruned(rec.id, rec.name, status, size, not dry_run))
+    return out[::-1]
+
+
+def retain(runs_dir: Path, name: str, spec: RetentionSpec, note: Callable[[str], None]) -> None:
+    """`retention:` after a run of `name`: its older runs beyond the policy removed, in a line."""
+    if spec.keep is None and spec.max_age is None:
+        return
+    gone = prune(runs_dir, Policy(spec.keep, spec.max_age, None, name))
+    if gone:
+        freed = size(sum(p.size_bytes for p in gone))
+        note(f"retention: removed {len(gone)} older runs of {name} ({freed} freed)")
