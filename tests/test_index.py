@@ -1,4 +1,4 @@
-"""The history's index (`<runs-dir>/.index.db`) with real runs: it follows runs that start and
+"""The history's index (`<runs-dir>/.index/runs.db`) with real runs: it follows runs that start and
 end, folders removed by hand, many runs and readers at once, and it is rebuilt when it is
 missing or corrupt; run.json stays the truth."""
 
@@ -60,14 +60,17 @@ def test_the_index_follows_the_folders_and_is_rebuilt(project: Path, iso: Env) -
     for name in ("a", "b", "c"):
         assert torchjob("run", "-q", "-s", "job.py", "--name", name, cwd=project).returncode == 0
     assert [r["name"] for r in _listed()] == ["c", "b", "a"]
-    db = iso.runs / ".index.db"
+    db = iso.runs / ".index" / "runs.db"
     rows = sqlite3.connect(db).execute("SELECT name, status FROM runs ORDER BY sort").fetchall()
     assert rows == [("a", "succeeded"), ("b", "succeeded"), ("c", "succeeded")]
+    before = iso.runs.stat().st_mtime_ns
+    _listed()
+    assert iso.runs.stat().st_mtime_ns == before  # a reader leaves the folder's mtime alone
     shutil.rmtree(next(p for p in iso.runs.iterdir() if "-b-" in p.name))
     assert [r["name"] for r in _listed()] == ["c", "a"]  # a folder removed by hand
     db.write_bytes(b"this is not a database" * 100)
-    for side in (".index.db-wal", ".index.db-shm"):
-        (iso.runs / side).unlink(missing_ok=True)
+    for side in ("runs.db-wal", "runs.db-shm"):
+        (iso.runs / ".index" / side).unlink(missing_ok=True)
     assert [r["name"] for r in _listed()] == ["c", "a"]  # corrupt: rebuilt
     db.unlink()
     assert torchjob("show", "a", "--json").returncode == 0  # missing: rebuilt

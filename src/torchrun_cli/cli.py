@@ -29,6 +29,7 @@ from torchrun_cli.commands import (
     MaxParallel,
     NoCache,
     RunsDir,
+    Sweep,
     analysis,
     caches,
     completion,
@@ -151,6 +152,7 @@ def run(
             show_default=False,
         ),
     ] = None,
+    sweep: Sweep = False,
     max_parallel: MaxParallel = None,
     fail_fast: FailFast = False,
     follow_steps: FollowSteps = False,
@@ -196,6 +198,12 @@ def run(
             trailing,
             found,
         )
+        return
+    if sweep or (read is not None and "sweep" in read[0]):
+        from torchrun_cli.commands import pipeline, sweeps  # measured: sweeps only
+
+        flags = pipeline.Flags(runs_dir, dry_run, quiet, rebuild, detach, *only_pipelines)
+        sweeps.run(spec_path, read, given, flags, list(ctx.obj.get("trailing", ())), found)
         return
     if used := [
         f for f, v in zip(PIPELINE_FLAGS, only_pipelines, strict=True) if v not in (None, False)

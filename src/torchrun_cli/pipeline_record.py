@@ -84,6 +84,7 @@ class PipelineRecord(Listed):
     pid: int = field(default_factory=os.getpid)
     pid_start: int | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, Any] | None = None  # a sweep: its objective and each trial's params
 
     def is_live(self) -> bool:
         if self.status is not Status.RUNNING:

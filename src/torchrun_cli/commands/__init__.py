@@ -45,16 +45,25 @@ RunRef = Annotated[
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="JSON for machines.")]
 
-# The options of `run` that only a pipeline reads.
+# The options of `run` that only a pipeline (or a sweep) reads.
+Sweep = Annotated[
+    bool,
+    typer.Option(
+        "--sweep", help="A trial per combination of -P lists (-P lr=0.1,0.01 -P batch=32,64)."
+    ),
+]
 MaxParallel = Annotated[
     int | None,
-    typer.Option("--max-parallel", min=1, help="Pipeline: steps at once [default: its own]."),
+    typer.Option(
+        "--max-parallel", min=1, help="Pipeline or sweep: steps at once [default: its own]."
+    ),
 ]
 FailFast = Annotated[
-    bool, typer.Option("--fail-fast", help="Pipeline: a failed step stops every step.")
+    bool, typer.Option("--fail-fast", help="Pipeline or sweep: a failure stops every step.")
 ]
 FollowSteps = Annotated[
-    bool, typer.Option("--follow-steps", help="Pipeline: show the steps' output, prefixed.")
+    bool,
+    typer.Option("--follow-steps", help="Pipeline or sweep: show the steps' output, prefixed."),
 ]
 FromStep = Annotated[
     str | None,

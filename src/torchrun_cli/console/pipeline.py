@@ -35,8 +35,9 @@ def _took(seconds: float | None) -> str:
 class PipelineConsole:
     """The events of schedule.Events, printed. `live` draws the table (a terminal only)."""
 
-    def __init__(self, quiet: bool, stream: TextIO | None = None) -> None:
+    def __init__(self, quiet: bool, stream: TextIO | None = None, word: str = "pipeline") -> None:
         self.stream = stream or sys.stderr
+        self.word, self.unit = word, "trial" if word == "sweep" else "step"
         self.quiet = quiet
         self.live = not quiet and self.stream.isatty() and os.environ.get("TERM") != "dumb"
         self.colour = self.live and "NO_COLOR" not in os.environ
@@ -67,7 +68,7 @@ class PipelineConsole:
         if not self.quiet:
             steps = len(rec.steps)
             self._write(
-                f"torchjob: pipeline {rec.id}: {steps} step{'s' * (steps != 1)}, at most "
+                f"torchjob: {self.word} {rec.id}: {steps} {self.unit}{'s' * (steps != 1)}, at most "
                 f"{rec.max_parallel} at once\ntorchjob:   folder      {folder}\n"
             )
 
@@ -84,7 +85,7 @@ class PipelineConsole:
         elif what == "retry":
             self.since[name] = time.monotonic()
         elif what == "reused":
-            self._line("=", f"{name} reused: run {step.run_id} of pipeline {step.reused_from}")
+            self._line("=", f"{name} reused: run {step.run_id} of {self.word} {step.reused_from}")
         elif what == "cached":
             self._line("=", f"{name} cached: run {step.run_id} succeeded with the same inputs")
         elif what in ("skipped", "cancelled"):
@@ -132,7 +133,7 @@ class PipelineConsole:
         self.drawn = len(rows)
 
     def stopping(self, signum: int) -> None:
-        self._line("·", f"stopping every running step ({signal.Signals(signum).name})")
+        self._line("·", f"stopping every running {self.unit} ({signal.Signals(signum).name})")
 
     def ended(self, rec: PipelineRecord, folder: Path) -> None:
         """The pipeline's last line: its status, exit, the steps' counts and its folder."""
@@ -140,7 +141,7 @@ class PipelineConsole:
         counts = ", ".join(f"{n} {state}" for state, n in rec.counts().items())
         status = rec.shown_status().value
         text = (
-            f"torchjob: pipeline {rec.name} {status}{_took(rec.duration_s)} "
+            f"torchjob: {self.word} {rec.name} {status}{_took(rec.duration_s)} "
             f"(exit {rec.exit_code}): {counts}; folder: {folder}\n"
         )
         if self.quiet and status == "succeeded":

@@ -1,4 +1,4 @@
-"""The history's index: `<runs-dir>/.index.db`, SQLite (the standard library's, WAL mode), a
+"""The history's index: `<runs-dir>/.index/runs.db`, SQLite (the standard library's, WAL mode), a
 row per run and pipeline folder (id, name, status, times, exit, outputs, params) in the order
 `runs` lists them, so `runs --limit 20`, `show last` and `show NAME` read ~20 rows and ~20
 run.json files whatever the number of runs.
@@ -8,7 +8,11 @@ nothing for it. Each reader first syncs: when the runs folder's mtime moved (a f
 went), its names are compared with the rows; rows still `running` (or whose folder had no
 readable record yet) are read again when their record file changed. A missing or corrupt
 index is rebuilt (`runs --reindex` does it on demand); concurrent readers serialise their
-syncs in one transaction, and every write is an upsert of what run.json says.
+syncs in one transaction, and every write is an upsert of what run.json says. The database
+sits in a folder of its own: SQLite makes and removes its -wal and -shm files beside it on every
+connection, which in the runs folder itself would move the mtime each reader looks at (every
+`runs` then rescanned 100,000 names). A folder's mtime moves in coarse ticks, so a stamp younger
+than SETTLE_NS is not kept: the next reader compares the names again.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +33,8 @@ from torchrun_cli.record import RunRecord
 if TYPE_CHECKING:
     import sqlite3
 
-FILE = ".index.db"
+FILE = ".index/runs.db"
+SETTLE_NS = 2_000_000_000  # a runs folder mtime this young may still hide a change
 SCHEMA = "1"
 _ID = re.compile(r"(\d{8}-\d{6})-(.+)-([0-9a-f]{4})")
 PENDING = "pending"  # a folder without a readable record yet (a run being created)
@@ -65,6 +71,7 @@ def fresh(runs_dir: Path) -> Iterator[sqlite3.Connection]:
     if not runs_dir.is_dir():
         raise Unusable(f"{runs_dir} is not a folder")
     path = runs_dir / FILE
+    path.parent.mkdir(exist_ok=True)
     for attempt in range(2):
         try:
             db = sqlite3.connect(path, timeout=30, isolation_level=None)
@@ -78,12 +85,16 @@ def fresh(runs_dir: Path) -> Iterator[sqlite3.Connection]:
             db.close()
             if attempt or (isinstance(exc, sqlite3.OperationalError) and _readonly(exc)):
                 raise Unusable(str(exc)) from None
-            for leftover in (path, path.with_name(FILE + "-wal"), path.with_name(FILE + "-shm")):
-                leftover.unlink(missing_ok=True)  # corrupt: rebuilt from the run folders
+            _remove(path)  # corrupt: rebuilt from the run folders
     try:
         yield db
     finally:
         db.close()
+
+
+def _remove(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
 
 
 def _readonly(exc: Exception) -> bool:
@@ -118,7 +129,10 @@ def _sync(db: sqlite3.Connection, runs_dir: Path) -> None:
             known = {row[0] for row in db.execute("SELECT id FROM runs")}
             db.executemany("DELETE FROM runs WHERE id=?", [(i,) for i in known - names])
             _put(db, runs_dir, sorted(names - known))
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('dir_mtime', ?)", (stamp,))
+            if time.time_ns() - int(stamp) > SETTLE_NS:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('dir_mtime', ?)", (stamp,))
+            else:  # the folder may change again within its mtime's tick: compare next time
+                db.execute("DELETE FROM meta WHERE key='dir_mtime'")
         _put(db, runs_dir, [i for i, _ in stale])
         db.execute("COMMIT")
     except BaseException:
@@ -257,9 +271,7 @@ def names(db: sqlite3.Connection, prefix: str, limit: int) -> list[str]:
 
 def rebuild(runs_dir: Path) -> int:
     """`runs --reindex`: the index made afresh from the folders; how many rows it holds."""
-    path = runs_dir / FILE
-    for leftover in (path, path.with_name(FILE + "-wal"), path.with_name(FILE + "-shm")):
-        leftover.unlink(missing_ok=True)
+    _remove(runs_dir / FILE)
     with fresh(runs_dir) as db:
         found = db.execute("SELECT count(*) FROM runs WHERE kind != ?", (PENDING,)).fetchone()
         return int(found[0])

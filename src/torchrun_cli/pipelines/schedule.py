@@ -44,6 +44,7 @@ class Options(NamedTuple):
     use_cache: bool = True
     resume: PipelineRecord | None = None  # reuse its succeeded steps
     rerun: frozenset[str] = frozenset()  # --from STEP: these run even if they succeeded
+    partial_exit: int | None = None  # a sweep: the status when some steps failed, not all
 
 
 class Events(NamedTuple):
@@ -91,6 +92,8 @@ class _Scheduler:
         self.rec = records.new(self.folder, spec.name, spec.file, options.max_parallel, needs)
         if options.resume is not None:
             self.rec = replace(self.rec, resumed_from=options.resume.id)
+        if spec.sweep is not None:
+            self.rec = replace(self.rec, sweep=dict(spec.sweep))
         self.children: dict[int, _Child] = {}  # by pidfd
         self.sel = selectors.DefaultSelector()
         self.signum: int | None = None
@@ -365,6 +368,8 @@ class _Scheduler:
             sig: str | None = signal.Signals(self.signum).name
         elif self.first_failure is not None:
             status, code, sig = Status.FAILED, self.first_failure, None
+            if self.options.partial_exit is not None and "succeeded" in self.rec.counts():
+                code = self.options.partial_exit
         else:
             status, code, sig = Status.SUCCEEDED, 0, None
         self.rec = replace(

@@ -48,6 +48,7 @@ class PipelineSpec(NamedTuple):
     steps: Mapping[str, Step]
     params: Mapping[str, str]
     max_parallel: int
+    sweep: Mapping[str, Any] | None = None  # a sweep's objective and trials' params
 
     def upstream(self, name: str) -> frozenset[str]:
         """Every step `name` needs, directly or through others."""

@@ -1,0 +1,96 @@
+"""`torchjob run job.yaml --sweep -P lr=0.1,0.01` and a spec with `sweep:`: a trial per point,
+run as a pipeline of independent steps, then the trials ranked by the objective and the best
+named. Exit 0 when every trial succeeded, 3 when some failed, a failed trial's status when all
+did; 130 after Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from torchrun_cli import console
+from torchrun_cli.commands.pipeline import Flags
+from torchrun_cli.console.pipeline import PipelineConsole
+from torchrun_cli.errors import UsageError
+from torchrun_cli.pipelines import plan, schedule, sweep
+from torchrun_cli.settings import Settings
+from torchrun_cli.spec import sweep as sweeps
+from torchrun_cli.spec.load import load
+from torchrun_cli.spec.yaml import Located
+
+
+def _flag_grid(given: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """-P NAME=A,B,C under --sweep: the values of NAME's trials (taken out of the job's -P)."""
+    grid: dict[str, tuple[str, ...]] = {}
+    kept = []
+    for item in given.get("params") or ():
+        name, eq, value = str(item).partition("=")
+        if eq and "," in value:
+            grid[name] = tuple(value.split(","))
+        else:
+            kept.append(item)
+    if "params" in given:
+        given["params"] = kept
+    return grid
+
+
+def run(
+    path: Path | None,
+    read: tuple[dict[str, Any], Located] | None,
+    given: dict[str, Any],
+    flags: Flags,
+    trailing: list[str],
+    found: Settings,
+) -> None:
+    """Check the sweep and the job, then run the trials; exits with the sweep's status."""
+    if flags.start is not None or flags.detach:
+        used = "--from" if flags.start is not None else "--detach"
+        raise UsageError(f"{used} is not for sweeps", f"remove {used}; --resume continues a sweep")
+    data, src = read if read is not None else ({}, Located(None))
+    data = dict(data)
+    raw = data.pop("sweep", None)
+    resume = given.pop("resume_from", None)
+    spec_sweep = sweeps.parse(raw, src, _flag_grid(given), data)
+    base = load(path, given, Path.cwd(), found, tuple(trailing), (data, src) if path else None)
+    parallel = flags.max_parallel or spec_sweep.max_parallel or os.cpu_count() or 1
+    spec = sweep.pipeline(base, spec_sweep, path or Path.cwd(), parallel)
+    if flags.dry_run:
+        trials = spec.sweep["trials"] if spec.sweep else {}
+        names = list(dict.fromkeys(k for p in trials.values() for k in p))
+        console.table(("TRIAL", *names), [(t, *(p[k] for k in names)) for t, p in trials.items()])
+        return
+    root = found.runs_dir(flags.runs_dir)
+    previous = None
+    if resume is not None:
+        previous = plan.find(root, Path(resume).name, spec.name)[1]
+        console.note(f"resuming sweep {previous.id}")
+    shown = PipelineConsole(flags.quiet, word="sweep")
+    options = schedule.Options(
+        parallel,
+        flags.fail_fast,
+        flags.follow,
+        flags.rebuild,
+        use_cache=False,
+        resume=previous,
+        rerun=sweep.changed(spec, previous) if previous else frozenset(),
+        partial_exit=sweep.PARTIAL_EXIT,
+    )
+    events = schedule.Events(
+        shown.started, shown.step, shown.output, shown.tick if shown.live else None, shown.stopping
+    )
+    rec, ranking = sweep.finish(
+        root / (rec := schedule.run(spec, found, root, options, events)).id, rec
+    )
+    shown.ended(rec, root / rec.id)
+    if not flags.quiet or rec.exit_code:
+        console.table(ranking.heads, ranking.rows, status=len(ranking.heads) - 2)
+        if ranking.best is not None:
+            name, best = ranking.best
+            metric = ranking.heads[-3]
+            console.note(f"best trial {name}: {metric} {best.outputs.get(metric)}; run {best.id}")
+    sys.stdout.flush()
+    raise typer.Exit(rec.exit_code or 0)

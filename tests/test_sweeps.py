@@ -1,0 +1,173 @@
+"""Sweeps with real runs: a 2x2 grid at most 2 at once (the trials' intervals overlap, never
+3), ranked by a metric the trials write, the best named; partial failure exits 3; --resume
+runs only what did not succeed; random draws repeat with their seed; bad `sweep:` keys are
+exit 2 with file:line; Ctrl-C at a real terminal stops every trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import Env, gone_within, torchjob, wait_until, write
+from tests.terminal import Terminal
+
+# Takes the next free start-N file; with --pair 1, trials N and N+1 (N odd) wait for each other
+# (bounded), so two of them are surely running at once; then reports accuracy = lr * batch.
+TRIAL = """
+import argparse, json, os, pathlib, time
+p = argparse.ArgumentParser()
+p.add_argument("--lr", type=float); p.add_argument("--batch", type=int)
+p.add_argument("--gate"); p.add_argument("--pair", type=int, default=1)
+a = p.parse_args()
+gate, n = pathlib.Path(a.gate), 1
+while True:
+    try:
+        os.close(os.open(gate / f"start-{n}", os.O_CREAT | os.O_EXCL)); break
+    except FileExistsError:
+        n += 1
+deadline = time.monotonic() + 30
+while a.pair and len(list(gate.glob("start-*"))) < n + n % 2 and time.monotonic() < deadline:
+    time.sleep(0.01)
+with open(os.environ["TORCHJOB_METRICS"], "a") as f:
+    f.write(json.dumps({"step": 1, "accuracy": a.lr * a.batch}) + "\\n")
+if a.lr * a.batch > 1000:
+    raise SystemExit(7)
+"""
+
+
+def _sweep(iso: Env) -> dict[str, Any]:
+    found = [json.loads(p.read_text()) for p in iso.runs.glob("*/pipeline.json")]
+    newest: dict[str, Any] = max(found, key=lambda r: r["started_at"])
+    return newest
+
+
+def _most_at_once(runs: list[dict[str, Any]]) -> int:
+    """The most runs whose [started_at, ended_at] intervals overlap at one moment."""
+    edges = sorted(
+        [(r["started_at"], 1) for r in runs] + [(r["ended_at"], -1) for r in runs],
+        key=lambda e: (datetime.fromisoformat(e[0]), e[1]),
+    )
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_a_grid_runs_two_at_once_and_names_the_best(project: Path, iso: Env) -> None:
+    gate = iso.tmp / "gate"
+    gate.mkdir()
+    write(project / "trial.py", TRIAL)
+    spec = write(
+        project / "job.yaml",
+        f"name: tune\nscript: trial.py\nparams: {{gate: '{gate}'}}\n"
+        "sweep:\n  max_parallel: 2\n  objective: {metric: accuracy, mode: max}\n",
+    )
+    res = torchjob("run", str(spec), "--sweep", "-P", "lr=0.1,0.2", "-P", "batch=32,64")
+    out, err = res.stdout.decode(), res.stderr.decode()
+    assert res.returncode == 0, err
+    rows = [line.split() for line in out.splitlines()]
+    assert rows[0][:4] == ["TRIAL", "lr", "batch", "accuracy"]
+    assert [r[3] for r in rows[1:]] == ["12.8", "6.4", "6.4", "3.2"]  # best first
+    assert rows[1][1:3] == ["0.2", "64"]
+    rec = _sweep(iso)
+    best = rec["outputs"]["best_trial"]
+    assert rec["sweep"]["trials"][best] == {"lr": "0.2", "batch": "64"}
+    assert f"best trial {best}: accuracy 12.8" in err
+    trials = json.loads(torchjob("show", rec["id"], "--json").stdout)["steps"]
+    assert {s["status"] for s in trials.values()} == {"succeeded"} and len(trials) == 4
+    runs = [json.loads(Path(s["run_dir"], "run.json").read_text()) for s in trials.values()]
+    assert _most_at_once(runs) == 2
+    assert {r["pipeline"]["id"] for r in runs} == {rec["id"]}  # each trial tagged with the sweep
+    assert {r["environment"]["key"] for r in runs} == {runs[0]["environment"]["key"]}
+    compared = torchjob("compare", rec["id"], "--csv").stdout.decode().splitlines()
+    assert len(compared) == 5 and "lr" in compared[0] and "accuracy" in compared[0]
+
+
+def test_partial_failure_exits_3_and_resume_runs_only_what_failed(project: Path, iso: Env) -> None:
+    gate = iso.tmp / "gate"
+    gate.mkdir()
+    write(project / "trial.py", TRIAL)
+    spec = write(
+        project / "job.yaml",
+        f"name: tune\nscript: trial.py\nparams: {{gate: '{gate}', pair: 0}}\n"
+        "sweep:\n  grid: {lr: [1, 100], batch: [2, 20]}\n  max_parallel: 1\n"
+        "  objective: {metric: accuracy, mode: min}\n",
+    )
+    res = torchjob("run", str(spec))
+    assert res.returncode == 3, res.stderr
+    first = _sweep(iso)
+    states = {n: s["status"] for n, s in first["steps"].items()}
+    assert sorted(states.values()) == ["failed", "succeeded", "succeeded", "succeeded"]
+    assert res.stdout.decode().splitlines()[1].split()[3] == "2"  # mode min: the smallest first
+    assert "failed" in res.stdout.decode().splitlines()[-1]  # failed trials last
+    # the trial that failed now succeeds; --resume reruns it alone
+    write(project / "trial.py", TRIAL.replace("> 1000", "> 10**9"))
+    for started in gate.iterdir():
+        started.unlink()
+    again = torchjob("run", str(spec), "--resume")
+    assert again.returncode == 0, again.stderr
+    assert [p.name for p in gate.iterdir()] == ["start-1"]  # one trial ran
+    second = _sweep(iso)
+    assert second["resumed_from"] == first["id"]
+    assert {s["status"] for s in second["steps"].values()} == {"succeeded"}
+    # every trial failing: the first failed trial's status
+    write(project / "trial.py", TRIAL.replace("> 1000", "> 0"))
+    res = torchjob("run", str(spec))
+    assert res.returncode == 7, res.stderr
+
+
+def test_random_draws_repeat_with_their_seed_and_bad_keys_say_where(
+    project: Path, iso: Env
+) -> None:
+    write(project / "trial.py", "print('x')\n")
+    spec = write(
+        project / "job.yaml",
+        "script: trial.py\nsweep:\n  random: {lr: 'loguniform(1e-4, 1e-1)', n: 'randint(1, 8)'}\n"
+        "  trials: 5\n  seed: 3\n",
+    )
+    first = torchjob("run", str(spec), "--dry-run")
+    assert first.returncode == 0, first.stderr
+    rows = [line.split() for line in first.stdout.decode().splitlines()]
+    assert rows[0] == ["TRIAL", "lr", "n"] and len(rows) == 6
+    assert all(1e-4 <= float(r[1]) <= 1e-1 and 1 <= int(r[2]) <= 8 for r in rows[1:])
+    assert torchjob("run", str(spec), "--dry-run").stdout == first.stdout
+    assert not iso.runs.exists() or not any(iso.runs.iterdir())  # a dry run runs nothing
+    bad = write(
+        project / "bad.yaml",
+        "script: trial.py\nsweep:\n  grid: {lr: []}\n  random: {x: 'normal(0, 1)'}\n  tries: 3\n",
+    )
+    res = torchjob("run", str(bad))
+    err = res.stderr.decode()
+    assert res.returncode == 2, err
+    assert f"{bad}:3: sweep.grid.lr: needs values" in err
+    assert f"{bad}:4: sweep.random.x: not a distribution" in err
+    assert f"{bad}:5: sweep.tries: unknown key" in err
+    nothing = torchjob("run", "--sweep", "-P", "lr=0.1", str(project / "trial.py"))
+    assert nothing.returncode == 2 and b"nothing to vary" in nothing.stderr
+
+
+def test_ctrl_c_stops_every_trial(project: Path, iso: Env) -> None:
+    """At a real terminal: Ctrl-C stops both running trials (each records `cancelled`) and the
+    sweep exits 130 with nothing left running."""
+    write(
+        project / "hang.py",
+        "import os, sys, time\nd = sys.argv[sys.argv.index('--dir') + 1]\n"
+        "open(f'{d}/{os.getpid()}.pid', 'w').write(str(os.getpid()))\n"
+        "while True:\n    time.sleep(0.05)\n",
+    )
+    spec = write(project / "job.yaml", f"script: hang.py\nparams: {{dir: '{iso.tmp}'}}\n")
+    argv = ["run", str(spec), "--sweep", "--max-parallel", "2", "-P", "x=1,2,3"]
+    term = Terminal(argv, os.environ)
+    term.expect(b"2 running")
+    wait_until(lambda: len(list(iso.tmp.glob("*.pid"))) == 2, 60, "two trials to start")
+    pids = [int(p.read_text()) for p in iso.tmp.glob("*.pid")]
+    term.send(b"\x03")
+    assert term.wait() == 128 + signal.SIGINT
+    assert gone_within(pids, 10)
+    states = sorted(s["status"] for s in _sweep(iso)["steps"].values())
+    assert states == ["cancelled", "cancelled", "cancelled"]
