@@ -47,9 +47,8 @@ def run(
     found: Settings,
 ) -> None:
     """Check the sweep and the job, then run the trials; exits with the sweep's status."""
-    if flags.start is not None or flags.detach:
-        used = "--from" if flags.start is not None else "--detach"
-        raise UsageError(f"{used} is not for sweeps", f"remove {used}; --resume continues a sweep")
+    if flags.start is not None:
+        raise UsageError("--from is not for sweeps", "remove it; --resume continues a sweep")
     data, src = read if read is not None else ({}, Located(None))
     data = dict(data)
     raw = data.pop("sweep", None)
@@ -64,11 +63,25 @@ def run(
         console.table(("TRIAL", *names), [(t, *(p[k] for k in names)) for t, p in trials.items()])
         return
     root = found.runs_dir(flags.runs_dir)
+    shown = PipelineConsole(flags.quiet, word="sweep")
+    if flags.detach:
+        if resume is not None:
+            raise UsageError("--detach starts a sweep afresh", "drop --resume")
+        from torchrun_cli.pipelines import array  # measured: Slurm sweeps only
+
+        rec = array.submit(spec, found, root, flags.rebuild, schedule.Events(shown.started))
+        sys.stdout.write(f"{rec.id}\n")
+        job = next((s.job_id for s in rec.steps.values() if s.job_id), None)
+        console.note(
+            f"submitted sweep {rec.id} to Slurm as job array {str(job).partition('_')[0]}; "
+            f"see it with `torchjob show {rec.id}`, compare its trials with `torchjob compare "
+            f"{rec.id}`"
+        )
+        return
     previous = None
     if resume is not None:
         previous = plan.find(root, Path(resume).name, spec.name)[1]
         console.note(f"resuming sweep {previous.id}")
-    shown = PipelineConsole(flags.quiet, word="sweep")
     options = schedule.Options(
         parallel,
         flags.fail_fast,

@@ -40,6 +40,17 @@ TERMINAL = {
     "SPECIAL_EXIT",
 }
 _POLL_S = 0.5
+DEFERRED = "deferred"  # as a backend's `after`: write job.sbatch, a job array submits it
+# A deferred script's secret variables, by script path, for the array's sbatch: kept in this
+# process only (never in a record or a file), taken once.
+_SECRETS: dict[str, dict[str, str]] = {}
+
+
+def deferred_secrets(script: Path) -> dict[str, str]:
+    """The secret variables a deferred job.sbatch expects in sbatch's environment."""
+    return _SECRETS.pop(str(script), {})
+
+
 _FIRST_POLL_S = 0.05  # the first line comes ~1 s after sbatch: poll fast, then slow down
 
 
@@ -271,6 +282,11 @@ class SlurmBackend:
                 hidden=hidden,
             )
         )
+        if self.after == (DEFERRED,):  # a task of a sweep's array (pipelines/array.py)
+            self.info = {"type": "slurm", "job_id": None, "script": str(run.sbatch)}
+            self.info["detached"] = True
+            _SECRETS[str(run.sbatch)] = dict(hidden)
+            return
         with _deferred_signals() as caught:
             job_id = submit(run.sbatch, run.setup_log, hidden, self.after)
         self.info = {
