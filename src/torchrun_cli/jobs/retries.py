@@ -21,6 +21,8 @@ def again(spec: JobSpec, end: End, attempt: int) -> bool:
     itself was asked for (Ctrl-C, SIGTERM), nor after the last attempt."""
     if attempt > spec.retries.count or end.status.value not in spec.retries.on:
         return False
+    if spec.backend is not None and spec.backend.requeue:  # Slurm requeued it: retries spent
+        return False
     return not (end.status is Status.CANCELLED and "interrupted by" in (end.error or ""))
 
 

@@ -73,6 +73,10 @@ def batch_script(
         lines.append(f"#SBATCH --gres=gpu:{int(backend.gpus_per_node)}")
     if timeout:
         lines.append(f"#SBATCH --time={duration_hms(timeout)}")
+    if backend.requeue:  # the same job again: its output goes on after the first run's
+        lines += ["#SBATCH --requeue", "#SBATCH --open-mode=append"]
+    if backend.signal:  # Slurm signals job steps: the command runs as one (srun) below
+        lines.append(f"#SBATCH --signal={q(backend.signal.removeprefix('SIG'))}")
     lines += [f"#SBATCH {arg}" for arg in backend.extra_args]
     lines += ["", "# written by torchjob: the job's environment, then the command", "set -u"]
     if lease is not None:  # as a local run does: env prune/rm leave the environment alone
@@ -94,6 +98,8 @@ def batch_script(
             'PET_RDZV_ENDPOINT="$head:$((20000 + SLURM_JOB_ID % 20000))"',
         ]
         command = f"srun --kill-on-bad-exit=1 {command_words(argv, hidden)}"
+    elif backend.signal:
+        command = f"srun --nodes=1 --ntasks=1 {command_words(argv, hidden)}"
     else:
         command = command_words(argv, hidden)
     # stderr goes to stderr.log and stdout to a stdout-only file (for the console copies);

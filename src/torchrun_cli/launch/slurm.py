@@ -13,7 +13,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from torchrun_cli.launch.base import Job, OnStop, Stopped, signal_name
 from torchrun_cli.launch.fill import WRAPPER
 from torchrun_cli.launch.sbatch import batch_script, secret_variables
 from torchrun_cli.masking import is_secret
-from torchrun_cli.record import End, RunDir, RunRecord, Status
+from torchrun_cli.record import End, RunDir, RunRecord, Status, now_iso
 from torchrun_cli.spec.refs import has_refs
 from torchrun_cli.tools import ToolFailed, run_tool
 
@@ -40,6 +40,7 @@ TERMINAL = {
     "SPECIAL_EXIT",
 }
 _POLL_S = 0.5
+REQUEUED_AFTER = {"TIMEOUT", "PREEMPTED", "NODE_FAIL"}  # with backend.requeue
 DEFERRED = "deferred"  # as a backend's `after`: write job.sbatch, a job array submits it
 # A deferred script's secret variables, by script path, for the array's sbatch: kept in this
 # process only (never in a record or a file), taken once.
@@ -149,9 +150,16 @@ def cancel(job_id: str, log: Path | None = None) -> None:
         raise UsageError(f"scancel {job_id} failed: {exc.tail(3)}", "see squeue") from None
 
 
-def follow(job_id: str, run: RunDir, echo: bool, on_stop: OnStop) -> tuple[JobState, int | None]:
+def follow(
+    job_id: str,
+    run: RunDir,
+    echo: bool,
+    on_stop: OnStop,
+    again: Callable[[JobState], bool] = lambda state: False,
+) -> tuple[JobState, int | None]:
     """Wait for the job, copying its output files to the console as they grow; Ctrl-C or
-    SIGTERM cancel the job (scancel) and wait for it to end. Returns its end and the signal."""
+    SIGTERM cancel the job (scancel) and wait for it to end. `again` may requeue an ended job
+    (True: it did, follow on). Returns its end and the signal."""
     caught: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
@@ -174,6 +182,8 @@ def follow(job_id: str, run: RunDir, echo: bool, on_stop: OnStop) -> tuple[JobSt
                 state = query(job_id, run)
             except SlurmUnavailable:  # a blip of the controller: the job goes on
                 time.sleep(_POLL_S)  # polling Slurm, not synchronisation
+                continue
+            if state is not None and state.done and cancelled_by is None and again(state):
                 continue
             if state is None or state.done:
                 time.sleep(_POLL_S)  # the last lines may still be in flight from the node
@@ -301,7 +311,20 @@ class SlurmBackend:
 
     def follow(self, job: Job, echo: bool, on_stop: OnStop) -> End:
         assert self.info is not None
-        state, cancelled_by = follow(str(self.info["job_id"]), job.run, echo, on_stop)
+        job_id = str(self.info["job_id"])
+        left = job.spec.retries.count if job.spec.backend and job.spec.backend.requeue else 0
+        requeues: list[dict[str, str]] = []
+
+        def again(state: JobState) -> bool:
+            if state.state not in REQUEUED_AFTER or len(requeues) >= left:
+                return False
+            run_tool(["scontrol", "requeue", job_id], timeout=60, log=job.run.setup_log)
+            requeues.append({"after": state.state, "at": now_iso()})
+            assert self.info is not None
+            self.info["requeues"] = requeues  # run.json shows each one
+            return True
+
+        state, cancelled_by = follow(job_id, job.run, echo, on_stop, again)
         return conclude(state, cancelled_by)
 
     def details(self, job: Job, end: End) -> tuple[End, dict[str, Any]]:

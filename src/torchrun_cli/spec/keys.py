@@ -230,11 +230,7 @@ KEYS: tuple[Key, ...] = (
         pattern=r"[1-9]\d{0,5}",
         example="30",
     ),
-    Key(
-        "retention.max_age",
-        Kind.DURATION,
-        "After each run, remove runs of this name that ended longer ago than this: 30d.",
-    ),
+    Key("retention.max_age", Kind.DURATION, "After each run, remove its runs older than this."),
     Key(
         "tty",
         Kind.STR,
@@ -273,17 +269,9 @@ KEYS: tuple[Key, ...] = (
         relative=True,
     ),
     Key("outputs", Kind.SECTION, "Where the model and output folders are."),
+    Key("outputs.model_dir", Kind.STR, "Model folder [default: run folder/model].", relative=True),
     Key(
-        "outputs.model_dir",
-        Kind.STR,
-        "The model folder [default: model/ in the run folder].",
-        relative=True,
-    ),
-    Key(
-        "outputs.output_dir",
-        Kind.STR,
-        "The output folder [default: output/ in the run folder].",
-        relative=True,
+        "outputs.output_dir", Kind.STR, "Output folder [default: run folder/output].", relative=True
     ),
     Key(
         "resume_from",
@@ -306,11 +294,7 @@ KEYS: tuple[Key, ...] = (
         "Also read `key=value` / `key: value` numbers in the job's stdout as metrics.",
         ("--metrics-from-output",),
     ),
-    Key(
-        "metrics.pattern",
-        Kind.TEXT,
-        "A regex with groups (?P<key>...) and (?P<value>...) for metrics in stdout.",
-    ),
+    Key("metrics.pattern", Kind.TEXT, "A regex for stdout: groups (?P<key>...), (?P<value>...)."),
     Key("distributed", Kind.SECTION, "Run a torchrun gang."),
     Key(
         "distributed.nproc_per_node",
@@ -339,7 +323,7 @@ KEYS: tuple[Key, ...] = (
     Key(
         "distributed.max_restarts",
         Kind.TEXT,
-        "Restarts of the gang on failure.",
+        "Gang restarts on failure.",
         pattern=r"\d+",
         example="0",
     ),
@@ -374,6 +358,19 @@ KEYS: tuple[Key, ...] = (
     Key("backend.account", Kind.TEXT, "Slurm account."),
     Key("backend.qos", Kind.TEXT, "Slurm quality of service."),
     Key("backend.constraint", Kind.TEXT, "Slurm node features."),
+    Key(
+        "backend.signal",
+        Kind.TEXT,
+        "Slurm: send the job SIG this many seconds before its time limit: USR1@90.",
+        ("--signal",),
+        pattern=r"(SIG)?[A-Z][A-Z0-9]*@\d{1,5}",
+        example="USR1@90",
+    ),
+    Key(
+        "backend.requeue",
+        Kind.BOOL,
+        "Slurm: requeue after a timeout or preemption (retries.count).",
+    ),
     Key("backend.extra_args", Kind.LIST, "More sbatch options from an allow-list."),
 )
 

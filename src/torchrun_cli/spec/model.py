@@ -103,6 +103,8 @@ class BackendSpec(NamedTuple):
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
+    signal: str | None = None  # USR1@90: Slurm signals the job's step this long before the end
+    requeue: bool = False  # a timed-out or preempted job is requeued, retries.count times
     extra_args: tuple[str, ...] = ()
 
     @property
