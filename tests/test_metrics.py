@@ -79,6 +79,10 @@ def test_compare_marks_the_params_that_differ_in_every_format(project: Path, iso
     assert "| **0.5** |" in md[2] and "| 32 |" in md[2]
     diff = torchjob("diff", "last", "last~1").stdout.decode()
     assert "* param lr" in diff and "  param batch" in diff and "* output loss" in diff
+    marked = torchjob("diff", "last", "last~1", "--md").stdout.decode()
+    assert (
+        "| **param lr** | **0.5** | **0.1** |" in marked and "| param batch | 32 | 32 |" in marked
+    )
 
 
 def _column_of(lines: list[str], marker: str) -> list[tuple[int, int]]:

@@ -52,7 +52,7 @@ def test_keep_status_dry_run_and_the_index(project: Path, iso: Env) -> None:
 
     _runs(project, "a", [1])
     failed = torchjob("runs", "prune", "--status", "failed")
-    assert failed.returncode == 0 and "(1 runs)" in failed.stdout.decode()
+    assert failed.returncode == 0 and "(1 run)" in failed.stdout.decode()
     assert [r["status"] for r in _rows()] == ["succeeded"] * 4
 
 
@@ -105,14 +105,16 @@ def test_a_running_run_is_never_removed(project: Path, iso: Env) -> None:
 
 def test_retention_applies_after_each_run(project: Path, iso: Env) -> None:
     write(project / "job.py", "print('ok')\n")
-    spec = write(project / "job.yaml", "name: nightly\nscript: job.py\nretention: {keep: 2}\n")
+    spec = write(
+        project / "job.yaml", "name: nightly\nscript: job.py\nretention: {keep: 2, max_age: 30d}\n"
+    )
     _runs(project, "other", [0])
     for _ in range(4):
         res = torchjob("run", "-q", str(spec))
         assert res.returncode == 0, res.stderr
     assert len(_rows("nightly")) == 2 and len(_rows("other")) == 1
     said = torchjob("run", str(spec)).stderr.decode()
-    assert "retention: removed 1 older runs of nightly" in said, said
+    assert "retention: removed 1 older run of nightly" in said, said
     bad = write(project / "bad.yaml", "script: job.py\nretention: {keep: -1}\n")
     res = torchjob("run", str(bad))
     assert res.returncode == 2 and f"{bad}:2: retention.keep".encode() in res.stderr, res.stderr

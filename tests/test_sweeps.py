@@ -171,3 +171,24 @@ def test_ctrl_c_stops_every_trial(project: Path, iso: Env) -> None:
     assert gone_within(pids, 10)
     states = sorted(s["status"] for s in _sweep(iso)["steps"].values())
     assert states == ["cancelled", "cancelled", "cancelled"]
+
+
+def test_booleans_validate_and_a_sweep_with_no_objective(project: Path, iso: Env) -> None:
+    """true/false trials as -P gives them (a bare flag, or none); validate checks a sweep; with
+    no objective the sweep names no result; a sweep is not one run for diff or rerun."""
+    write(project / "say.py", "import sys\nprint(sys.argv[1:])\n")
+    spec = write(project / "job.yaml", "script: say.py\nsweep:\n  grid: {fast: [true, false]}\n")
+    checked = torchjob("validate", str(spec))
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.decode().startswith(f"ok: {spec}: sweep say, 2 trials of say.py")
+    res = torchjob("run", str(spec), "--follow-steps")
+    assert res.returncode == 0, res.stderr
+    said = [line for line in res.stdout.decode().splitlines() if " | " in line]
+    assert sorted(said) == ["t1 | ['--fast']", "t2 | []"]
+    rec = _sweep(iso)
+    assert rec["outputs"] == {} and rec["sweep"]["trials"]["t1"] == {"fast": True}
+    for argv in (["diff", rec["id"], "last"], ["rerun", rec["id"]]):
+        refused = torchjob(*argv)
+        assert refused.returncode == 2 and b"Traceback" not in refused.stderr, refused.stderr
+    plain = torchjob("run", "--sweep", "-P", "lr=0.1", str(project / "say.py"))
+    assert b"command line: --sweep: nothing to vary" in plain.stderr

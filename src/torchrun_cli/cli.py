@@ -247,6 +247,11 @@ def validate(
 
         pipeline.validate(Path(spec_file).absolute(), *read, found)
         return
+    if read is not None and "sweep" in read[0]:
+        from torchrun_cli.commands import sweeps  # as in run
+
+        sweeps.validate(Path(spec_file).absolute(), read, found)
+        return
     spec = load(Path(spec_file), {}, Path.cwd(), found, read=read)
     if (warning := jobs.validate(spec, found)) is not None:
         console.warning(warning)

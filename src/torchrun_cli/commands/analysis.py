@@ -63,7 +63,13 @@ def diff(
     packages, params, outputs and env; the rows that differ are marked (*)."""
     from torchrun_cli.jobs import compare as comparing  # as in compare
 
-    (a, _), (b, _) = history.selection(settings.read(), runs_dir, [first, second], 2)
+    chosen = history.selection(settings.read(), runs_dir, [first, second], 2)
+    if len(chosen) != 2:
+        raise UsageError(
+            f"diff compares two runs, and {first} and {second} name {len(chosen)}",
+            "name a pipeline's or sweep's run as ID/STEP; `torchjob compare ID` shows them all",
+        )
+    (a, _), (b, _) = chosen
     table = comparing.diff(a, b)
     if as_md:
         console.raw(table.markdown().encode())

@@ -40,6 +40,11 @@ def rerun(
     given = {k.path: options[k.param] for k in with_flags() if options[k.param] not in _UNSET}
     found = settings.read()
     run = history.find(found, runs_dir, run_ref).run
+    if history.pipeline(run) is not None:
+        raise UsageError(
+            f"rerun takes one run, and {run_ref} is a pipeline (or a sweep)",
+            f"rerun one of its runs (ID/STEP), or run its spec again with --resume {run.id}",
+        )
     rec = history.refresh(run)
     data, extra = reruns.layer(rec)
     problems: list[Any] = []

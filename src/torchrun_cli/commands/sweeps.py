@@ -20,6 +20,7 @@ from torchrun_cli.pipelines import plan, schedule, sweep
 from torchrun_cli.settings import Settings
 from torchrun_cli.spec import sweep as sweeps
 from torchrun_cli.spec.load import load
+from torchrun_cli.spec.pipeline import PipelineSpec
 from torchrun_cli.spec.yaml import Located
 
 
@@ -38,6 +39,35 @@ def _flag_grid(given: dict[str, Any]) -> dict[str, tuple[str, ...]]:
     return grid
 
 
+def _load(
+    path: Path | None,
+    read: tuple[dict[str, Any], Located] | None,
+    given: dict[str, Any],
+    trailing: list[str],
+    found: Settings,
+    max_parallel: int | None,
+) -> PipelineSpec:
+    """The sweep's `sweep:` and -P lists, and the job (every key but `sweep`), checked; the
+    trials as a pipeline."""
+    data, src = read if read is not None else ({}, Located(None))
+    data = dict(data)
+    raw = data.pop("sweep", None)
+    spec_sweep = sweeps.parse(raw, src, _flag_grid(given), data)
+    base = load(path, given, Path.cwd(), found, tuple(trailing), (data, src) if path else None)
+    parallel = max_parallel or spec_sweep.max_parallel or os.cpu_count() or 1
+    return sweep.pipeline(base, spec_sweep, path or Path.cwd(), parallel)
+
+
+def validate(path: Path, read: tuple[dict[str, Any], Located], found: Settings) -> None:
+    """`torchjob validate` of a spec with `sweep:`: the sweep and its job checked."""
+    spec = _load(path, read, {}, [], found, None)
+    job = next(iter(spec.steps.values())).job
+    sys.stdout.write(
+        f"ok: {path}: sweep {spec.name}, {len(spec.steps)} trials of {job.script} in "
+        f"{job.project}\n"
+    )
+
+
 def run(
     path: Path | None,
     read: tuple[dict[str, Any], Located] | None,
@@ -49,18 +79,13 @@ def run(
     """Check the sweep and the job, then run the trials; exits with the sweep's status."""
     if flags.start is not None:
         raise UsageError("--from is not for sweeps", "remove it; --resume continues a sweep")
-    data, src = read if read is not None else ({}, Located(None))
-    data = dict(data)
-    raw = data.pop("sweep", None)
     resume = given.pop("resume_from", None)
-    spec_sweep = sweeps.parse(raw, src, _flag_grid(given), data)
-    base = load(path, given, Path.cwd(), found, tuple(trailing), (data, src) if path else None)
-    parallel = flags.max_parallel or spec_sweep.max_parallel or os.cpu_count() or 1
-    spec = sweep.pipeline(base, spec_sweep, path or Path.cwd(), parallel)
+    spec = _load(path, read, given, trailing, found, flags.max_parallel)
     if flags.dry_run:
         trials = spec.sweep["trials"] if spec.sweep else {}
         names = list(dict.fromkeys(k for p in trials.values() for k in p))
-        console.table(("TRIAL", *names), [(t, *(p[k] for k in names)) for t, p in trials.items()])
+        rows = [(t, *(str(p.get(k, "")).lower() for k in names)) for t, p in trials.items()]
+        console.table(("TRIAL", *names), rows)
         return
     root = found.runs_dir(flags.runs_dir)
     shown = PipelineConsole(flags.quiet, word="sweep")
@@ -83,7 +108,7 @@ def run(
         previous = plan.find(root, Path(resume).name, spec.name)[1]
         console.note(f"resuming sweep {previous.id}")
     options = schedule.Options(
-        parallel,
+        spec.max_parallel,
         flags.fail_fast,
         flags.follow,
         flags.rebuild,

@@ -21,16 +21,25 @@ from torchrun_cli.record import RunRecord
 
 
 class Comparison(NamedTuple):
-    """Columns, rows, and which columns hold values that differ between the rows."""
+    """Columns, rows, and which columns (compare) or rows (diff: `by_row`) hold values that
+    differ."""
 
     heads: tuple[str, ...]
     rows: Sequence[tuple[str, ...]]
     differ: frozenset[int]
+    by_row: bool = False
+
+    def marked(self, row: int, column: int) -> bool:
+        """Whether a cell (row -1: the heads) is one of the differing ones."""
+        return (row in self.differ) if self.by_row else (column in self.differ)
 
     def markdown(self) -> str:
-        """A GitHub table; the differing columns' heads and cells in bold."""
+        """A GitHub table; the differing columns' (diff: rows') cells in bold."""
         esc = [[c.replace("|", "\\|") for c in row] for row in (self.heads, *self.rows)]
-        bold = [[f"**{c}**" if i in self.differ and c else c for i, c in enumerate(r)] for r in esc]
+        bold = [
+            [f"**{c}**" if c and self.marked(r - 1, i) else c for i, c in enumerate(cells)]
+            for r, cells in enumerate(esc)
+        ]
         lines = ["| " + " | ".join(bold[0]) + " |", "|" + "---|" * len(self.heads)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in bold[1:]]) + "\n"
 
@@ -102,7 +111,7 @@ def diff(a: RunRecord, b: RunRecord) -> Comparison:
     facts += [(f"env {k}", env_a.get(k), env_b.get(k)) for k in _keys([env_a, env_b])]
     rows = [(label, _text(x), _text(y)) for label, x, y in facts]
     differ = frozenset(i for i, (_, x, y) in enumerate(rows) if x != y)
-    return Comparison(("", a.id, b.id), rows, differ)
+    return Comparison(("", a.id, b.id), rows, differ, by_row=True)
 
 
 def _source(rec: RunRecord) -> str:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from torchrun_cli.errors import UsageError
 from torchrun_cli.jobs import refs
-from torchrun_cli.jobs.views import epoch, size
+from torchrun_cli.jobs.views import epoch, plural, size
 from torchrun_cli.spec.model import RetentionSpec
 from torchrun_cli.store import tree_size
 
@@ -75,7 +75,12 @@ def retain(runs_dir: Path, name: str, spec: RetentionSpec, note: Callable[[str],
     """`retention:` after a run of `name`: its older runs beyond the policy removed, in a line."""
     if spec.keep is None and spec.max_age is None:
         return
-    gone = prune(runs_dir, Policy(spec.keep, spec.max_age, None, name))
+    gone = []  # two rules, each on its own: beyond the newest N, and older than the age
+    if spec.keep is not None:
+        gone += prune(runs_dir, Policy(keep=spec.keep, name=name))
+    if spec.max_age is not None:
+        gone += prune(runs_dir, Policy(older_than=spec.max_age, name=name))
     if gone:
         freed = size(sum(p.size_bytes for p in gone))
-        note(f"retention: removed {len(gone)} older runs of {name} ({freed} freed)")
+        runs = plural(len(gone), "run")
+        note(f"retention: removed {len(gone)} older {runs} of {name} ({freed} freed)")

@@ -187,6 +187,11 @@ def mirrors(repos: Sequence[CachedRepo]) -> Table:
     return Table(("KEY", "SIZE", f"LAST USED ({label})", "URL"), rows)
 
 
+def plural(count: int, word: str) -> str:
+    """`run` or `runs`, as the count needs."""
+    return word if count == 1 else word + "s"
+
+
 def pruned(done: Sequence[Pruned], dry_run: bool) -> list[str]:
     """A line per run a prune removed (or would), and the space that came (or would come)
     back."""
@@ -194,7 +199,8 @@ def pruned(done: Sequence[Pruned], dry_run: bool) -> list[str]:
     lines = [f"{verb} {p.id} ({p.name}, {p.status}, {size(p.size_bytes)})" for p in done]
     if done:
         total = size(sum(p.size_bytes for p in done))
-        lines.append(f"{'would free' if dry_run else 'freed'} {total} ({len(done)} runs)")
+        verb = "would free" if dry_run else "freed"
+        lines.append(f"{verb} {total} ({len(done)} {plural(len(done), 'run')})")
     return lines
 
 
@@ -243,7 +249,8 @@ def describe(
         rows.append(
             (
                 f"metric {key}",
-                f"last {cell(m.last)}, min {cell(m.low)}, max {cell(m.high)} ({m.points} points)",
+                f"last {cell(m.last)}, min {cell(m.low)}, max {cell(m.high)} "
+                f"({m.points} {plural(m.points, 'point')})",
             )
         )
     rows += _extra(rec)

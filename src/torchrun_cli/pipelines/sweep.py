@@ -108,8 +108,10 @@ def finish(folder: Path, rec: PipelineRecord) -> tuple[PipelineRecord, Ranking]:
     """The ended sweep ranked; its outputs (pipeline.json, `runs --columns`) are the best
     trial's, with `best_trial` naming it."""
     ranking = rank(rec)
+    outputs: dict[str, Any] = {}  # no objective (or no trial with it): no result to name
     if ranking.best is not None:
         name, best = ranking.best
-        rec = replace(rec, outputs={**best.outputs, "best_trial": name, "best_run": best.id})
-        write(folder, rec)
+        outputs = {**best.outputs, "best_trial": name, "best_run": best.id}
+    rec = replace(rec, outputs=outputs)
+    write(folder, rec)
     return rec, ranking

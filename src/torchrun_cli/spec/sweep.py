@@ -58,11 +58,12 @@ class SweepSpec(NamedTuple):
     max_parallel: int | None = None
     objective: Objective | None = None
 
-    def points(self) -> list[dict[str, str]]:
-        """Each trial's params, in a fixed order."""
+    def points(self) -> list[dict[str, str | bool]]:
+        """Each trial's params, in a fixed order (true/false as -P reads them)."""
         names = list(self.grid)
-        grid = [
-            dict(zip(names, combo, strict=True)) for combo in itertools.product(*self.grid.values())
+        grid: list[dict[str, str | bool]] = [
+            {n: _param(v) for n, v in zip(names, combo, strict=True)}
+            for combo in itertools.product(*self.grid.values())
         ]
         if not self.random:
             return grid
@@ -75,9 +76,17 @@ class SweepSpec(NamedTuple):
 
 
 def _text(value: object) -> str | None:
-    if isinstance(value, (bool, dict, list)) or value is None:
+    """A grid value as -P would give it (a boolean as true/false); None: not a scalar."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)) or value is None:
         return None
     return str(value)
+
+
+def _param(text: str) -> str | bool:
+    """As -P reads a value: true is a bare flag, false no option at all."""
+    return {"true": True, "false": False}.get(text, text)
 
 
 GRID_FIX = "write `grid: {lr: [0.1, 0.01]}`"
@@ -93,7 +102,7 @@ class _Reader:
 
     def problem(self, node: object, key: object, message: str, fix: str, inner: str = "") -> None:
         """A problem with `key` of `node` (of section `inner` of the sweep, if given)."""
-        path = f"sweep.{inner}.{key}" if inner else f"sweep.{key}"
+        path = f"sweep.{inner}.{key}" if inner else "sweep" if key == "sweep" else f"sweep.{key}"
         self.problems.append(Problem(self.src.where(node, key), path, message, fix))
 
     def whole(self, node: dict[str, Any], key: str, low: int, high: int) -> int | None:
@@ -117,7 +126,7 @@ class _Reader:
             elif not items or None in texts:
                 self.problem(node, name, "needs values", f"write `{name}: [0.1, 0.01]`", "grid")
             else:
-                out[str(name)] = tuple(str(v) for v in items)
+                out[str(name)] = tuple(t for t in texts if t is not None)
         return out
 
     def random(self, parent: dict[str, Any]) -> dict[str, Draw]:
@@ -193,7 +202,10 @@ def parse(
     spec = SweepSpec(**found)
     if not reader.problems and not spec.grid and not spec.random:
         fix = "give `grid` or `random`, or -P NAME=A,B with --sweep"
-        reader.problem(top if raw is not None else None, "sweep", "nothing to vary", fix)
+        if raw is None:  # --sweep, and no -P with a list
+            reader.problems.append(Problem("command line", "--sweep", "nothing to vary", fix))
+        else:
+            reader.problem(top, "sweep", "nothing to vary", fix)
     elif not reader.problems and (count := len(spec.points())) > MAX_TRIALS:
         reader.problem(top, "sweep", f"{count} trials", f"at most {MAX_TRIALS}: a smaller grid")
     if reader.problems:
