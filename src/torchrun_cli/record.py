@@ -94,6 +94,11 @@ class RunDir(NamedTuple):
         return self.path / "output"
 
     @property
+    def config(self) -> Path:
+        """compat pai: hyperparameters.json, where PAI_CONFIG_DIR points."""
+        return self.path / "config"
+
+    @property
     def ranks(self) -> Path:
         """torchrun's per-rank logs."""
         return self.path / "ranks"

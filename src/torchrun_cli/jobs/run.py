@@ -292,7 +292,8 @@ def _stages(
         resume = plan.resume
         if stage.attempt > 1 and spec.resume_from == "last":  # from the attempt before
             resume = conventions.newest_checkpoint(model_dir) or resume
-        variables = conventions.job_env(spec, model_dir, output_dir, resume, launch.job_gpus(spec))
+        gpus = launch.job_gpus(spec)
+        variables = conventions.job_env(spec, model_dir, output_dir, resume, gpus, run.config)
         variables["TORCHJOB_ATTEMPT"] = str(stage.attempt)
         variables.update(metrics.variables(run))
         job = Job(spec, job_launch, run, variables, settings, envs.lease_file(settings, env))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -75,9 +76,15 @@ def newest_checkpoint(folder: Path) -> str | None:
 
 
 def job_env(
-    spec: JobSpec, model_dir: Path, output_dir: Path, resume: str | None, gpus: int
+    spec: JobSpec,
+    model_dir: Path,
+    output_dir: Path,
+    resume: str | None,
+    gpus: int,
+    config_dir: Path | None = None,
 ) -> dict[str, str]:
-    """The variables torchjob adds for the conventions (and the compat names when asked)."""
+    """The variables torchjob adds for the conventions (and the compat names when asked;
+    compat pai also writes config_dir/hyperparameters.json, as PAI does)."""
     params = {k: v for k, v in spec.params.items() if v is not False}
     env = {
         "TORCHJOB_PARAMS": json.dumps(params, ensure_ascii=False),
@@ -102,7 +109,7 @@ def job_env(
         env.update({f"SM_CHANNEL_{n.upper()}": str(p) for n, p in spec.inputs.items()})
         env.update(
             {
-                "SM_HP_" + re.sub(r"[^A-Z0-9_]", "_", k.upper()): str(v)  # optim.lr too
+                "SM_HP_" + _shell_name(k): str(v)  # optim.lr too
                 for k, v in params.items()
             }
         )
@@ -115,7 +122,34 @@ def job_env(
             }
         )
         env.update({f"TM_CHANNEL_{n.upper()}": str(p) for n, p in spec.inputs.items()})
+    elif spec.compat == "pai" and config_dir is not None:
+        env.update(_pai(spec, params, model_dir, config_dir))
     return env
+
+
+def _pai(
+    spec: JobSpec, params: dict[str, Any], model_dir: Path, config_dir: Path
+) -> dict[str, str]:
+    """What a PAI training job (pai.estimator) finds: PAI_OUTPUT_MODEL (its /ml/output/model/),
+    PAI_CONFIG_DIR with hyperparameters.json, PAI_HPS, PAI_HPS_NAME, PAI_USER_ARGS and an
+    PAI_INPUT_NAME per input channel."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "hyperparameters.json").write_text(json.dumps(params, ensure_ascii=False))
+    env = {
+        "PAI_OUTPUT_MODEL": str(model_dir),
+        "PAI_OUTPUT_CHECKPOINTS": str(model_dir),
+        "PAI_CONFIG_DIR": str(config_dir),
+        "PAI_HPS": json.dumps(params, ensure_ascii=False),
+        "PAI_USER_ARGS": shlex.join(spec._replace(args=(), extra_args=()).script_argv()),
+    }
+    env.update({f"PAI_INPUT_{n.upper()}": str(p) for n, p in spec.inputs.items()})
+    env.update({"PAI_HPS_" + _shell_name(k): str(v) for k, v in params.items()})
+    return env
+
+
+def _shell_name(key: str) -> str:
+    """A param's name as part of a variable's: `optim.lr` as OPTIM_LR."""
+    return re.sub(r"[^A-Z0-9_]", "_", key.lstrip("-").upper())
 
 
 def _value(text: str) -> Any:

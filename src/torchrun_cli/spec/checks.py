@@ -162,7 +162,7 @@ class Checker:
             self.add(
                 where,
                 path,
-                "a parameter name must be letters, digits, '_', '-', '.'",
+                "a parameter name is letters, digits, '_', '-', '.' (or an option: -v, --x)",
                 "rename the parameter, e.g. `lr` or `batch-size`",
             )
             return None

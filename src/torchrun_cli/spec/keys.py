@@ -79,9 +79,10 @@ class Key(NamedTuple):
         return None
 
 
-COMPAT = ("sagemaker", "ti")
+COMPAT = ("sagemaker", "ti", "pai")
 RETRY_ON = ("failed", "timeout", "setup_error", "cancelled")
 CONCURRENCY = ("allow", "forbid", "queue", "replace")
+PARAM_STYLES = ("flag", "value")
 BACKENDS = ("slurm", "local")
 TTY = TTY_MODES  # both declared in settings/files.py: config files set their defaults
 WHOLE = r"[1-9]\d*"
@@ -94,7 +95,7 @@ SBATCH_EXTRA = tuple(_SBATCH_EXTRA.split())
 SBATCH_EXTRA_FORM = re.compile(r"--([a-z][a-z-]*)(?:=([^\s#]+))?")  # used with fullmatch
 # In an #SBATCH line a newline would end the comment and bash would run the rest.
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+PARAM_KEY = re.compile(r"-{0,2}[A-Za-z0-9][A-Za-z0-9_.-]*")  # -v, --epochs: passed as written
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CHANNEL = re.compile(r"[A-Za-z0-9_]+")
 OPTION = re.compile(r"--?[A-Za-z0-9][A-Za-z0-9_.-]*")  # how an input is passed: --train
@@ -113,7 +114,7 @@ KEYS: tuple[Key, ...] = (
     Key(
         "ref",
         Kind.STR,
-        "Git branch, tag or commit [default: the remote's default branch].",
+        "Git branch, tag or commit [default: the remote's default].",
         ("-r", "--ref"),
     ),
     Key("script", Kind.STR, "Entry script, relative to the project.", ("-s", "--script")),
@@ -142,10 +143,7 @@ KEYS: tuple[Key, ...] = (
         choices=MANAGERS,
     ),
     Key(
-        "python.version",
-        Kind.STR,
-        "Python version for the environment (conda, uv).",
-        ("--python-version",),
+        "python.version", Kind.STR, "Python for the environment (conda, uv).", ("--python-version",)
     ),
     Key(
         "python.requirements",
@@ -166,6 +164,14 @@ KEYS: tuple[Key, ...] = (
         "Let the environment see the base interpreter's packages.",
     ),
     Key(
+        "param_style",
+        Kind.STR,
+        "true/false params: flag (--k, or nothing) or value (--k True) [default: value for "
+        "compat ti and sagemaker, else flag].",
+        ("--param-style",),
+        choices=PARAM_STYLES,
+    ),
+    Key(
         "env",
         Kind.ENV,
         "KEY=VALUE environment variable for the script.",
@@ -173,18 +179,8 @@ KEYS: tuple[Key, ...] = (
         metavar="KEY=VALUE",
         shown=Shown.MAPPING,
     ),
-    Key(
-        "timeout",
-        Kind.DURATION,
-        "Stop the job after this long: 90s, 15m, 2h (exit 124).",
-        ("--timeout",),
-    ),
-    Key(
-        "grace",
-        Kind.DURATION,
-        "Time between the stop signal and SIGKILL [default: 10s].",
-        ("--grace",),
-    ),
+    Key("timeout", Kind.DURATION, "Stop the job after this long: 90s, 2h (124).", ("--timeout",)),
+    Key("grace", Kind.DURATION, "From the stop signal to SIGKILL [default: 10s].", ("--grace",)),
     Key("retries", Kind.SECTION, "Run the job again after a failure (a bare number: count)."),
     Key(
         "retries.count",
@@ -283,7 +279,7 @@ KEYS: tuple[Key, ...] = (
     Key(
         "compat",
         Kind.STR,
-        "Also export SageMaker (sagemaker) or Tencent TI (ti) variables.",
+        "Also export SageMaker (sagemaker), Tencent TI (ti) or Alibaba PAI (pai) variables.",
         ("--compat",),
         choices=COMPAT,
     ),

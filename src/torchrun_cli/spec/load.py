@@ -216,6 +216,9 @@ def _from_file(merge: Merge, key: Key, raw: object, where: str) -> Any:
     return out
 
 
+_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
 def _relative(merge: Merge, key: Key, text: str | None, base: Path) -> str | None:
     """A path key's value made absolute; `resume_from: last` and bare interpreter names (found
     on PATH) stay as they are."""
@@ -223,8 +226,10 @@ def _relative(merge: Merge, key: Key, text: str | None, base: Path) -> str | Non
         return text
     if merge.anchor and key.section == "outputs" and not os.path.isabs(os.path.expanduser(text)):
         return text  # a step's: inside its run folder, as every run of it has its own
-    if key.path == "python.interpreter" and os.sep not in text:
-        return text
+    if key.path == "python.interpreter":  # DolphinScheduler's `${PYTHON_LAUNCHER}`, and only here
+        text = _VARIABLE.sub(lambda m: os.environ.get(m[1] or m[2], m[0]), text)
+        if os.sep not in text or "$" in text:  # a name on PATH; an unset variable: see rules
+            return text
     return str((base / os.path.expanduser(text)).absolute())
 
 
@@ -273,7 +278,7 @@ def _merge_pairs(merge: Merge, key: Key, raw: object, into: dict[str, Any]) -> N
                 check.add(
                     COMMAND_LINE,
                     f"{short} {name}",
-                    "a parameter name must be letters, digits, '_', '-', '.'",
+                    "a parameter name is letters, digits, '_', '-', '.' (or an option: -v, --x)",
                     f"rename the parameter, e.g. {short} lr=0.01",
                 )
                 continue

@@ -124,6 +124,7 @@ class JobSpec(NamedTuple):
     ref: str | None = None
     args: tuple[str, ...] = ()
     params: Mapping[str, str | bool] = MappingProxyType({})
+    param_style: str | None = None  # None: value under compat ti/sagemaker, else flag
     extra_args: tuple[str, ...] = ()  # after `--` on the command line
     python: PythonSpec = PythonSpec()
     env: Mapping[str, str] = MappingProxyType({})
@@ -152,11 +153,15 @@ class JobSpec(NamedTuple):
         """Arguments for the script: spec args, params as `--key value`, inputs passed as an
         option (`--train PATH`), then `-- ARGS`."""
         out = list(self.args)
+        style = self.param_style or ("value" if self.compat in ("ti", "sagemaker") else "flag")
         for key, value in self.params.items():
-            if value is True:
-                out.append(f"--{key}")
+            option = key if key.startswith("-") else f"--{key}"  # Azure's `-v`, `--epochs`
+            if isinstance(value, bool) and style == "value":  # TI's and SageMaker's `--k True`
+                out += [option, str(value)]
+            elif value is True:
+                out.append(option)
             elif value is not False:
-                out += [f"--{key}", value]
+                out += [option, value]
         for name, option in self.input_args.items():
             out += [option, str(self.inputs[name])]
         return out + list(self.extra_args)

@@ -84,6 +84,13 @@ def check_values(merge: Merge) -> None:
             merge.problem(
                 "files", f"{path} does not exist", "give existing files or folders to copy"
             )
+    interpreter = values.get("python.interpreter")
+    if isinstance(interpreter, str) and (unset := re.search(r"\$\{?(\w+)", interpreter)):
+        merge.problem(
+            "python.interpreter",
+            f"${unset[1]} is not set",
+            f"set {unset[1]} in the environment, or give the interpreter's path",
+        )
     if (pattern := values.get("metrics.pattern")) is not None:
         try:
             groups = re.compile(pattern).groupindex
