@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 from tests.helpers import ROOT, Env, torchjob, write
@@ -128,3 +129,33 @@ def test_pai_variables_and_the_pai_and_ti_examples(project: Path, iso: Env) -> N
     assert res.returncode == 0 and b"standardize=True: test accuracy" in res.stdout, res.stderr
     argv = json.loads(torchjob("show", "--json").stdout)["argv"]
     assert argv[-4:] == ["--standardize", "True", "--epochs", "1"]
+
+
+def test_tencent_dependency_zip_is_unpacked_beside_the_script(project: Path, iso: Env) -> None:
+    """Tencent Cloud's PyTorch component: a dependency zip whose content lands beside the
+    script (`files: [{path: deps.zip, unpack: true}]`, or `--file deps.zip:unpack`), with the
+    archive project's safety rules."""
+    deps = iso.tmp / "deps.zip"
+    with zipfile.ZipFile(deps, "w") as zf:
+        zf.writestr("helpers/__init__.py", "GREETING = 'hello from the zip'\n")
+        zf.writestr("settings.json", '{"lr": 0.1}')
+    write(
+        project / "main.py",
+        "import json, helpers\nprint(helpers.GREETING, json.load(open('settings.json')))\n",
+    )
+    spec = write(
+        project / "job.yaml", f"script: main.py\nfiles: [{{path: '{deps}', unpack: true}}]\n"
+    )
+    res = torchjob("run", str(spec))
+    assert res.stdout == b"hello from the zip {'lr': 0.1}\n", res.stderr
+    assert not (project / "helpers").exists()  # the user's folder is left alone
+    flag = torchjob("run", "-s", "main.py", "-p", str(project), "--file", f"{deps}:unpack")
+    assert flag.stdout == res.stdout, flag.stderr
+    evil = iso.tmp / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../outside.py", "x = 1\n")
+    bad = torchjob("run", "-s", "main.py", "-p", str(project), "--file", f"{evil}:unpack")
+    assert bad.returncode == 125 and not (iso.tmp / "outside.py").exists(), bad.stderr
+    wrong = write(project / "w.yaml", "script: main.py\nfiles: [{path: x.zip, open: true}]\n")
+    res = torchjob("run", str(wrong))
+    assert res.returncode == 2 and f"{wrong}:2: files: an entry is a path".encode() in res.stderr

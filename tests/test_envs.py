@@ -441,7 +441,8 @@ def test_conda_commands_with_a_stand_in(project: Path, iso: Env, offline: Any) -
     spec = write(
         project / "job.yaml",
         "script: main.py\npython:\n  manager: conda\n"
-        '  version: "3.11"\n  conda_file: environment.yml\n',
+        '  version: "3.11"\n  conda_file: environment.yml\n'
+        "  conda_packages: [numpy=1.26, scipy]\n",  # Azure ML's conda_packages
     )
     env = {**os.environ, "TORCHJOB_CONDA": str(conda)}
     res = torchjob("run", str(spec), env=env)
@@ -456,10 +457,18 @@ def test_conda_commands_with_a_stand_in(project: Path, iso: Env, offline: Any) -
     assert calls == [
         ["create", "--yes", "--quiet", "--prefix", prefix, "python=3.11"],
         ["env", "update", "--prefix", prefix, "--file", str(project / "environment.yml")],
+        ["install", "--yes", "--quiet", "--prefix", prefix, "numpy=1.26", "scipy"],
     ]
+    key = newest_record(iso.runs)["environment"]["key"]
     assert "pip install" in setup_log(iso.runs, newest_record(iso.runs))
     assert torchjob("run", str(spec), env=env).returncode == 0
-    assert len(log.read_text().splitlines()) == 2  # reused: conda not called again
+    assert len(log.read_text().splitlines()) == 3  # reused: conda not called again
+    other = write(project / "other.yaml", spec.read_text().replace("scipy", "scipy=1.11"))
+    assert torchjob("run", str(other), env=env).returncode == 0
+    assert newest_record(iso.runs)["environment"]["key"] != key  # the packages are in the key
+    pip = write(project / "pip.yaml", "script: main.py\npython: {conda_packages: [numpy]}\n")
+    res = torchjob("run", str(pip), "--env-manager", "uv", env=env)
+    assert res.returncode == 2 and b"conda packages need python.manager conda" in res.stderr
 
 
 @pytest.mark.slow

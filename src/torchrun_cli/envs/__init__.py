@@ -97,6 +97,7 @@ def plan(spec: JobSpec, base: Environment, project_dir: Path, settings: Settings
         "requirements": keys.requirement_files(req_path) if req_path else [],
         "packages": list(py.packages),
         "conda_file": keys.file_digest(conda_file) if conda_file else None,
+        **({"conda_packages": list(py.conda_packages)} if py.conda_packages else {}),
         "system_site_packages": py.system_site_packages,
         "installer": keys.installer_config(builder.name, project_dir, os.environ),
     }
@@ -110,6 +111,7 @@ def plan(spec: JobSpec, base: Environment, project_dir: Path, settings: Settings
         conda_file,
         py.system_site_packages,
         project=project_dir,
+        conda_packages=py.conda_packages,
     )
     return Planned(keys.canonical_hash(inputs), inputs, request)
 

@@ -35,6 +35,7 @@ class BuildRequest:
     system_site_packages: bool
     donors: tuple[Path, ...] = ()  # ready environments whose bytecode a build may reuse
     project: Path | None = None  # the tools run here: `./pkg` lines mean the project's
+    conda_packages: tuple[str, ...] = ()
 
 
 class Builder(Protocol):
@@ -237,6 +238,10 @@ class Conda:
         if req.conda_file:
             update = [conda, "env", "update", "--prefix", str(env), "--file", str(req.conda_file)]
             step("installing the conda file", update, log, steps, self.timeout)
+        if req.conda_packages:  # after the file: a package named in both is the one given here
+            install = [conda, "install", "--yes", "--quiet", "--prefix", str(env)]
+            argv = [*install, *req.conda_packages]
+            step("installing the conda packages", argv, log, steps, self.timeout)
         _pip_install(env, req, log, steps, self.timeout)
 
     def check(self, env: Path, log: Path, steps: Steps) -> None:

@@ -9,6 +9,7 @@ run's start-up does not pay for them.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -83,7 +84,10 @@ def materialize(spec: JobSpec, run: RunDir, settings: Settings, steps: Steps) ->
         dest = inside(run.tree, folder or ".", "script folder")  # refused when a link leads out
         dest.mkdir(parents=True, exist_ok=True)
         for item in spec.files:
-            place(item, dest / item.name)
+            if item in spec.unpack:  # Tencent Cloud's dependency zip: its content lands here
+                _unpack(item, dest, run, settings)
+            else:
+                place(item, dest / item.name)
     if src.kind != "local":
         script = inside(src.path, spec.script, "script")
         if not script.is_file():
@@ -207,3 +211,15 @@ def cache_state(spec: JobSpec, settings: Settings) -> str:
     if spec.ref and giturl.is_hex(spec.ref) and (commit := mirror.commit_of(spec.ref)):
         return f"commit {commit} is cached: no network"
     return "cached mirror: one fetch"
+
+
+def _unpack(item: Path, dest: Path, run: RunDir, settings: Settings) -> None:
+    """An archive's entries into dest, with the archive project's checks (no entry outside, no
+    link out, the size limit); an entry replaces what the project has of that name."""
+    from torchrun_cli.source import archive  # as in _archive
+
+    staging = run.path / f".unpack-{item.name}"
+    archive.extract(item, staging, settings.archive_max_bytes)
+    for entry in sorted(staging.iterdir()):
+        place(entry, dest / entry.name)
+    shutil.rmtree(staging)

@@ -158,6 +158,7 @@ KEYS: tuple[Key, ...] = (
         ("--pip",),
     ),
     Key("python.conda_file", Kind.STR, "A conda environment file, relative to the project."),
+    Key("python.conda_packages", Kind.LIST, "Conda packages to install (numpy=1.26), conda only."),
     Key(
         "python.system_site_packages",
         Kind.BOOL,

@@ -24,6 +24,7 @@ class PythonSpec(NamedTuple):
     requirements: str | None = None
     packages: tuple[str, ...] = ()
     conda_file: str | None = None
+    conda_packages: tuple[str, ...] = ()  # Azure ML's conda_packages: `conda install` specs
     system_site_packages: bool = False
 
 
@@ -135,6 +136,7 @@ class JobSpec(NamedTuple):
     concurrency: str = "allow"
     retention: RetentionSpec = RetentionSpec()
     files: tuple[Path, ...] = ()
+    unpack: tuple[Path, ...] = ()  # the files that are zips (or tars) to unpack beside the script
     allow_insecure_source: bool = False
     git_token_env: str | None = None
     submodules: bool = False

@@ -80,7 +80,7 @@ def check_values(merge: Merge) -> None:
         elif not has_refs(str(value)) and not value.exists():
             merge.problem(sub, f"{value} does not exist", "give an existing file or folder")
     for path in values.get("files", ()):
-        if not path.exists():
+        if not Path(str(path).removesuffix(":unpack")).exists():
             merge.problem(
                 "files", f"{path} does not exist", "give existing files or folders to copy"
             )
@@ -126,6 +126,16 @@ def check_relations(merge: Merge, kind: str, spec_file: Path | None) -> None:
             "python.version",
             "conda needs a python version",
             'add `version: "3.11"` under python, or pass --python-version 3.11',
+        )
+    if any(p.startswith("-") for p in values.get("python.conda_packages", ())):
+        merge.problem(
+            "python.conda_packages", "a package may not start with '-'", "write e.g. numpy=1.26"
+        )
+    elif values.get("python.conda_packages") and values["python.manager"] != "conda":
+        merge.problem(
+            "python.conda_packages",
+            f"conda packages need python.manager conda (it is {values['python.manager']})",
+            "set `manager: conda` under python, or list them under python.packages for pip",
         )
     low, _, high = str(values.get("distributed.nnodes", "1")).partition(":")
     if high.isdigit() and low.isdigit() and int(low) > int(high):
