@@ -1,5 +1,6 @@
 """Values a spec may write in a short or a long form: an input as a path or as `{path, arg}`,
-`retries` as a count or as `{count, delay, backoff, on}` (whose `on` YAML 1.1 reads as true)."""
+`retries` as a count or as `{count, delay, backoff, on}` (whose `on` YAML 1.1 reads as true),
+a `files` entry as a path or as `{path, unpack}`."""
 
 from __future__ import annotations
 
@@ -61,3 +62,23 @@ def retries(values: Mapping[str, Any]) -> RetrySpec:
         backoff=float(found.get("backoff", 1.0)),
         on=tuple(found.get("on", RetrySpec().on)),
     )
+
+
+UNPACK = ":unpack"  # `--file deps.zip:unpack`
+
+
+def files(merge: Merge, raw: object, where: str, path: str) -> object:
+    """`files:` entries `{path: deps.zip, unpack: true}` (Tencent Cloud's dependency zip) as
+    the path with UNPACK after it; anything else as it is."""
+    if path != "files" or not isinstance(raw, list):
+        return raw
+    out: list[object] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            out.append(item)
+        elif set(item) - {"path", "unpack"} or not isinstance(item.get("path"), str):
+            fix = "write `{path: deps.zip, unpack: true}`"
+            merge.check.add(where, path, "an entry is a path or {path, unpack}", fix)
+        else:
+            out.append(item["path"] + UNPACK * (item.get("unpack") is True))
+    return out

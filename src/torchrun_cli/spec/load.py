@@ -177,26 +177,6 @@ def _read_section(merge: Merge, data: dict[Any, Any], section: str) -> None:
             merge.bases[key.path] = merge.spec_dir
 
 
-UNPACK = ":unpack"  # `--file deps.zip:unpack`
-
-
-def _unpacked(merge: Merge, raw: object, where: str, path: str) -> object:
-    """`files:` entries `{path: deps.zip, unpack: true}` (Tencent Cloud's dependency zip) as
-    the path with UNPACK after it; anything else as it is."""
-    if path != "files" or not isinstance(raw, list):
-        return raw
-    out: list[object] = []
-    for item in raw:
-        if not isinstance(item, dict):
-            out.append(item)
-        elif set(item) - {"path", "unpack"} or not isinstance(item.get("path"), str):
-            fix = "write `{path: deps.zip, unpack: true}`"
-            merge.check.add(where, path, "an entry is a path or {path, unpack}", fix)
-        else:
-            out.append(item["path"] + UNPACK * (item.get("unpack") is True))
-    return out
-
-
 def _from_file(merge: Merge, key: Key, raw: object, where: str) -> Any:
     check, path = merge.check, key.path
     if key.kind is Kind.STR:
@@ -209,7 +189,7 @@ def _from_file(merge: Merge, key: Key, raw: object, where: str) -> Any:
         found = check.string_list(raw, where, path)
         return None if found is None else tuple(found)
     if key.kind is Kind.PATHS:
-        found = check.string_list(_unpacked(merge, raw, where, path), where, path)
+        found = check.string_list(forms.files(merge, raw, where, path), where, path)
         return (
             None if found is None else tuple(merge.spec_dir / os.path.expanduser(p) for p in found)
         )
@@ -383,8 +363,10 @@ def _build(
     }
     top.update(project=location, resume_from=values.get("resume_from"))
     files = [str(f) for f in values.get("files", ())]
-    top["files"] = tuple(Path(f.removesuffix(UNPACK)) for f in files)
-    top["unpack"] = tuple(Path(f.removesuffix(UNPACK)) for f in files if f.endswith(UNPACK))
+    top["files"] = tuple(Path(f.removesuffix(forms.UNPACK)) for f in files)
+    top["unpack"] = tuple(
+        Path(f.removesuffix(forms.UNPACK)) for f in files if f.endswith(forms.UNPACK)
+    )
     top["input_args"] = {k: v for k, v in merge.input_args.items() if k in values.get("inputs", {})}
     return JobSpec(
         **top,
