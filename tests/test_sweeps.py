@@ -84,6 +84,8 @@ def test_a_grid_runs_two_at_once_and_names_the_best(project: Path, iso: Env) -> 
     assert _most_at_once(runs) == 2
     assert {r["pipeline"]["id"] for r in runs} == {rec["id"]}  # each trial tagged with the sweep
     assert {r["environment"]["key"] for r in runs} == {runs[0]["environment"]["key"]}
+    one = runs[0]["id"]
+    assert json.loads(torchjob("show", one[-4:], "--json").stdout)["id"] == one  # by its end
     compared = torchjob("compare", rec["id"], "--csv").stdout.decode().splitlines()
     assert len(compared) == 5 and "lr" in compared[0] and "accuracy" in compared[0]
 

@@ -8,6 +8,7 @@ candidates.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -211,9 +212,21 @@ def resolve(runs_dir: Path, ref: str) -> Found:
                 + _listed(matches),
                 "give more of the id (see `torchjob runs`)",
             )
-    for folder in pipelines:  # a step's run, by its id, inside its pipeline's folder
+    inner = []  # a step's (or trial's) run, by its id or its id's end, in its pipeline's folder
+    for folder in pipelines:
         if (runs_dir / folder / ref / "run.json").is_file():
             return Found(RunDir(runs_dir / folder / ref))
+        if _SUFFIX.fullmatch(ref):
+            with contextlib.suppress(OSError):
+                inner += [e.path for e in os.scandir(runs_dir / folder) if e.name[-5:] == f"-{ref}"]
+    if len(inner) == 1:
+        return Found(RunDir(Path(inner[0])))
+    if inner:
+        raise UsageError(
+            f"{ref!r} matches {len(inner)} runs of pipelines or sweeps: "
+            + _listed(sorted(Path(p).name for p in inner)),
+            "give more of the id (see `torchjob show PIPELINE`)",
+        )
     raise UsageError(
         f"no run matches {ref!r} in {runs_dir}", f"RUN is {FORMS}; list runs with `torchjob runs`"
     )
