@@ -14,14 +14,15 @@ import pytest
 
 from tests.helpers import Env, torchjob, write
 
-# Loss falls as 1/(1 + step*lr) through the metrics file; accuracy rises in the stdout.
+# Loss falls as 1/(1 + step*lr) through the metrics file; accuracy rises in the stdout (a
+# fraction, `right: 3/6`, is not a metric).
 JOB = """
 import json, os, sys
 lr = float(sys.argv[1])
 with open(os.environ["TORCHJOB_METRICS"], "a") as fh:
     for step in range(6):
         fh.write(json.dumps({"step": step, "loss": 1.0 / (1 + step * lr)}) + "\\n")
-        print(f"epoch {step}: step={step} acc={0.5 + step * lr / 20:.4f}", flush=True)
+        print(f"epoch {step}: step={step} acc={0.5 + step * lr / 20:.4f} right: {step}/6")
 """
 
 

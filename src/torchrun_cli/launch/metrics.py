@@ -21,7 +21,7 @@ FILE = "metrics.jsonl"
 MAX_LINE = 1 << 16  # a longer line is not a metric
 # `loss=0.31`, `acc: 91.2`, several per line (`epoch=1 loss=0.3`); a name, then a number.
 NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-DEFAULT_PATTERN = rf"(?P<key>[A-Za-z_][A-Za-z0-9_./-]*)\s*[=:]\s*(?P<value>{NUMBER})(?![\w.:])"
+DEFAULT_PATTERN = rf"(?P<key>[A-Za-z_][A-Za-z0-9_./-]*)\s*[=:]\s*(?P<value>{NUMBER})(?![\w.:/])"
 
 
 class Summary(NamedTuple):
