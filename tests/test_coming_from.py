@@ -96,7 +96,7 @@ print(sorted(json.loads(os.environ["PAI_HPS"]).items()))
 print(os.environ["PAI_USER_ARGS"])
 print(open(os.environ["PAI_INPUT_TRAIN"]).read().strip())
 print(os.environ["PAI_OUTPUT_MODEL"] == os.environ["TORCHJOB_MODEL_DIR"])
-print(os.environ["PAI_HPS_BATCH_SIZE"])
+print(os.environ["PAI_HPS_BATCH_SIZE"], os.path.isdir(os.environ["PAI_OUTPUT_TENSORBOARD"]))
 """
 
 
@@ -113,7 +113,7 @@ def test_pai_variables_and_the_pai_and_ti_examples(project: Path, iso: Env) -> N
         "--batch-size 32 --lr 0.1",
         "a,b",
         "True",
-        "32",
+        "32 True",
     ]
     res = torchjob("run", str(ROOT / "examples" / "pai" / "job.yaml"))
     assert res.returncode == 0, res.stderr

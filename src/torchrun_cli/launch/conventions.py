@@ -130,14 +130,18 @@ def job_env(
 def _pai(
     spec: JobSpec, params: dict[str, Any], model_dir: Path, config_dir: Path
 ) -> dict[str, str]:
-    """What a PAI training job (pai.estimator) finds: PAI_OUTPUT_MODEL (its /ml/output/model/),
-    PAI_CONFIG_DIR with hyperparameters.json, PAI_HPS, PAI_HPS_NAME, PAI_USER_ARGS and an
+    """What a PAI training job (pai.estimator) finds, as the PAI SDK's guide lists it:
+    PAI_OUTPUT_MODEL / _CHECKPOINTS (the model folder) / _TENSORBOARD (its /ml/output/*),
+    PAI_CONFIG_DIR with hyperparameters.json, PAI_HPS, PAI_HPS_NAME, PAI_USER_ARGS and a
     PAI_INPUT_NAME per input channel."""
     config_dir.mkdir(parents=True, exist_ok=True)
+    board = config_dir.parent / "tensorboard"
+    board.mkdir(exist_ok=True)
     (config_dir / "hyperparameters.json").write_text(json.dumps(params, ensure_ascii=False))
     env = {
         "PAI_OUTPUT_MODEL": str(model_dir),
         "PAI_OUTPUT_CHECKPOINTS": str(model_dir),
+        "PAI_OUTPUT_TENSORBOARD": str(board),
         "PAI_CONFIG_DIR": str(config_dir),
         "PAI_HPS": json.dumps(params, ensure_ascii=False),
         "PAI_USER_ARGS": shlex.join(spec._replace(args=(), extra_args=()).script_argv()),
