@@ -117,6 +117,9 @@ def test_partial_failure_exits_3_and_resume_runs_only_what_failed(project: Path,
     second = _sweep(iso)
     assert second["resumed_from"] == first["id"]
     assert {s["status"] for s in second["steps"].values()} == {"succeeded"}
+    kept = torchjob("runs", "prune", "--status", "failed")  # the first is failed, but reused
+    assert kept.returncode == 0 and first["id"] not in kept.stdout.decode()
+    assert (iso.runs / first["id"]).is_dir() and torchjob("compare", second["id"]).returncode == 0
     # every trial failing: the first failed trial's status
     write(project / "trial.py", TRIAL.replace("> 1000", "> 0"))
     res = torchjob("run", str(spec))

@@ -1,7 +1,8 @@
 """`torchjob runs prune` and a spec's `retention:`: remove run folders (and pipelines' folders,
 with their steps' runs) that a policy no longer keeps: beyond the newest N of their name,
 older than an age, of a status, of a name. A running run is never removed (nor a pipeline
-whose torchjob runs), whatever the policy says.
+whose torchjob runs), nor a pipeline whose step runs a kept pipeline reuses (--resume), whatever
+the policy says.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import NamedTuple
 from torchrun_cli.errors import UsageError
 from torchrun_cli.jobs import refs
 from torchrun_cli.jobs.views import epoch, plural, size
+from torchrun_cli.pipeline_record import PipelineRecord
 from torchrun_cli.spec.model import RetentionSpec
 from torchrun_cli.store import tree_size
 
@@ -51,18 +53,23 @@ def prune(runs_dir: Path, policy: Policy, dry_run: bool = False) -> list[Pruned]
     keep: Callable[[refs.AnyRecord], bool] = lambda r: policy.name in (None, r.name)  # noqa: E731
     every = refs.newest(runs_dir, 0, keep, name=policy.name)
     seen: dict[str, int] = {}
+    reused: set[str] = set()  # pipelines whose step runs a kept (newer) pipeline reuses
     now = time.time()
     out = []
     for item in every:  # newest first: the first N of each name are kept
         rec = item.record
         seen[rec.name] = rank = seen.get(rec.name, 0) + 1
         status = rec.shown_status().value
-        if status == "running" or (policy.keep is not None and rank <= policy.keep):
-            continue
-        if policy.status is not None and status != policy.status:
-            continue
         when = epoch(rec.ended_at) or epoch(rec.started_at) or now
-        if policy.older_than is not None and now - when < policy.older_than:
+        if (
+            status == "running"
+            or (policy.keep is not None and rank <= policy.keep)
+            or (policy.status is not None and status != policy.status)
+            or (policy.older_than is not None and now - when < policy.older_than)
+            or rec.id in reused
+        ):
+            if isinstance(rec, PipelineRecord):
+                reused.update(s.reused_from for s in rec.steps.values() if s.reused_from)
             continue
         size = tree_size(item.run.path)
         if not dry_run:
