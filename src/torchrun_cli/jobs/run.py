@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from torchrun_cli import envs, launch, record, source
 from torchrun_cli.envs import Environment
 from torchrun_cli.errors import LaunchError, SetupError, TorchjobError, UsageError
-from torchrun_cli.jobs import concurrency, prune, retries
+from torchrun_cli.jobs import concurrency, retries
 from torchrun_cli.launch import conventions, metrics
 from torchrun_cli.launch.base import Backend, Job, Launch, OnStop, Stopped, signal_name
 from torchrun_cli.masking import mask_mapping
@@ -156,8 +156,12 @@ def execute(
     finally:
         if held is not None:
             os.close(held)
-    if plan.pipeline is None and done[0].ended_at:  # a step's folder is inside its pipeline's
-        prune.retain(plan.runs_dir, spec.name, spec.retention, display.note)
+    kept = spec.retention
+    wanted = kept.keep is not None or kept.max_age is not None
+    if plan.pipeline is None and done[0].ended_at and wanted:
+        from torchrun_cli.jobs import prune  # measured: 10 ms, for specs with retention: only
+
+        prune.retain(plan.runs_dir, spec.name, kept, display.note)  # not a step: in its pipeline
     return done
 
 
