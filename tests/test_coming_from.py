@@ -151,6 +151,9 @@ def test_tencent_dependency_zip_is_unpacked_beside_the_script(project: Path, iso
     assert not (project / "helpers").exists()  # the user's folder is left alone
     flag = torchjob("run", "-s", "main.py", "-p", str(project), "--file", f"{deps}:unpack")
     assert flag.stdout == res.stdout, flag.stderr
+    assert json.loads(torchjob("show", "--json").stdout)["spec"]["files"] == [f"{deps}:unpack"]
+    again = torchjob("rerun", "last")  # the record keeps the unpacking
+    assert again.stdout == res.stdout, again.stderr
     evil = iso.tmp / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("../outside.py", "x = 1\n")

@@ -181,6 +181,7 @@ class JobSpec(NamedTuple):
         out["extra_args"] = mask_argv(self.extra_args)
         out["input_args"] = dict(self.input_args)
         out["spec_file"] = str(self.spec_file) if self.spec_file else None
+        out["files"] = [f"{f}:unpack" if f in self.unpack else str(f) for f in self.files]
         return out
 
 
