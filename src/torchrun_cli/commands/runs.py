@@ -28,19 +28,19 @@ def _find(runs_dir: RunsDir, ref: str) -> "Found":
     return found
 
 
+def _status(text: str) -> Any:
+    """--status of runs and runs prune: one of the statuses, shown and completed."""
+    metavar = "[" + "|".join(history.STATUSES) + "]"
+    return typer.Option(
+        "--status", help=text, metavar=metavar, autocompletion=choices(history.STATUSES)
+    )
+
+
 @runs_app.callback()
 def runs(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Option("--name", help="Only runs with this name.")] = None,
-    status: Annotated[
-        str | None,
-        typer.Option(
-            "--status",
-            help="Only runs with this status.",
-            metavar="[" + "|".join(history.STATUSES) + "]",
-            autocompletion=choices(history.STATUSES),
-        ),
-    ] = None,
+    status: Annotated[str | None, _status("Only runs with this status.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many (0: all).")] = 20,
     columns: Annotated[
         str | None,
@@ -93,15 +93,7 @@ def prune(
         str | None,
         typer.Option("--older-than", metavar="AGE", help="Remove runs that ended before: 30d."),
     ] = None,
-    status: Annotated[
-        str | None,
-        typer.Option(
-            "--status",
-            help="Remove runs of this status only.",
-            metavar="[" + "|".join(history.STATUSES) + "]",
-            autocompletion=choices(history.STATUSES),
-        ),
-    ] = None,
+    status: Annotated[str | None, _status("Remove runs of this status only.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Only runs of this name.")] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")

@@ -57,45 +57,41 @@ def _add(into: Series, points: Iterable[tuple[str, int | None, float]]) -> None:
         found.append((len(found) if step is None else step, value))
 
 
-def _from_file(path: Path) -> Iterator[tuple[str, int | None, float]]:
-    """JSON objects, one per line; `step` (an integer) places the line's other numbers."""
+def _lines(path: Path) -> Iterator[bytes]:
+    """A file's lines (none when it cannot be opened), an overlong one left out."""
     try:
         fh = path.open("rb")
     except OSError:
         return
     with fh:
-        for raw in fh:
-            if len(raw) > MAX_LINE:
-                continue
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                continue  # a line being written, or not JSON: skipped
-            if not isinstance(data, dict):
-                continue
-            step = data.get("step")
-            step = step if isinstance(step, int) and not isinstance(step, bool) else None
-            for key, value in data.items():
-                if key != "step" and _number(value):
-                    yield str(key), step, float(value)
+        yield from (raw for raw in fh if len(raw) <= MAX_LINE)
+
+
+def _from_file(path: Path) -> Iterator[tuple[str, int | None, float]]:
+    """JSON objects, one per line; `step` (an integer) places the line's other numbers."""
+    for raw in _lines(path):
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            continue  # a line being written, or not JSON: skipped
+        if not isinstance(data, dict):
+            continue
+        step = data.get("step")
+        step = step if isinstance(step, int) and not isinstance(step, bool) else None
+        for key, value in data.items():
+            if key != "step" and _number(value):
+                yield str(key), step, float(value)
 
 
 def _from_output(log: Path, pattern: re.Pattern[str]) -> Iterator[tuple[str, int | None, float]]:
     """`key=value` pairs in each stdout line; a `step` among them places the others."""
-    try:
-        fh = log.open("rb")
-    except OSError:
-        return
-    with fh:
-        for raw in fh:
-            if len(raw) > MAX_LINE:
-                continue
-            line = raw.decode("utf-8", "replace")
-            found = [(m.group("key"), float(m.group("value"))) for m in pattern.finditer(line)]
-            steps = [int(v) for k, v in found if k == "step" and v.is_integer()]
-            for key, value in found:
-                if key != "step" and math.isfinite(value):
-                    yield key, steps[0] if steps else None, value
+    for raw in _lines(log):
+        line = raw.decode("utf-8", "replace")
+        found = [(m.group("key"), float(m.group("value"))) for m in pattern.finditer(line)]
+        steps = [int(v) for k, v in found if k == "step" and v.is_integer()]
+        for key, value in found:
+            if key != "step" and math.isfinite(value):
+                yield key, steps[0] if steps else None, value
 
 
 def _number(value: object) -> bool:
