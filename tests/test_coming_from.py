@@ -66,6 +66,12 @@ def test_ti_booleans_are_passed_as_values(project: Path, iso: Env) -> None:
     plain = write(project / "plain.yaml", "script: ti.py\nparams: {tied: true}\n")
     res = torchjob("run", str(plain), "--param-style", "value")
     assert res.stdout == b"tied True dropout True lr None\n", res.stderr
+    write(
+        project / "sm.py", "import os\nprint(os.environ['SM_HPS'], os.environ['SM_HP_DROPOUT'])\n"
+    )
+    sm = write(project / "sm.yaml", "script: sm.py\ncompat: sagemaker\nparams: {dropout: false}\n")
+    res = torchjob("run", str(sm))  # false is a value here: in the JSON and the variables too
+    assert res.stdout == b'{"dropout": false} false\n', res.stderr
     bad = torchjob("run", str(plain), "--param-style", "words")
     assert bad.returncode == 2 and b"unknown param_style 'words'" in bad.stderr
 

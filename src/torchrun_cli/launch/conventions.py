@@ -85,7 +85,9 @@ def job_env(
 ) -> dict[str, str]:
     """The variables torchjob adds for the conventions (and the compat names when asked;
     compat pai also writes config_dir/hyperparameters.json, as PAI does)."""
-    params = {k: v for k, v in spec.params.items() if v is not False}
+    # false params are no option in the `flag` style (and so not in the JSON either)
+    keep_false = spec.booleans() == "value"
+    params = {k: v for k, v in spec.params.items() if v is not False or keep_false}
     env = {
         "TORCHJOB_PARAMS": json.dumps(params, ensure_ascii=False),
         "TORCHJOB_MODEL_DIR": str(model_dir),
@@ -109,7 +111,7 @@ def job_env(
         env.update({f"SM_CHANNEL_{n.upper()}": str(p) for n, p in spec.inputs.items()})
         env.update(
             {
-                "SM_HP_" + _shell_name(k): str(v)  # optim.lr too
+                "SM_HP_" + _shell_name(k): _text(v)  # optim.lr too
                 for k, v in params.items()
             }
         )
@@ -147,8 +149,13 @@ def _pai(
         "PAI_USER_ARGS": shlex.join(spec._replace(args=(), extra_args=()).script_argv()),
     }
     env.update({f"PAI_INPUT_{n.upper()}": str(p) for n, p in spec.inputs.items()})
-    env.update({"PAI_HPS_" + _shell_name(k): str(v) for k, v in params.items()})
+    env.update({"PAI_HPS_" + _shell_name(k): _text(v) for k, v in params.items()})
     return env
+
+
+def _text(value: str | bool) -> str:
+    """A param as a variable's text: a boolean as JSON writes it (true), as SageMaker does."""
+    return json.dumps(value) if isinstance(value, bool) else value
 
 
 def _shell_name(key: str) -> str:

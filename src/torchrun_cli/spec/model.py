@@ -155,7 +155,7 @@ class JobSpec(NamedTuple):
         """Arguments for the script: spec args, params as `--key value`, inputs passed as an
         option (`--train PATH`), then `-- ARGS`."""
         out = list(self.args)
-        style = self.param_style or ("value" if self.compat in ("ti", "sagemaker") else "flag")
+        style = self.booleans()
         for key, value in self.params.items():
             option = key if key.startswith("-") else f"--{key}"  # Azure's `-v`, `--epochs`
             if isinstance(value, bool) and style == "value":  # TI's and SageMaker's `--k True`
@@ -167,6 +167,11 @@ class JobSpec(NamedTuple):
         for name, option in self.input_args.items():
             out += [option, str(self.inputs[name])]
         return out + list(self.extra_args)
+
+    def booleans(self) -> str:
+        """How a true/false param reaches the script: `flag` (--k, or nothing) or `value`
+        (--k True), the default under compat ti and sagemaker."""
+        return self.param_style or ("value" if self.compat in ("ti", "sagemaker") else "flag")
 
     def value(self, path: str) -> Any:
         """The value of a key path (`python.manager`); None inside an absent section."""
