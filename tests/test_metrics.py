@@ -119,3 +119,30 @@ def test_plot_draws_the_falling_loss_in_text_and_to_a_file(project: Path, iso: E
     assert (
         res.returncode == 2 and b"no metric nope" in res.stderr and b"they have loss" in res.stderr
     )
+
+
+def test_odd_metric_lines_are_skipped_not_fatal(project: Path, iso: Env) -> None:
+    """A number too large for a float, a pattern whose value group matches text, and a progress
+    bar's \\r-joined updates (one 200 KB line): the run still succeeds, the points that are
+    numbers count, and show, plot and compare work."""
+    write(
+        project / "odd.py",
+        "import json, os, sys\n"
+        "with open(os.environ['TORCHJOB_METRICS'], 'a') as fh:\n"
+        "    fh.write(json.dumps({'step': 0, 'huge': 10 ** 400, 'loss': 0.0}) + '\\n')\n"
+        "bar = (f'\\r{i}% loss={1 / (i + 1):.4f} rate: fast' for i in range(5000))\n"
+        "sys.stdout.write(''.join(bar))\n"
+        "print()\n",
+    )
+    res = torchjob("run", "-q", "-s", "odd.py", "--metrics-from-output", cwd=project)
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(torchjob("show", "--json").stdout)
+    assert rec["status"] == "succeeded" and rec["outputs"]["loss"] == pytest.approx(
+        1 / 5000, abs=1e-4
+    )
+    assert "huge" not in rec["outputs"] and "rate" not in rec["outputs"]
+    custom = torchjob("run", "-q", "-s", "odd.py", "--metrics-from-output", cwd=project)
+    assert custom.returncode == 0
+    assert torchjob("plot", "--width", "60").returncode == 0
+    bad = torchjob("plot", "-o", str(iso.tmp / "no" / "such" / "x.png"))
+    assert bad.returncode == 2 and b"Traceback" not in bad.stderr

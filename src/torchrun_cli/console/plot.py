@@ -63,7 +63,12 @@ def to_file(metrics: Mapping[str, Curves], output: Path) -> None:
         ax.set_xlabel("step")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(output)
+    try:
+        fig.savefig(output)
+    except OSError as exc:
+        raise UsageError(
+            f"--output {output}: {exc.strerror}", "give a folder that exists"
+        ) from None
     pyplot.close(fig)
 
 

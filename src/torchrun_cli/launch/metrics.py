@@ -63,8 +63,8 @@ def _lines(path: Path) -> Iterator[bytes]:
         fh = path.open("rb")
     except OSError:
         return
-    with fh:
-        yield from (raw for raw in fh if len(raw) <= MAX_LINE)
+    with fh:  # a progress bar's \r-joined updates are lines of their own
+        yield from (piece for raw in fh for piece in raw.split(b"\r") if len(piece) <= MAX_LINE)
 
 
 def _from_file(path: Path) -> Iterator[tuple[str, int | None, float]]:
@@ -87,19 +87,32 @@ def _from_output(log: Path, pattern: re.Pattern[str]) -> Iterator[tuple[str, int
     """`key=value` pairs in each stdout line; a `step` among them places the others."""
     for raw in _lines(log):
         line = raw.decode("utf-8", "replace")
-        found = [(m.group("key"), float(m.group("value"))) for m in pattern.finditer(line)]
+        found = [
+            (m["key"], v) for m in pattern.finditer(line) if (v := _float(m["value"])) is not None
+        ]
         steps = [int(v) for k, v in found if k == "step" and v.is_integer()]
         for key, value in found:
-            if key != "step" and math.isfinite(value):
+            if key != "step":
                 yield key, steps[0] if steps else None, value
 
 
+def _float(text: str) -> float | None:
+    """A user's pattern may match anything as its value: a finite number, else None."""
+    try:
+        value = float(text)
+    except (ValueError, OverflowError):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _number(value: object) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
+    """A finite int or float (an int too large for a float is not one)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def summaries(found: Series) -> dict[str, Summary]:
