@@ -131,6 +131,7 @@ def test_pai_variables_and_the_pai_and_ti_examples(project: Path, iso: Env) -> N
         "test_fraction": "0.2",
     }
     assert (Path(rec["model_dir"]) / "centroids.json").is_file()
+    assert (config / "hyperparameters.json").stat().st_mode & 0o777 == 0o600  # secrets too
     res = torchjob("run", str(ROOT / "examples" / "ti" / "job.yaml"))
     assert res.returncode == 0 and b"standardize=True: test accuracy" in res.stdout, res.stderr
     argv = json.loads(torchjob("show", "--json").stdout)["argv"]
@@ -160,6 +161,11 @@ def test_tencent_dependency_zip_is_unpacked_beside_the_script(project: Path, iso
     assert json.loads(torchjob("show", "--json").stdout)["spec"]["files"] == [f"{deps}:unpack"]
     again = torchjob("rerun", "last")  # the record keeps the unpacking
     assert again.stdout == res.stdout, again.stderr
+    inside = torchjob(  # a runs folder inside the project is not copied into its own run
+        "run", "-s", "main.py", "-p", str(project), "--file", str(deps), "--runs-dir",
+        str(project / "runs"), "--", "x",
+    )  # fmt: skip
+    assert inside.returncode != 125 and not list((project / "runs").glob("*/src/runs"))
     evil = iso.tmp / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("../outside.py", "x = 1\n")

@@ -54,3 +54,25 @@ def test_a_masked_secret_must_be_given_again(project: Path, iso: Env) -> None:
     assert b"hf_other456" in res.stdout
     rows = json.loads(torchjob("runs", "--json").stdout)
     assert len(rows) == 2 and rows[0]["name"] == rows[1]["name"]
+
+
+def test_rerun_of_a_pipeline_step_writes_in_its_own_run(project: Path, iso: Env) -> None:
+    """A step's relative output folder is inside its run folder; its rerun, a single run, gets
+    its own (it wrote into the old run's folder), and the pipeline itself is no run to rerun."""
+    write(
+        project / "out.py",
+        "import os, pathlib\nout = pathlib.Path(os.environ['TORCHJOB_OUTPUT_DIR'])\n"
+        "out.mkdir(parents=True, exist_ok=True)\n(out / 'n').write_text('x')\nprint(out)\n",
+    )
+    spec = write(
+        project / "pp.yaml",
+        "name: pp\nsteps:\n  a: {script: out.py, outputs: {output_dir: data}}\n",
+    )
+    assert torchjob("run", str(spec)).returncode == 0
+    res = torchjob("rerun", "pp/a")
+    assert res.returncode == 0, res.stderr
+    new = json.loads(torchjob("show", "--json").stdout)
+    assert Path(new["output_dir"]).is_relative_to(iso.runs / new["id"]), new["output_dir"]
+    assert res.stdout.decode().strip() == new["output_dir"]
+    refused = torchjob("rerun", "pp")
+    assert refused.returncode == 2 and b"is a pipeline" in refused.stderr

@@ -19,6 +19,7 @@ a = p.parse_args()
 print("trial lr", a.lr, "token seen", os.environ.get("API_TOKEN") == "s3cr3t-value")
 with open(os.environ["TORCHJOB_METRICS"], "a") as f:
     f.write(json.dumps({"step": 1, "accuracy": a.lr * 10}) + "\\n")
+raise SystemExit(5 if a.lr > 0.25 else 0)
 """
 
 
@@ -54,10 +55,11 @@ def test_a_detached_sweep_is_one_job_array(project: Path, iso: Env, slurm: Any) 
     done = wait_until(
         lambda: (d := _show(sweep, env))["status"] != "running" and d, 240, "the sweep"
     )
-    assert done["status"] == "succeeded", done
+    assert (done["status"], done["exit_code"]) == ("failed", 3), done  # some trials failed
     for step in done["steps"].values():
         run = _show(step["run_id"], env)
-        assert run["status"] == "succeeded" and run["backend"]["job_id"] == step["job_id"]
+        wanted = "failed" if float(run["params"]["lr"]) > 0.25 else "succeeded"
+        assert run["status"] == wanted and run["backend"]["job_id"] == step["job_id"]
         log = (Path(step["run_dir"]) / "stdout.log").read_text()
         assert f"trial lr {run['params']['lr']} token seen True" in log
         for name in ("run.json", "job.sbatch"):  # the secret went by sbatch's environment

@@ -197,3 +197,78 @@ def test_booleans_validate_and_a_sweep_with_no_objective(project: Path, iso: Env
         assert refused.returncode == 2 and b"Traceback" not in refused.stderr, refused.stderr
     plain = torchjob("run", "--sweep", "-P", "lr=0.1", str(project / "say.py"))
     assert b"command line: --sweep: nothing to vary" in plain.stderr
+
+
+def test_trials_have_their_own_outputs_and_odd_sweeps_are_refused(project: Path, iso: Env) -> None:
+    """A placed output folder is inside each trial's run (a shared one made every trial read
+    the last score); lists, grids and draws that cannot be run are exit 2 with their line."""
+    write(
+        project / "score.py",
+        "import os, pathlib, sys\nout = pathlib.Path(os.environ['TORCHJOB_OUTPUT_DIR'])\n"
+        "(out / 'output_parameters').mkdir(parents=True, exist_ok=True)\n"
+        "(out / 'output_parameters' / 'score').write_text(sys.argv[-1])\n",
+    )
+    spec = write(
+        project / "s.yaml",
+        "name: sc\nscript: score.py\noutputs: {output_dir: out}\n"
+        "sweep:\n  grid: {lr: [0.9, 0.1, 0.2]}\n  max_parallel: 1\n  objective: score\n",
+    )
+    res = torchjob("run", str(spec))
+    assert res.returncode == 0, res.stderr
+    rows = [line.split() for line in res.stdout.decode().splitlines()[1:]]
+    assert [(r[1], r[2]) for r in rows] == [("0.9", "0.9"), ("0.2", "0.2"), ("0.1", "0.1")]
+    assert not (project / "out").exists()
+    cases = [
+        ("outputs: {output_dir: /tmp/shared}\nsweep: {grid: {lr: [1, 2]}}", "outputs.output_dir"),
+        ("sweep: {grid: {lr: [1, 2]}, random: {x: 'uniform(0, inf)'}}", "sweep.random.x"),
+        ("sweep: {grid: {a: [1,2,3,4,5,6,7,8,9,10], b: [1,2,3,4,5,6,7,8,9,10],"
+         " c: [1,2,3,4,5,6,7,8,9,10], d: [1,2,3,4,5,6,7,8,9,10], e: [1,2,3,4,5,6,7,8,9,10]}}",
+         "100000 trials"),
+        ("sweep:\n", ":3: sweep: nothing to vary"),
+    ]  # fmt: skip
+    for text, said in cases:
+        bad = write(project / "bad.yaml", f"name: sc\nscript: score.py\n{text}\n")
+        res = torchjob("validate", str(bad))
+        assert res.returncode == 2 and said in res.stderr.decode(), (text, res.stderr)
+    for flags, said in (
+        (["-P", "lr=5"], "-P lr=5: the sweep varies lr"),
+        (["-P", "=1,2"], "-P =1,2: not a list of values"),
+        (["-P", "x=1,"], "-P x=1,: not a list of values"),
+    ):
+        res = torchjob("run", str(spec), "--sweep", *flags)
+        assert res.returncode == 2 and said in res.stderr.decode(), (flags, res.stderr)
+    draws = write(
+        project / "d.yaml",
+        "script: score.py\nsweep:\n  random: {opt: 'choice(\"adam\", sgd)', fast: 'choice(true)'}\n"
+        "  trials: 2\n",
+    )
+    table = torchjob("run", str(draws), "--dry-run").stdout.decode().split()
+    assert '"adam"' not in table and {"adam", "sgd"} & set(table) and "true" in table
+
+
+def test_resume_reruns_every_trial_when_the_job_changed(project: Path, iso: Env) -> None:
+    """A fixed -P (or any other key) that changed since the stopped sweep: its trials ran
+    another job, so --resume runs them all again; --resume of another sweep is refused; a
+    retention: of the same name leaves the sweep alone."""
+    gate = iso.tmp / "gate"
+    gate.mkdir()
+    write(project / "trial.py", TRIAL)
+    spec = write(
+        project / "job.yaml",
+        f"name: tune\nscript: trial.py\nparams: {{gate: '{gate}', pair: 0, batch: 1}}\n"
+        "retention: {keep: 1}\nsweep: {grid: {lr: [1, 2]}, max_parallel: 1}\n",
+    )
+    assert torchjob("run", str(spec)).returncode == 0
+    first = _sweep(iso)
+    again = torchjob("run", str(spec), "--resume", "-P", "batch=3")
+    assert again.returncode == 0, again.stderr
+    second = _sweep(iso)
+    assert all(not s.get("reused_from") for s in second["steps"].values())
+    assert len(list(gate.glob("start-*"))) == 4  # 2 trials, then both again
+    single = write(project / "one.yaml", "name: other\nscript: trial.py\n")
+    other = torchjob("run", str(single), "--sweep", "-P", "lr=1,2", "--resume", first["id"])
+    assert other.returncode == 2 and b"is not a sweep of other" in other.stderr
+    write(project / "plain.py", "print('plain')\n")
+    plain = write(project / "plain.yaml", "name: tune\nscript: plain.py\nretention: {keep: 1}\n")
+    assert torchjob("run", str(plain)).returncode == 0
+    assert (iso.runs / first["id"]).is_dir() and (iso.runs / second["id"]).is_dir()

@@ -15,28 +15,52 @@ import typer
 from torchrun_cli import console
 from torchrun_cli.commands.pipeline import Flags
 from torchrun_cli.console.pipeline import PipelineConsole
-from torchrun_cli.errors import UsageError
+from torchrun_cli.errors import Problem, SpecError, UsageError
 from torchrun_cli.pipelines import plan, schedule, sweep
 from torchrun_cli.settings import Settings
 from torchrun_cli.spec import sweep as sweeps
+from torchrun_cli.spec.keys import PARAM_KEY
 from torchrun_cli.spec.load import load
 from torchrun_cli.spec.pipeline import PipelineSpec
+from torchrun_cli.spec.rules import COMMAND_LINE
+from torchrun_cli.spec.sweep import SweepSpec
 from torchrun_cli.spec.yaml import Located
 
 
 def _flag_grid(given: dict[str, Any]) -> dict[str, tuple[str, ...]]:
     """-P NAME=A,B,C under --sweep: the values of NAME's trials (taken out of the job's -P)."""
     grid: dict[str, tuple[str, ...]] = {}
-    kept = []
+    kept, problems = [], []
     for item in given.get("params") or ():
         name, eq, value = str(item).partition("=")
-        if eq and "," in value:
-            grid[name] = tuple(value.split(","))
-        else:
+        if not (eq and "," in value):
             kept.append(item)
+        elif not PARAM_KEY.fullmatch(name) or not all(value.split(",")):
+            fix = "write -P NAME=A,B,C: a param name, and values that are not empty"
+            problems.append(Problem(COMMAND_LINE, f"-P {item}", "not a list of values", fix))
+        else:
+            grid[name] = tuple(value.split(","))
+    if problems:
+        raise SpecError(problems)
     if "params" in given:
         given["params"] = kept
     return grid
+
+
+def _shown(value: object) -> str:
+    """A trial's value in --dry-run's table: true/false as the spec writes them."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _fixed_and_varied(given: dict[str, Any], varied: SweepSpec) -> None:
+    """A plain -P of a param the sweep varies would be silently overridden: refused."""
+    for item in given.get("params") or ():
+        name = str(item).partition("=")[0]
+        if name in varied.grid or name in varied.random:
+            raise UsageError(
+                f"-P {item}: the sweep varies {name}",
+                f"give its values as -P {name}=A,B, or leave it to the spec's sweep",
+            )
 
 
 def _load(
@@ -50,9 +74,12 @@ def _load(
     """The sweep's `sweep:` and -P lists, and the job (every key but `sweep`), checked; the
     trials as a pipeline."""
     data, src = read if read is not None else ({}, Located(None))
-    data = dict(data)
-    raw = data.pop("sweep", None)
+    had = "sweep" in data
+    raw = data.pop("sweep", None)  # from the mapping itself: its keys' lines stay known
+    if had and raw is None:  # `sweep:` with nothing under it
+        raw = {}
     spec_sweep = sweeps.parse(raw, src, _flag_grid(given), data)
+    _fixed_and_varied(given, spec_sweep)
     base = load(path, given, Path.cwd(), found, tuple(trailing), (data, src) if path else None)
     parallel = max_parallel or spec_sweep.max_parallel or os.cpu_count() or 1
     return sweep.pipeline(base, spec_sweep, path or Path.cwd(), parallel)
@@ -84,7 +111,7 @@ def run(
     if flags.dry_run:
         trials = spec.sweep["trials"] if spec.sweep else {}
         names = list(dict.fromkeys(k for p in trials.values() for k in p))
-        rows = [(t, *(str(p.get(k, "")).lower() for k in names)) for t, p in trials.items()]
+        rows = [(t, *(_shown(p.get(k, "")) for k in names)) for t, p in trials.items()]
         console.table(("TRIAL", *names), rows)
         return
     root = found.runs_dir(flags.runs_dir)
@@ -106,6 +133,11 @@ def run(
     previous = None
     if resume is not None:
         previous = plan.find(root, Path(resume).name, spec.name)[1]
+        if previous.sweep is None or previous.name != spec.name:
+            raise UsageError(
+                f"--resume {resume}: {previous.id} is not a sweep of {spec.name}",
+                f"give a sweep of {spec.name} (see `torchjob runs --name {spec.name}`)",
+            )
         console.note(f"resuming sweep {previous.id}")
     options = schedule.Options(
         spec.max_parallel,

@@ -36,6 +36,8 @@ SETUP_TAIL = 20  # lines of setup.log that `logs` shows for a run that failed in
 _FOLLOW_POLL_S = 0.2  # polling a file for growth; not synchronisation
 _BLOCK = 1 << 16
 
+SWEEP_PARTIAL = 3  # some of a sweep's trials failed, not all (pipelines/sweep.py)
+
 
 def runs_dir(settings: Settings, override: Path | None) -> Path:
     return settings.runs_dir(override)
@@ -157,6 +159,12 @@ def _refresh_detached(pipe: PipelineRecord, folder: RunDir) -> PipelineRecord:
     )
     failed = [s for s in bad if s.status != "cancelled"] or bad
     code = (failed[0].exit_code or 1) if failed else 0
+    if (
+        failed
+        and pipe.sweep is not None
+        and any(s.status == "succeeded" for s in pipe.steps.values())
+    ):
+        code = SWEEP_PARTIAL  # as a sweep that torchjob followed ends (README: Exit status)
     ended = max((s.ended_at or "" for s in pipe.steps.values()), default="") or None
     pipe = replace(
         pipe,

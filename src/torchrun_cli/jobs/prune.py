@@ -43,8 +43,11 @@ class Pruned(NamedTuple):
     removed: bool
 
 
-def prune(runs_dir: Path, policy: Policy, dry_run: bool = False) -> list[Pruned]:
-    """Remove what the policy does not keep, oldest first; what was (or would be) removed."""
+def prune(
+    runs_dir: Path, policy: Policy, dry_run: bool = False, runs_only: bool = False
+) -> list[Pruned]:
+    """Remove what the policy does not keep, oldest first; what was (or would be) removed.
+    `runs_only`: single runs (retention), never a pipeline or sweep of the same name."""
     if policy.empty():
         raise UsageError(
             "runs prune needs a policy",
@@ -67,6 +70,7 @@ def prune(runs_dir: Path, policy: Policy, dry_run: bool = False) -> list[Pruned]
             or (policy.status is not None and status != policy.status)
             or (policy.older_than is not None and now - when < policy.older_than)
             or rec.id in reused
+            or (runs_only and isinstance(rec, PipelineRecord))
         ):
             if isinstance(rec, PipelineRecord):
                 reused.update(s.reused_from for s in rec.steps.values() if s.reused_from)
@@ -84,9 +88,9 @@ def retain(runs_dir: Path, name: str, spec: RetentionSpec, note: Callable[[str],
         return
     gone = []  # two rules, each on its own: beyond the newest N, and older than the age
     if spec.keep is not None:
-        gone += prune(runs_dir, Policy(keep=spec.keep, name=name))
+        gone += prune(runs_dir, Policy(keep=spec.keep, name=name), runs_only=True)
     if spec.max_age is not None:
-        gone += prune(runs_dir, Policy(older_than=spec.max_age, name=name))
+        gone += prune(runs_dir, Policy(older_than=spec.max_age, name=name), runs_only=True)
     if gone:
         freed = size(sum(p.size_bytes for p in gone))
         runs = plural(len(gone), "run")

@@ -5,6 +5,7 @@ token in env, a secret param) cannot be run again as they are: each must be give
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from torchrun_cli.masking import MASK
@@ -31,6 +32,10 @@ def layer(rec: RunRecord) -> tuple[dict[str, Any], tuple[str, ...]]:
             value = {k: v for k, v in value.items() if v is not None and (k, v) != ("delay", 0)}
         if value is not None:
             data[key] = value
+    placed = {k: v for k, v in (data.get("outputs") or {}).items() if os.path.isabs(str(v))}
+    data.pop("outputs", None)  # a step's relative folders were inside its own run folder:
+    if placed:  # the rerun has its own (a single run's were recorded absolute: kept)
+        data["outputs"] = placed
     if rec.source.get("kind") == "git" and rec.source.get("commit"):
         data["ref"] = rec.source["commit"]  # the very commit it ran
     return data, extra

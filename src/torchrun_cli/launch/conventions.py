@@ -139,7 +139,9 @@ def _pai(
     config_dir.mkdir(parents=True, exist_ok=True)
     board = config_dir.parent / "tensorboard"
     board.mkdir(exist_ok=True)
-    (config_dir / "hyperparameters.json").write_text(json.dumps(params, ensure_ascii=False))
+    hps = config_dir / "hyperparameters.json"  # the job's own values, secrets too: 0600
+    hps.touch(mode=0o600)
+    hps.write_text(json.dumps(params, ensure_ascii=False))
     env = {
         "PAI_OUTPUT_MODEL": str(model_dir),
         "PAI_OUTPUT_CHECKPOINTS": str(model_dir),

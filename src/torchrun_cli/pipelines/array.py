@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from torchrun_cli import pipeline_record as records
-from torchrun_cli.errors import TorchjobError, UsageError
+from torchrun_cli.errors import SetupError, TorchjobError, UsageError
 from torchrun_cli.jobs import run as jobs
 from torchrun_cli.launch.slurm import DEFERRED, deferred_secrets
 from torchrun_cli.launch.slurm import submit as sbatch
@@ -87,9 +87,16 @@ def _submit(
     script = folder / SCRIPT
     script.write_text(array_script(spec.name, [run for _, run in tasks], spec.max_parallel))
     secrets: dict[str, str] = {}
-    for _, run in tasks:
-        secrets.update(deferred_secrets(run.sbatch))
     try:
+        for _, run in tasks:  # one sbatch environment carries them: the same for every trial
+            for name, value in deferred_secrets(run.sbatch).items():
+                if secrets.setdefault(name, value) != value:
+                    raise SetupError(
+                        f"{name} carries a secret and differs between trials, and a job "
+                        "array has one environment for all of them",
+                        "keep secrets out of a Slurm sweep's params: pass them with -E NAME=VALUE",
+                        phase="backend",
+                    )
         array_id = sbatch(script, folder / "setup.log", secrets)
     except TorchjobError as exc:  # nothing of it runs: each trial ends as a setup error
         for name, run in tasks:

@@ -7,12 +7,16 @@ the trials ranked by the objective.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from torchrun_cli.errors import UsageError
 from torchrun_cli.jobs.views import cell
+from torchrun_cli.masking import mask_mapping
 from torchrun_cli.pipeline_record import PipelineRecord, write
 from torchrun_cli.record import RunDir, RunRecord, read_record
 from torchrun_cli.spec.model import JobSpec
@@ -25,6 +29,7 @@ PARTIAL_EXIT = 3  # some trials failed, at least one succeeded (README: Exit sta
 def pipeline(base: JobSpec, sweep: SweepSpec, file: Path, max_parallel: int) -> PipelineSpec:
     """The trials as steps `t01`, `t02`, ...: the job with each trial's params over its own.
     The sweep paces them, so a trial never waits on the job's concurrency lock."""
+    base = _own_folders(base, base.spec_file.parent if base.spec_file else Path.cwd())
     points = sweep.points()
     width = len(str(len(points)))
     steps = {
@@ -36,18 +41,39 @@ def pipeline(base: JobSpec, sweep: SweepSpec, file: Path, max_parallel: int) -> 
         for i, point in enumerate(points, 1)
     }
     objective = sweep.objective._asdict() if sweep.objective else None
-    trials = {name: dict(point) for name, point in zip(steps, points, strict=True)}
-    return PipelineSpec(
-        base.name, file, steps, {}, max_parallel, sweep={"objective": objective, "trials": trials}
-    )
+    trials = {name: dict(mask_mapping(point)) for name, point in zip(steps, points, strict=True)}
+    shown = json.dumps(base.masked(), sort_keys=True, default=str).encode()
+    payload = {"objective": objective, "trials": trials, "base": hashlib.sha256(shown).hexdigest()}
+    return PipelineSpec(base.name, file, steps, {}, max_parallel, sweep=payload)
+
+
+def _own_folders(base: JobSpec, spec_dir: Path) -> JobSpec:
+    """Placed output and model folders go inside each trial's run folder, as a pipeline step's
+    do: trials sharing one would overwrite each other's outputs (and the ranking read them)."""
+    placed: dict[str, Path] = {}
+    for name, path in base.outputs._asdict().items():
+        if path is None:
+            continue
+        if not path.is_absolute() or path.is_relative_to(spec_dir):
+            placed[name] = path.relative_to(spec_dir) if path.is_absolute() else path
+            continue
+        raise UsageError(
+            f"outputs.{name}: {path} is outside the spec's folder, and every trial would write "
+            "into it",
+            f"give a folder relative to the spec (then inside each trial's run), or drop {name}",
+        )
+    return base._replace(outputs=base.outputs._replace(**placed))
 
 
 def changed(spec: PipelineSpec, old: PipelineRecord) -> frozenset[str]:
     """--resume: the trials whose params differ from the stopped sweep's (a changed grid or
-    seed): they run again, whatever they did then."""
-    before = (old.sweep or {}).get("trials", {})
-    now = (spec.sweep or {}).get("trials", {})
-    return frozenset(name for name, params in now.items() if before.get(name) != params)
+    seed), or all of them when anything else of the job changed (a fixed -P, a key): they run
+    again, whatever they did then."""
+    before, now = old.sweep or {}, spec.sweep or {}
+    if before.get("base") != now.get("base"):  # the job itself changed: every trial again
+        return frozenset(spec.steps)
+    then = before.get("trials", {})
+    return frozenset(n for n, params in now.get("trials", {}).items() if then.get(n) != params)
 
 
 class Ranking(NamedTuple):

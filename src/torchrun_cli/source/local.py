@@ -48,7 +48,13 @@ def git_facts(path: Path, log: Path) -> tuple[str | None, bool | None]:
 def copy_project(original: Path, tree: Path) -> None:
     """A copy of a local project to run in (without .git); relative links that led out of it
     (`data -> ../datasets`) are made absolute, to where they pointed from the original."""
-    shutil.copytree(original, tree, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    inside = tree.parent.resolve()  # the run folder: a runs folder in the project holds it
+
+    def skipped(folder: str, names: list[str]) -> set[str]:
+        out = {".git"} & set(names)
+        return out | {n for n in names if inside.is_relative_to((Path(folder) / n).resolve())}
+
+    shutil.copytree(original, tree, symlinks=True, ignore=skipped)
     for folder, dirs, files in os.walk(tree):
         for name in dirs + files:
             link = Path(folder) / name

@@ -76,7 +76,11 @@ def files(merge: Merge, raw: object, where: str, path: str) -> object:
     for item in raw:
         if not isinstance(item, dict):
             out.append(item)
-        elif set(item) - {"path", "unpack"} or not isinstance(item.get("path"), str):
+        elif (
+            set(item) - {"path", "unpack"}
+            or not isinstance(item.get("path"), str)
+            or not isinstance(item.get("unpack", False), bool)
+        ):
             fix = "write `{path: deps.zip, unpack: true}`"
             merge.check.add(where, path, "an entry is a path or {path, unpack}", fix)
         else:

@@ -85,12 +85,22 @@ def check_values(merge: Merge) -> None:
                 "files", f"{path} does not exist", "give existing files or folders to copy"
             )
     interpreter = values.get("python.interpreter")
-    if isinstance(interpreter, str) and (unset := re.search(r"\$\{?(\w+)", interpreter)):
-        merge.problem(
-            "python.interpreter",
-            f"${unset[1]} is not set",
-            f"set {unset[1]} in the environment, or give the interpreter's path",
-        )
+    if isinstance(interpreter, str) and "$" in interpreter:  # what load could not expand
+        odd = re.search(r"\$\{(?!\w+\})[^}]*\}?", interpreter)
+        unset = re.search(r"\$\{(\w+)\}|\$(\w+)", interpreter)
+        if odd:
+            merge.problem(
+                "python.interpreter",
+                f"{odd[0]}: only ${{NAME}} and $NAME are expanded",
+                "write ${NAME} (set NAME first), or the interpreter's path",
+            )
+        elif unset:
+            name = unset[1] or unset[2]
+            merge.problem(
+                "python.interpreter",
+                f"${name} is not set",
+                f"set {name} in the environment, or give the interpreter's path",
+            )
     if (pattern := values.get("metrics.pattern")) is not None:
         try:
             groups = re.compile(pattern).groupindex

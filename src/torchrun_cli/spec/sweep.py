@@ -39,9 +39,9 @@ class Draw(NamedTuple):
     kind: str
     args: tuple[str, ...]
 
-    def sample(self, rng: random.Random) -> str:
-        if self.kind == "choice":
-            return rng.choice(self.args)
+    def sample(self, rng: random.Random) -> str | bool:
+        if self.kind == "choice":  # true/false as -P reads them
+            return _param(rng.choice(self.args))
         low, high = (float(a) for a in self.args)
         if self.kind == "randint":
             return str(rng.randint(int(low), int(high)))
@@ -57,6 +57,10 @@ class SweepSpec(NamedTuple):
     seed: int = 0
     max_parallel: int | None = None
     objective: Objective | None = None
+
+    def size(self) -> int:
+        """How many trials points() makes, without making them (a huge grid is refused)."""
+        return math.prod(len(v) for v in self.grid.values()) * (self.trials if self.random else 1)
 
     def points(self) -> list[dict[str, str | bool]]:
         """Each trial's params, in a fixed order (true/false as -P reads them)."""
@@ -165,13 +169,18 @@ def _draw(text: str) -> Draw | None:
     if not m or m.group(1) not in DISTRIBUTIONS:
         return None
     kind, args = m.group(1), tuple(a.strip() for a in m.group(2).split(",") if a.strip())
-    if kind == "choice":
-        return Draw(kind, args) if args else None
+    if kind == "choice":  # choice(adam, sgd) or choice("adam", 'sgd'): the words, unquoted
+        words = tuple(
+            a[1:-1] if len(a) > 1 and a[0] == a[-1] and a[0] in "'\"" else a for a in args
+        )
+        return Draw(kind, words) if words and all(words) else None
     try:
         low, high = (float(a) for a in args)
     except ValueError:
         return None
-    if not low < high or (kind == "loguniform" and low <= 0):
+    if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
+        return None
+    if kind == "loguniform" and low <= 0:
         return None
     if kind == "randint" and not (low.is_integer() and high.is_integer()):
         return None
@@ -206,7 +215,7 @@ def parse(
             reader.problems.append(Problem("command line", "--sweep", "nothing to vary", fix))
         else:
             reader.problem(top, "sweep", "nothing to vary", fix)
-    elif not reader.problems and (count := len(spec.points())) > MAX_TRIALS:
+    elif not reader.problems and (count := spec.size()) > MAX_TRIALS:
         reader.problem(top, "sweep", f"{count} trials", f"at most {MAX_TRIALS}: a smaller grid")
     if reader.problems:
         raise SpecError(reader.problems)
