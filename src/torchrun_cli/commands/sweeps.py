@@ -152,9 +152,8 @@ def run(
     events = schedule.Events(
         shown.started, shown.step, shown.output, shown.tick if shown.live else None, shown.stopping
     )
-    rec, ranking = sweep.finish(
-        root / (rec := schedule.run(spec, found, root, options, events)).id, rec
-    )
+    ran = schedule.run(spec, found, root, options, events)
+    rec, ranking = sweep.finish(root / ran.id, ran)
     shown.ended(rec, root / rec.id)
     if not flags.quiet or rec.exit_code:
         console.table(ranking.heads, ranking.rows, status=len(ranking.heads) - 2)
