@@ -10,7 +10,6 @@ from torchrun_cli import console, settings
 from torchrun_cli.commands import AsJson, RunRef, RunsDir
 from torchrun_cli.commands.usage import epilog
 from torchrun_cli.errors import UsageError
-from torchrun_cli.jobs import history
 
 app = typer.Typer()
 
@@ -38,6 +37,7 @@ def compare(
     """Runs side by side: params and outputs (each metric's last value); the params that
     differ are marked (* after the column's name)."""
     from torchrun_cli.jobs import compare as comparing  # measured: compare alone needs it
+    from torchrun_cli.jobs import history  # as in commands._runs
 
     found = [rec for rec, _ in history.selection(settings.read(), runs_dir, refs, limit)]
     if as_json:
@@ -62,6 +62,7 @@ def diff(
     """Two runs side by side: status, exit, duration, source and commit, environment key and
     packages, params, outputs and env; the rows that differ are marked (*)."""
     from torchrun_cli.jobs import compare as comparing  # as in compare
+    from torchrun_cli.jobs import history  # as in commands._runs
 
     chosen = history.selection(settings.read(), runs_dir, [first, second], 2)
     if len(chosen) != 2:
@@ -103,6 +104,7 @@ def plot(
     """A run's metrics as curves by step, in the terminal (or a file with --output); a running
     run's so far."""
     from torchrun_cli.console import plot as plotting  # measured: plotext loads with it
+    from torchrun_cli.jobs import history  # as in commands._runs
 
     chosen = history.selection(settings.read(), runs_dir, [run_ref, *(versus or [])], 1)
     curves: dict[str, dict[str, Any]] = {}

@@ -10,7 +10,7 @@ from torchrun_cli import console, settings
 from torchrun_cli.commands import AsJson, RunRef, RunsDir, choices
 from torchrun_cli.commands.usage import epilog
 from torchrun_cli.errors import UsageError
-from torchrun_cli.jobs import history
+from torchrun_cli.jobs import STATUSES
 
 if TYPE_CHECKING:
     from torchrun_cli.jobs.refs import Found
@@ -22,6 +22,8 @@ app.add_typer(runs_app, name="runs")
 
 def _find(runs_dir: RunsDir, ref: str) -> "Found":
     """RUN's folder; the note on a name that is also part of other ids goes to stderr."""
+    from torchrun_cli.jobs import history  # measured: 6-9 ms that `run` does not need
+
     found = history.find(settings.read(), runs_dir, ref)
     if found.note:
         console.note(found.note)
@@ -30,10 +32,8 @@ def _find(runs_dir: RunsDir, ref: str) -> "Found":
 
 def _status(text: str) -> Any:
     """--status of runs and runs prune: one of the statuses, shown and completed."""
-    metavar = "[" + "|".join(history.STATUSES) + "]"
-    return typer.Option(
-        "--status", help=text, metavar=metavar, autocompletion=choices(history.STATUSES)
-    )
+    metavar = "[" + "|".join(STATUSES) + "]"
+    return typer.Option("--status", help=text, metavar=metavar, autocompletion=choices(STATUSES))
 
 
 @runs_app.callback()
@@ -67,6 +67,8 @@ def runs(
 ) -> None:
     """Past runs and pipelines (one row each), newest first; times in local time (the zone is
     in the header). `runs prune` removes old ones."""
+    from torchrun_cli.jobs import history  # as in _find
+
     if ctx.invoked_subcommand is not None:
         return
     from torchrun_cli.jobs import views  # measured: 0.5 ms that `torchjob run` does not pay
@@ -101,7 +103,7 @@ def prune(
     runs_dir: RunsDir = None,
 ) -> None:
     """Remove run folders (and pipelines') a policy no longer keeps; never a running one."""
-    from torchrun_cli.jobs import views  # as in runs
+    from torchrun_cli.jobs import history, views  # as in _find and runs
 
     found = history.pruned(settings.read(), runs_dir, keep, older_than, status, name, dry_run)
     console.removals(views.pruned(found, dry_run))
@@ -120,7 +122,7 @@ def show(
 ) -> None:
     """One run: status, exit, duration (elapsed while it runs), source and commit, environment
     and interpreter, params, outputs (read live while it runs), paths."""
-    from torchrun_cli.jobs import views  # as in runs
+    from torchrun_cli.jobs import history, views  # as in _find and runs
 
     run = _find(runs_dir, run_ref).run
     if (pipe := history.pipeline(run)) is not None:
@@ -161,6 +163,8 @@ def logs(
 ) -> None:
     """A run's log: stdout.log (both streams), stderr.log or setup.log; for a run that failed
     in setup, the end of setup.log too."""
+    from torchrun_cli.jobs import history  # as in _find
+
     if stderr and setup:
         raise UsageError("--stderr and --setup name two logs", "give one of them")
     run = _find(runs_dir, run_ref).run
@@ -190,6 +194,8 @@ def logs(
 def cancel(run_ref: RunRef, runs_dir: RunsDir = None) -> None:
     """Stop a running job or pipeline: scancel a Slurm job, or stop a local one like Ctrl-C
     would."""
+    from torchrun_cli.jobs import history  # as in _find
+
     run = _find(runs_dir, run_ref).run
     pipe = history.pipeline(run)
     said = history.cancel(run) if pipe is None else history.cancel_pipeline(pipe)

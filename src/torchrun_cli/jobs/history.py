@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from torchrun_cli import pipeline_record
 from torchrun_cli.durations import parse_duration
 from torchrun_cli.errors import UsageError
+from torchrun_cli.jobs import STATUSES
 from torchrun_cli.pipeline_record import PipelineRecord
 from torchrun_cli.record import (
     RunDir,
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from torchrun_cli.jobs.prune import Pruned
     from torchrun_cli.jobs.refs import AnyRecord, Found
 
-STATUSES = tuple(s.value for s in Status)
 LOST_EXIT = 1  # `logs -f` of a lost run: its real exit status was never recorded
 SETUP_TAIL = 20  # lines of setup.log that `logs` shows for a run that failed in setup
 _FOLLOW_POLL_S = 0.2  # polling a file for growth; not synchronisation
