@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import NamedTuple
 
 
@@ -76,3 +78,9 @@ class LaunchError(TorchjobError):
     def __init__(self, message: str, exit_code: int, fix: str | None = None) -> None:
         super().__init__(message, fix)
         self.exit_code = exit_code
+
+
+def did_you_mean(name: str, known: Iterable[str], otherwise: str) -> str:
+    """The fix for an unknown name: the closest known one, else `otherwise`."""
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else otherwise

@@ -73,13 +73,14 @@ def runs(
         return
     from torchrun_cli.jobs import views  # measured: 0.5 ms that `torchjob run` does not pay
 
+    found_settings = settings.read()
     if reindex:
-        count, seconds = history.reindex(settings.read(), runs_dir)
+        count, seconds = history.reindex(found_settings, runs_dir)
         console.note(f"reindexed {count} runs in {seconds:.1f}s")
     if pipeline is not None:
-        found: list[Any] = history.step_runs(settings.read(), runs_dir, pipeline)
+        found: list[Any] = history.step_runs(found_settings, runs_dir, pipeline)
     else:
-        found = history.runs(settings.read(), runs_dir, name, status, limit, sort)
+        found = history.runs(found_settings, runs_dir, name, status, limit, sort)
     if as_json:
         console.data([r.shown() for r in found])
     else:

@@ -16,6 +16,7 @@ from torchrun_cli import console
 from torchrun_cli.commands.pipeline import Flags
 from torchrun_cli.console.pipeline import PipelineConsole
 from torchrun_cli.errors import Problem, SpecError, UsageError
+from torchrun_cli.jobs import SWEEP_PARTIAL
 from torchrun_cli.pipelines import plan, schedule, sweep
 from torchrun_cli.settings import Settings
 from torchrun_cli.spec import sweep as sweeps
@@ -147,7 +148,7 @@ def run(
         use_cache=False,
         resume=previous,
         rerun=sweep.changed(spec, previous) if previous else frozenset(),
-        partial_exit=sweep.PARTIAL_EXIT,
+        partial_exit=SWEEP_PARTIAL,
     )
     events = schedule.Events(
         shown.started, shown.step, shown.output, shown.tick if shown.live else None, shown.stopping

@@ -6,3 +6,4 @@ from torchrun_cli.record import Status
 # Here, not in history.py: the CLI declares --status with them, and `run` should not pay for
 # importing the history (pipeline.json's model, refs, the index) to build its options.
 STATUSES = tuple(s.value for s in Status)
+SWEEP_PARTIAL = 3  # exit status: some of a sweep's trials failed, not all (README)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from torchrun_cli import pipeline_record
 from torchrun_cli.durations import parse_duration
 from torchrun_cli.errors import UsageError
-from torchrun_cli.jobs import STATUSES
+from torchrun_cli.jobs import STATUSES, SWEEP_PARTIAL
 from torchrun_cli.pipeline_record import PipelineRecord
 from torchrun_cli.record import (
     RunDir,
@@ -36,8 +36,6 @@ SETUP_TAIL = 20  # lines of setup.log that `logs` shows for a run that failed in
 _FOLLOW_POLL_S = 0.2  # polling a file for growth; not synchronisation
 _BLOCK = 1 << 16
 
-SWEEP_PARTIAL = 3  # some of a sweep's trials failed, not all (pipelines/sweep.py)
-
 
 def runs_dir(settings: Settings, override: Path | None) -> Path:
     return settings.runs_dir(override)
@@ -57,6 +55,14 @@ def complete(settings: Settings, override: Path | None, incomplete: str) -> list
     return refs.candidates(runs_dir(settings, override), incomplete)
 
 
+def _check_status(status: str | None) -> None:
+    """--status of runs and runs prune names one of the statuses (exit 2 otherwise)."""
+    if status is not None and status not in STATUSES:
+        raise UsageError(
+            f"--status {status!r} is not a status", f"use one of {', '.join(STATUSES)}"
+        )
+
+
 def runs(
     settings: Settings,
     override: Path | None,
@@ -67,10 +73,7 @@ def runs(
 ) -> list[AnyRecord]:
     """Records (runs' and pipelines') newest first, filtered by name and shown status (`lost`
     included)."""
-    if status is not None and status not in STATUSES:
-        raise UsageError(
-            f"--status {status!r} is not a status", f"use one of {', '.join(STATUSES)}"
-        )
+    _check_status(status)
     from torchrun_cli.jobs import refs  # as in find
 
     root = runs_dir(settings, override)
@@ -100,10 +103,7 @@ def pruned(
     """`runs prune`: the policy from the flags, applied to the runs folder."""
     from torchrun_cli.jobs.prune import Policy, prune  # measured: prune alone needs it
 
-    if status is not None and status not in STATUSES:
-        raise UsageError(
-            f"--status {status!r} is not a status", f"use one of {', '.join(STATUSES)}"
-        )
+    _check_status(status)
     try:
         age = parse_duration(older_than) if older_than is not None else None
     except ValueError as exc:
@@ -303,7 +303,7 @@ def series_of(chosen: list[tuple[RunRecord, RunDir]]) -> list[dict[str, list[tup
 
 def metric_summaries(rec: RunRecord, run: RunDir) -> dict[str, Any]:
     """Each metric's last, least and greatest value (read now: a running job's so far)."""
-    from torchrun_cli.launch import metrics  # measured: `show` of a run without metrics skips it
+    from torchrun_cli.launch import metrics  # measured: only show, compare and plot read series
 
     return dict(metrics.summaries(metrics.series(run, rec.spec.get("metrics"))))
 

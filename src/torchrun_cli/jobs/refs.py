@@ -9,7 +9,6 @@ candidates.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 import re
 import shlex
@@ -17,7 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from torchrun_cli.errors import UsageError
+from torchrun_cli.errors import UsageError, did_you_mean
 from torchrun_cli.jobs import index
 from torchrun_cli.pipeline_record import PipelineRecord, read_listed
 from torchrun_cli.pipeline_record import read as read_pipeline
@@ -242,10 +241,9 @@ def _step(runs_dir: Path, pipeline: str, step: str) -> Found:
             f"{pipeline!r} is not a pipeline", "PIPELINE/STEP needs a pipeline's id or name"
         ) from None
     if step not in rec.steps:
-        close = difflib.get_close_matches(step, list(rec.steps), n=1, cutoff=0.6)
         raise UsageError(
             f"pipeline {rec.id} has no step {step!r}",
-            f"did you mean `{close[0]}`?" if close else f"its steps: {', '.join(rec.steps)}",
+            did_you_mean(step, rec.steps, f"its steps: {', '.join(rec.steps)}"),
         )
     done = rec.steps[step]
     if not done.run_dir:

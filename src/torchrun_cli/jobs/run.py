@@ -308,7 +308,7 @@ def _stages(
     stage.enter("the job", "job")
     end = backend.follow(job, display.echo, display.stopping)
     end, extra = backend.details(job, end)
-    stage.learn(outputs=conventions.final_outputs(run, output_dir, spec.masked()), **extra)
+    stage.learn(outputs=conventions.final_outputs(run, output_dir, stage.record.spec), **extra)
     return end
 
 

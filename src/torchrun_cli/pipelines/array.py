@@ -22,10 +22,10 @@ from torchrun_cli.pipelines.schedule import Events
 from torchrun_cli.record import (
     End,
     RunDir,
+    RunRecord,
     Status,
     create_run_dir,
     now_iso,
-    read_record,
     write_record,
 )
 from torchrun_cli.settings import Settings
@@ -50,7 +50,7 @@ def submit(
     rec = replace(rec, detached=True, sweep=dict(spec.sweep or {}))
     records.write(folder, rec)
     events.started(rec, folder)
-    tasks: list[tuple[str, RunDir]] = []
+    tasks: list[tuple[str, RunDir, RunRecord]] = []  # each trial's record as execute left it
     for name, step in spec.steps.items():
         try:
             planned = jobs.make_plan(step.job._replace(tty="never"), settings, folder)
@@ -70,7 +70,7 @@ def submit(
             events.step(name, rec.steps[name], "ended")
         else:
             rec = rec.step(name, **fields)
-            tasks.append((name, run))
+            tasks.append((name, run, done))
     if tasks:
         rec = _submit(rec, folder, tasks, spec, events)
     records.write(folder, rec)
@@ -80,15 +80,15 @@ def submit(
 def _submit(
     rec: PipelineRecord,
     folder: Path,
-    tasks: list[tuple[str, RunDir]],
+    tasks: list[tuple[str, RunDir, RunRecord]],
     spec: PipelineSpec,
     events: Events,
 ) -> PipelineRecord:
     script = folder / SCRIPT
-    script.write_text(array_script(spec.name, [run for _, run in tasks], spec.max_parallel))
+    script.write_text(array_script(spec.name, [run for _, run, _ in tasks], spec.max_parallel))
     secrets: dict[str, str] = {}
     try:
-        for _, run in tasks:  # one sbatch environment carries them: the same for every trial
+        for _, run, _ in tasks:  # one sbatch environment carries them: the same for every trial
             for name, value in deferred_secrets(run.sbatch).items():
                 if secrets.setdefault(name, value) != value:
                     raise SetupError(
@@ -99,15 +99,14 @@ def _submit(
                     )
         array_id = sbatch(script, folder / "setup.log", secrets)
     except TorchjobError as exc:  # nothing of it runs: each trial ends as a setup error
-        for name, run in tasks:
+        for name, run, done in tasks:
             end = End(Status.SETUP_ERROR, exc.exit_code, phase="backend", error=exc.lines()[0])
-            write_record(run, read_record(run).finish(end))
+            write_record(run, done.finish(end))
             rec = rec.step(name, status="setup_error", exit_code=exc.exit_code, error=end.error)
         records.write(folder, replace(rec, status=Status.SETUP_ERROR, exit_code=exc.exit_code))
         raise
-    for index, (name, run) in enumerate(tasks):
+    for index, (name, run, done) in enumerate(tasks):
         job_id = f"{array_id}_{index}"
-        done = read_record(run)
         write_record(run, replace(done, backend={**(done.backend or {}), "job_id": job_id}))
         rec = rec.step(name, status="running", started_at=now_iso(), job_id=job_id)
         events.step(name, rec.steps[name], "run")
@@ -118,7 +117,8 @@ def array_script(name: str, runs: list[RunDir], parallel: int) -> str:
     """The array's batch script: the first trial's resources (every trial has the same), the
     throttle, and task i running trial i's own job.sbatch in its own working folder."""
     q = shlex.quote
-    first = runs[0].sbatch.read_text().splitlines()
+    scripts = [run.sbatch.read_text().splitlines() for run in runs]  # each read once
+    first = scripts[0]
     output = str(runs[0].path.parent).replace("%", "%%") + "/slurm-%a.out"
     lines = [
         "#!/bin/bash",
@@ -130,8 +130,7 @@ def array_script(name: str, runs: list[RunDir], parallel: int) -> str:
         "# written by torchjob: task i is trial i; each trial's job.sbatch is its whole job",
         'case "$SLURM_ARRAY_TASK_ID" in',
     ]
-    for index, run in enumerate(runs):
-        text = run.sbatch.read_text().splitlines()
+    for index, (run, text) in enumerate(zip(runs, scripts, strict=True)):
         chdir = next(line for line in text if line.startswith("#SBATCH --chdir="))
         cwd = shlex.split(chdir.partition("=")[2])[0]
         lines.append(

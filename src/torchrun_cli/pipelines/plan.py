@@ -5,14 +5,13 @@ the steps `--from STEP` reruns, and list the plan."""
 from __future__ import annotations
 
 import contextlib
-import difflib
 import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torchrun_cli import pipeline_record as records
-from torchrun_cli.errors import UsageError
+from torchrun_cli.errors import UsageError, did_you_mean
 from torchrun_cli.jobs import run as jobs
 from torchrun_cli.jobs.refs import newest, resolve
 from torchrun_cli.pipeline_record import PipelineRecord, StepRecord
@@ -96,10 +95,9 @@ def rerun(spec: PipelineSpec, start: str | None) -> frozenset[str]:
     if start is None:
         return frozenset()
     if start not in spec.steps:
-        close = difflib.get_close_matches(start, list(spec.steps), n=1, cutoff=0.6)
         raise UsageError(
             f"--from {start}: the pipeline has no such step",
-            f"did you mean `{close[0]}`?" if close else f"use one of {', '.join(spec.steps)}",
+            did_you_mean(start, spec.steps, f"use one of {', '.join(spec.steps)}"),
         )
     return frozenset({start} | spec.downstream(start))
 

@@ -30,6 +30,7 @@ from torchrun_cli.record import RunDir, Status, create_run_dir, now_iso, read_re
 from torchrun_cli.record import seconds_between as between
 from torchrun_cli.settings import Settings
 from torchrun_cli.spec.pipeline import PipelineSpec
+from torchrun_cli.spec.refs import has_refs
 
 _STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -104,7 +105,7 @@ class _Scheduler:
             path
             for step in spec.steps.values()
             for path in step.job.inputs.values()
-            if "${{" not in str(path)
+            if not has_refs(str(path))
         )
 
     def run(self) -> PipelineRecord:
@@ -377,7 +378,8 @@ class _Scheduler:
             status=status,
             exit_code=code,
             signal=sig,
-            outputs=plan.outputs(self.spec, self.rec),
+            # a sweep's are its best trial's: pipelines/sweep.py reads the trials once, after
+            outputs=plan.outputs(self.spec, self.rec) if self.spec.sweep is None else {},
             ended_at=now_iso(),
             duration_s=round(time.monotonic() - self.began, 3),
         )

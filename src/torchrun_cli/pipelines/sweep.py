@@ -18,12 +18,10 @@ from torchrun_cli.errors import UsageError
 from torchrun_cli.jobs.views import cell
 from torchrun_cli.masking import mask_mapping
 from torchrun_cli.pipeline_record import PipelineRecord, write
-from torchrun_cli.record import RunDir, RunRecord, read_record
+from torchrun_cli.record import RunDir, RunRecord, Status, read_record
 from torchrun_cli.spec.model import JobSpec
 from torchrun_cli.spec.pipeline import PipelineSpec, Step
 from torchrun_cli.spec.sweep import SweepSpec
-
-PARTIAL_EXIT = 3  # some trials failed, at least one succeeded (README: Exit status)
 
 
 def pipeline(base: JobSpec, sweep: SweepSpec, file: Path, max_parallel: int) -> PipelineSpec:
@@ -92,6 +90,15 @@ def _number(value: Any) -> float | None:
     return None
 
 
+def _trial_run(rec: PipelineRecord, name: str) -> RunRecord | None:
+    """A trial's run record, when it got one and it is readable."""
+    step = rec.steps.get(name)
+    if step is not None and step.run_dir:
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            return read_record(RunDir(Path(step.run_dir)))
+    return None
+
+
 def rank(rec: PipelineRecord) -> Ranking:
     """The trials ranked by the objective (succeeded ones with a value, best first; then the
     others in trial order)."""
@@ -99,35 +106,26 @@ def rank(rec: PipelineRecord) -> Ranking:
     trials: dict[str, dict[str, str]] = sweep.get("trials", {})
     objective = sweep.get("objective")
     metric = objective["metric"] if objective else None
-    varied = [k for k in dict.fromkeys(k for p in trials.values() for k in p)]
-    done: list[tuple[str, RunRecord | None]] = []
-    for name in trials:
-        step = rec.steps.get(name)
-        run: RunRecord | None = None
-        if step is not None and step.run_dir:
-            with contextlib.suppress(OSError, ValueError, TypeError):
-                run = read_record(RunDir(Path(step.run_dir)))
-        done.append((name, run))
-
-    def value(item: tuple[str, RunRecord | None]) -> float | None:
-        run = item[1]
-        if metric is None or run is None or run.status.value != "succeeded":
-            return None
-        return _number(run.outputs.get(metric))
-
+    varied = list(dict.fromkeys(k for p in trials.values() for k in p))
+    runs = {name: _trial_run(rec, name) for name in trials}
+    scores = {
+        name: _number(run.outputs.get(metric))
+        for name, run in runs.items()
+        if metric is not None and run is not None and run.status is Status.SUCCEEDED
+    }
+    scored = [n for n, s in scores.items() if s is not None]
     sign = -1 if objective and objective.get("mode", "max") == "max" else 1
-    scored = sorted((i for i in done if value(i) is not None), key=lambda i: sign * (value(i) or 0))
-    rest = [i for i in done if value(i) is None]
-    ranked = scored + rest
+    scored.sort(key=lambda n: sign * (scores[n] or 0.0))
     heads = ("TRIAL", *varied, *([metric] if metric else []), "STATUS", "RUN")
     rows = []
-    for name, run in ranked:
+    for name in scored + [n for n in trials if n not in scored]:
+        run = runs[name]
         status = run.shown_status().value if run else rec.steps[name].status
-        shown = [cell(trials[name].get(k)) for k in varied]
-        score = [cell(run.outputs.get(metric)) if run and metric else ""] if metric else []
+        score = [cell(run.outputs.get(metric)) if run else ""] if metric else []
+        shown = (cell(trials[name].get(k)) for k in varied)
         rows.append((name, *shown, *score, status, run.id if run else ""))
-    best = scored[0] if scored else None
-    return Ranking(heads, rows, (best[0], best[1]) if best and best[1] else None)
+    best = runs[scored[0]] if scored else None
+    return Ranking(heads, rows, (scored[0], best) if best is not None else None)
 
 
 def finish(folder: Path, rec: PipelineRecord) -> tuple[PipelineRecord, Ranking]:

@@ -20,12 +20,15 @@ class Checker:
     def __init__(self, problems: list[Problem], prefix: str = "") -> None:
         self.problems = problems
         self.prefix = prefix  # `steps.train.`: where the keys of a pipeline's step are
-        self.problems_added = 0
+        self.start = len(problems)  # problems before this checker's
         self.guessed: set[str] = set()  # keys a misspelling probably meant
 
     def add(self, where: str, key: str, message: str, fix: str) -> None:
         self.problems.append(Problem(where, self.prefix + key, message, fix))
-        self.problems_added += 1
+
+    @property
+    def problems_added(self) -> int:
+        return len(self.problems) - self.start
 
     def unknown_keys(
         self, data: dict[Any, Any], known: Iterable[str], prefix: str, src: Located

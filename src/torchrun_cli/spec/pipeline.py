@@ -8,13 +8,12 @@ has run.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from torchrun_cli.errors import Problem, SpecError
+from torchrun_cli.errors import Problem, SpecError, did_you_mean
 from torchrun_cli.settings import Settings
 from torchrun_cli.spec.checks import Checker
 from torchrun_cli.spec.keys import PARAM_KEY, children
@@ -61,11 +60,6 @@ class PipelineSpec(NamedTuple):
             for need in step.needs:
                 users[need].append(step.name)
         return _closure(name, users)
-
-
-def is_pipeline(data: Mapping[str, Any]) -> bool:
-    """A spec with `steps:` is a pipeline."""
-    return "steps" in data
 
 
 def load_pipeline(
@@ -182,8 +176,7 @@ def _params(check: Checker, data: dict[str, Any], src: Located, flags: Flags) ->
         if not sep or not PARAM_KEY.fullmatch(key):
             check.add(COMMAND_LINE, "-P", "a value is not NAME=VALUE", "write -P lr=0.01")
         elif key not in out:
-            close = difflib.get_close_matches(key, list(out), n=1, cutoff=0.6)
-            fix = f"did you mean `{close[0]}`?" if close else f"declare `{key}` under `params:`"
+            fix = did_you_mean(key, out, f"declare `{key}` under `params:`")
             check.add(COMMAND_LINE, f"-P {key}", "the pipeline has no such param", fix)
         else:
             out[key] = value
@@ -216,8 +209,7 @@ def _needs(
         if need == name:
             check.add(where, f"steps.{name}.needs", "a step cannot need itself", "remove it")
         elif need not in steps:
-            close = difflib.get_close_matches(need, [str(s) for s in steps], n=1, cutoff=0.6)
-            fix = f"did you mean `{close[0]}`?" if close else f"use one of {', '.join(steps)}"
+            fix = did_you_mean(need, steps, f"use one of {', '.join(steps)}")
             check.add(where, f"steps.{name}.needs", f"no step named {need!r}", fix)
         else:
             out.append(need)

@@ -4,13 +4,13 @@ collected with where the value came from, so all of them are reported at once.""
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from torchrun_cli.errors import did_you_mean
 from torchrun_cli.spec.checks import Checker
 from torchrun_cli.spec.keys import BY_PATH, CHANNEL, CONTROL, bad_sbatch_extra, children
 from torchrun_cli.spec.refs import (
@@ -307,11 +307,12 @@ def _judge(
             return None
         what = "input" if ref.scope == "inputs" else "param"
         where = "the pipeline's `params:`" if ref.scope == "params" and scope.steps else ref.scope
-        return f"no {what} named {ref.name!r}", _guess(ref.name, known, f"declare it in {where}")
+        fix = did_you_mean(ref.name, known, f"declare it in {where}")
+        return f"no {what} named {ref.name!r}", fix
     if scope.steps is None:
         return "names a step, but this spec is not a pipeline", "give the value itself"
     if ref.name not in scope.steps:
-        return f"no step named {ref.name!r}", _guess(ref.name, scope.steps, "check the name")
+        return f"no step named {ref.name!r}", did_you_mean(ref.name, scope.steps, "check the name")
     if ref.name == scope.step:
         return "a step cannot use its own outputs", "name a step it needs"
     if ref.name not in scope.upstream:
@@ -320,8 +321,3 @@ def _judge(
             f"add {ref.name} to `needs` of {scope.step}",
         )
     return None
-
-
-def _guess(name: str, known: Iterable[str], otherwise: str) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"did you mean `{close[0]}`?" if close else otherwise
