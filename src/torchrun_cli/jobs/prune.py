@@ -22,12 +22,16 @@ from torchrun_cli.store import tree_size
 
 
 class Policy(NamedTuple):
-    """What to remove: all four given are required of a run (an unset one is no condition)."""
+    """What to remove: a run of `name` (if given) that meets every one of keep, older_than and
+    status given (`either`: any one of them, retention's rules); `runs_only` spares pipelines
+    and sweeps."""
 
     keep: int | None = None  # the newest N of each name stay
     older_than: float | None = None  # seconds since it ended (or started)
     status: str | None = None
     name: str | None = None
+    either: bool = False
+    runs_only: bool = False
 
     def empty(self) -> bool:
         return self.keep is None and self.older_than is None and self.status is None
@@ -43,11 +47,8 @@ class Pruned(NamedTuple):
     removed: bool
 
 
-def prune(
-    runs_dir: Path, policy: Policy, dry_run: bool = False, runs_only: bool = False
-) -> list[Pruned]:
-    """Remove what the policy does not keep, oldest first; what was (or would be) removed.
-    `runs_only`: single runs (retention), never a pipeline or sweep of the same name."""
+def prune(runs_dir: Path, policy: Policy, dry_run: bool = False) -> list[Pruned]:
+    """Remove what the policy does not keep, oldest first; what was (or would be) removed."""
     if policy.empty():
         raise UsageError(
             "runs prune needs a policy",
@@ -63,14 +64,21 @@ def prune(
         rec = item.record
         seen[rec.name] = rank = seen.get(rec.name, 0) + 1
         status = rec.shown_status().value
-        when = epoch(rec.ended_at) or epoch(rec.started_at) or now
+        age = now - (epoch(rec.ended_at) or epoch(rec.started_at) or now)
+        rules = [
+            met
+            for met, given in (
+                (rank > (policy.keep or 0), policy.keep is not None),
+                (status == policy.status, policy.status is not None),
+                (age >= (policy.older_than or 0), policy.older_than is not None),
+            )
+            if given
+        ]
         if (
             status == "running"
-            or (policy.keep is not None and rank <= policy.keep)
-            or (policy.status is not None and status != policy.status)
-            or (policy.older_than is not None and now - when < policy.older_than)
+            or not (any(rules) if policy.either else all(rules))
             or rec.id in reused
-            or (runs_only and isinstance(rec, PipelineRecord))
+            or (policy.runs_only and isinstance(rec, PipelineRecord))
         ):
             if isinstance(rec, PipelineRecord):
                 reused.update(s.reused_from for s in rec.steps.values() if s.reused_from)
@@ -86,11 +94,8 @@ def retain(runs_dir: Path, name: str, spec: RetentionSpec, note: Callable[[str],
     """`retention:` after a run of `name`: its older runs beyond the policy removed, in a line."""
     if spec.keep is None and spec.max_age is None:
         return
-    gone = []  # two rules, each on its own: beyond the newest N, and older than the age
-    if spec.keep is not None:
-        gone += prune(runs_dir, Policy(keep=spec.keep, name=name), runs_only=True)
-    if spec.max_age is not None:
-        gone += prune(runs_dir, Policy(older_than=spec.max_age, name=name), runs_only=True)
+    rules = Policy(spec.keep, spec.max_age, name=name, either=True, runs_only=True)
+    gone = prune(runs_dir, rules)  # one listing: beyond the newest N, or older than the age
     if gone:
         freed = size(sum(p.size_bytes for p in gone))
         runs = plural(len(gone), "run")
