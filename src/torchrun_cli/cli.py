@@ -8,7 +8,6 @@ merge from one declaration.
 """
 
 import contextlib
-import inspect
 import os
 import signal
 import sys
@@ -33,15 +32,15 @@ from torchrun_cli.commands import (
     analysis,
     caches,
     completion,
-    key_option,
+    given_keys,
     reruns,
     runs,
     starting,
     usage,
+    with_key_options,
 )
 from torchrun_cli.errors import TorchjobError, UsageError
 from torchrun_cli.jobs import config
-from torchrun_cli.spec.keys import with_flags
 
 
 class _Group(TyperGroup):
@@ -165,11 +164,7 @@ def run(
     [ARGS...]`."""
     from torchrun_cli.spec.load import load, read_spec  # measured: run and validate only
 
-    given = {
-        key.path: options[key.param]
-        for key in with_flags()
-        if options[key.param] not in (None, False, [], ())
-    }
+    given = given_keys(options)
     spec_path = Path(spec_file) if spec_file else None
     if spec_file and spec_file.endswith(".py"):
         if "script" in given:
@@ -222,10 +217,7 @@ def run(
     )
 
 
-_RUN_SIGNATURE = inspect.Signature(
-    [*list(inspect.signature(run).parameters.values())[:-1], *map(key_option, with_flags())]
-)
-run.__signature__ = _RUN_SIGNATURE  # type: ignore[attr-defined]  # typer reads the options here
+with_key_options(run)
 
 app.command(context_settings={"allow_interspersed_args": True})(run)
 _run_only.command(context_settings={"allow_interspersed_args": True})(run)

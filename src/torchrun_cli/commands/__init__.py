@@ -13,7 +13,7 @@ import typer
 
 from torchrun_cli import settings
 from torchrun_cli.errors import TorchjobError
-from torchrun_cli.spec.keys import Key, Kind
+from torchrun_cli.spec.keys import Key, Kind, with_flags
 
 
 def choices(values: Sequence[str]) -> Callable[[str], list[str]]:
@@ -92,3 +92,22 @@ def key_option(key: Key) -> inspect.Parameter:
     return inspect.Parameter(
         key.param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind
     )
+
+
+def with_key_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command`'s signature (its last parameter, **options, left out) with an option per
+    spec key that has flags: typer reads a command's options from its signature."""
+    own = list(inspect.signature(command).parameters.values())[:-1]
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*own, *map(key_option, with_flags())]
+    )
+    return command
+
+
+def given_keys(options: dict[str, Any]) -> dict[str, Any]:
+    """The spec keys whose flags were given (by key path), from a command's **options."""
+    return {
+        key.path: options[key.param]
+        for key in with_flags()
+        if options[key.param] not in (None, False, [], ())
+    }

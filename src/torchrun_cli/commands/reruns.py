@@ -1,18 +1,14 @@
 """`torchjob rerun RUN [flags]`: a run again, from what run.json says (jobs/rerun.py), with
 the flags of `run` over it."""
 
-import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from torchrun_cli import console, settings
-from torchrun_cli.commands import RunRef, RunsDir, key_option, starting
+from torchrun_cli.commands import RunRef, RunsDir, given_keys, starting, with_key_options
 from torchrun_cli.errors import SpecError, UsageError
-from torchrun_cli.spec.keys import with_flags
-
-_UNSET: tuple[object, ...] = (None, False, [], ())
 
 
 def rerun(
@@ -37,7 +33,7 @@ def rerun(
     from torchrun_cli.spec.load import Layer, build  # as above
     from torchrun_cli.spec.yaml import Located  # as above
 
-    given = {k.path: options[k.param] for k in with_flags() if options[k.param] not in _UNSET}
+    given = given_keys(options)
     found = settings.read()
     run = history.find(found, runs_dir, run_ref).run
     if history.pipeline(run) is not None:
@@ -70,6 +66,4 @@ def rerun(
     )
 
 
-rerun.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # typer reads these
-    [*list(inspect.signature(rerun).parameters.values())[:-1], *map(key_option, with_flags())]
-)
+with_key_options(rerun)
