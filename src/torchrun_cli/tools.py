@@ -297,6 +297,29 @@ def _collect(
             os.close(exit_fd)
 
 
+def _noop(signum: int, frame: object) -> None:
+    """Signals are read from the wakeup fd by the main loop; the handler only has to exist."""
+
+
+@contextlib.contextmanager
+def signals_to_pipe(signals: tuple[int, ...]) -> Iterator[int]:
+    """Route the signals into a pipe an event loop polls (supervise, the pipeline scheduler);
+    restore on exit."""
+    read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # none lost while switching
+    old = {s: signal.signal(s, _noop) for s in signals}
+    old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    try:
+        yield read_fd
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        os.close(read_fd)
+        os.close(write_fd)
+
+
 def _pidfd(pid: int) -> int | None:
     """A descriptor that becomes readable when pid exits (Linux >= 5.3), else None (polled)."""
     try:

@@ -20,14 +20,13 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from torchrun_cli.launch.base import OnStop
 from torchrun_cli.launch.streams import STDERR, STDOUT, Console, write_logs
 from torchrun_cli.record import RunDir
-from torchrun_cli.tools import kill_group, trampoline, watchdog
+from torchrun_cli.tools import kill_group, signals_to_pipe, trampoline, watchdog
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 CHUNK = 1 << 20
@@ -48,28 +47,6 @@ class Outcome(NamedTuple):
     timed_out: bool
     escalated: bool
     log_error: str | None
-
-
-def _noop(signum: int, frame: Any) -> None:
-    """Signals are read from the wakeup fd by the main loop; the handler only has to exist."""
-
-
-@contextlib.contextmanager
-def _signals_to_pipe(signals: tuple[int, ...]) -> Iterator[int]:
-    """Route the signals into a pipe the main loop polls; restore on exit."""
-    read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # none lost while switching
-    old = {s: signal.signal(s, _noop) for s in signals}
-    old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    try:
-        yield read_fd
-    finally:
-        signal.set_wakeup_fd(old_fd)
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        os.close(read_fd)
-        os.close(write_fd)
 
 
 def _open_log(path: Path) -> int:
@@ -112,7 +89,7 @@ class Supervisor:
             self.err_log = _open_log(self.run.stderr_log)
             stack.callback(os.close, self.err_log)
             signals = FORWARDED + ((signal.SIGWINCH,) if self.tty else ())
-            self.wake_fd = stack.enter_context(_signals_to_pipe(signals))
+            self.wake_fd = stack.enter_context(signals_to_pipe(signals))
             ends = [self._stream_ends(stream) for stream in (STDOUT, STDERR)]
             try:
                 self.proc = subprocess.Popen(

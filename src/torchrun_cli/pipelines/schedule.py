@@ -31,6 +31,7 @@ from torchrun_cli.record import seconds_between as between
 from torchrun_cli.settings import Settings
 from torchrun_cli.spec.pipeline import PipelineSpec
 from torchrun_cli.spec.refs import has_refs
+from torchrun_cli.tools import signals_to_pipe
 
 _STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -112,19 +113,12 @@ class _Scheduler:
         self._flush()
         self.events.started(self.rec, self.folder)
         self._reuse()
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.sel.register(wake_r, selectors.EVENT_READ, "signal")
-        old_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        old = {s: signal.signal(s, lambda signum, frame: None) for s in _STOPS}
-        try:
-            self._loop(wake_r)
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
-            signal.set_wakeup_fd(old_fd)
-            self.sel.close()
-            os.close(wake_r)
-            os.close(wake_w)
+        with signals_to_pipe(_STOPS) as wake_r:
+            self.sel.register(wake_r, selectors.EVENT_READ, "signal")
+            try:
+                self._loop(wake_r)
+            finally:
+                self.sel.close()
         return self._finish()
 
     def _loop(self, wake_r: int) -> None:
