@@ -26,6 +26,7 @@ from torchrun_cli.record import (
     now_iso,
     process_start_ticks,
     read_record,
+    running_and_owned,
     this_host,
 )
 from torchrun_cli.store import read_small, write_atomic
@@ -87,11 +88,7 @@ class PipelineRecord(Listed):
     sweep: dict[str, Any] | None = None  # a sweep: its objective and each trial's params
 
     def is_live(self) -> bool:
-        if self.status is not Status.RUNNING:
-            return False
-        if self.detached or self.host != this_host():
-            return True
-        return self.pid_start is not None and process_start_ticks(self.pid) == self.pid_start
+        return running_and_owned(self.status, self.detached, self.host, self.pid, self.pid_start)
 
     def counts(self) -> dict[str, int]:
         """How many steps stand in each state, in the order a reader wants them."""

@@ -218,23 +218,28 @@ class RunRecord(Listed):
         return bool(self.backend and self.backend.get("detached"))
 
     def is_live(self) -> bool:
-        """True while the torchjob process that owns this running record is still alive, or,
-        for a detached Slurm job, until a refresh finds it ended."""
-        if self.status is not Status.RUNNING:
-            return False
-        if self.detached:
-            return True
-        if self.host != this_host():
-            return True  # cannot tell from here; trust the record
-        return self.owned_by_a_live_process()
+        return running_and_owned(self.status, self.detached, self.host, self.pid, self.pid_start)
 
     def owned_by_a_live_process(self) -> bool:
         """This host's process `pid`, started when the record says: not a reused pid."""
-        return (
-            self.host == this_host()
-            and self.pid_start is not None
-            and process_start_ticks(self.pid) == self.pid_start
-        )
+        return owner_alive(self.host, self.pid, self.pid_start)
+
+
+def owner_alive(host: str, pid: int, pid_start: int | None) -> bool:
+    """This host's process `pid`, started when the record says: not a reused pid."""
+    return host == this_host() and pid_start is not None and process_start_ticks(pid) == pid_start
+
+
+def running_and_owned(
+    status: Status, detached: bool, host: str, pid: int, pid_start: int | None
+) -> bool:
+    """A run's or a pipeline's record: True while the torchjob that owns it (running) is alive;
+    a detached Slurm job, or a record of another host, until a refresh finds it ended."""
+    if status is not Status.RUNNING:
+        return False
+    if detached or host != this_host():
+        return True  # cannot tell from here; trust the record
+    return owner_alive(host, pid, pid_start)
 
 
 def slug(name: str) -> str:
