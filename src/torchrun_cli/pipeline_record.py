@@ -90,6 +90,10 @@ class PipelineRecord(Listed):
     def is_live(self) -> bool:
         return running_and_owned(self.status, self.detached, self.host, self.pid, self.pid_start)
 
+    def counted(self, sep: str = ", ") -> str:
+        """The steps by state, as a line says them: `3 succeeded, 1 failed`."""
+        return sep.join(f"{n} {state}" for state, n in self.counts().items())
+
     def counts(self) -> dict[str, int]:
         """How many steps stand in each state, in the order a reader wants them."""
         out: dict[str, int] = {}

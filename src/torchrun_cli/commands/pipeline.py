@@ -34,6 +34,12 @@ class Flags(NamedTuple):
     no_cache: bool = False
 
 
+def console_events(shown: PipelineConsole) -> schedule.Events:
+    """What the scheduler tells the console of a pipeline or a sweep it runs."""
+    tick = shown.tick if shown.live else None
+    return schedule.Events(shown.started, shown.step, shown.output, tick, shown.stopping)
+
+
 def run(
     path: Path,
     data: dict[str, Any],
@@ -89,13 +95,7 @@ def run(
         previous,
         rerun,
     )
-    events = schedule.Events(
-        shown.started,
-        shown.step,
-        shown.output,
-        shown.tick if shown.live else None,
-        shown.stopping,
-    )
+    events = console_events(shown)
     rec = schedule.run(spec, found, root, options, events)
     shown.ended(rec, root / rec.id)
     sys.stdout.flush()

@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from torchrun_cli import console
-from torchrun_cli.commands.pipeline import Flags
+from torchrun_cli.commands.pipeline import Flags, console_events
 from torchrun_cli.console.pipeline import PipelineConsole
 from torchrun_cli.errors import Problem, SpecError, UsageError
 from torchrun_cli.jobs import SWEEP_PARTIAL
@@ -150,10 +150,7 @@ def run(
         rerun=sweep.changed(spec, previous) if previous else frozenset(),
         partial_exit=SWEEP_PARTIAL,
     )
-    events = schedule.Events(
-        shown.started, shown.step, shown.output, shown.tick if shown.live else None, shown.stopping
-    )
-    ran = schedule.run(spec, found, root, options, events)
+    ran = schedule.run(spec, found, root, options, console_events(shown))
     rec, ranking = sweep.finish(root / ran.id, ran)
     shown.ended(rec, root / rec.id)
     if not flags.quiet or rec.exit_code:

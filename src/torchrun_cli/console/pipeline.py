@@ -122,8 +122,7 @@ class PipelineConsole:
             for name, step in rec.steps.items()
             if step.status == "running"
         ]
-        counts = " · ".join(f"{n} {state}" for state, n in rec.counts().items())
-        rows.append(f"  {counts}")
+        rows.append(f"  {rec.counted(' · ')}")
         try:
             width = os.get_terminal_size(self.stream.fileno()).columns - 1
         except (OSError, ValueError):
@@ -138,11 +137,10 @@ class PipelineConsole:
     def ended(self, rec: PipelineRecord, folder: Path) -> None:
         """The pipeline's last line: its status, exit, the steps' counts and its folder."""
         self._clear()
-        counts = ", ".join(f"{n} {state}" for state, n in rec.counts().items())
         status = rec.shown_status().value
         text = (
             f"torchjob: {self.word} {rec.name} {status}{_took(rec.duration_s)} "
-            f"(exit {rec.exit_code}): {counts}; folder: {folder}\n"
+            f"(exit {rec.exit_code}): {rec.counted()}; folder: {folder}\n"
         )
         if self.quiet and status == "succeeded":
             return

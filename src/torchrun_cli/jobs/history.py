@@ -217,8 +217,7 @@ def follow_pipeline(
 
 def pipeline_outcome(pipe: PipelineRecord) -> str:
     """`failed (exit 3): 1 succeeded, 1 failed`."""
-    counts = ", ".join(f"{n} {state}" for state, n in pipe.counts().items())
-    return f"{pipe.shown_status().value} (exit {pipe.exit_code}): {counts}"
+    return f"{pipe.shown_status().value} (exit {pipe.exit_code}): {pipe.counted()}"
 
 
 def cancel_pipeline(pipe: PipelineRecord) -> str:

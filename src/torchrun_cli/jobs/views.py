@@ -123,7 +123,7 @@ def steps(rec: RunRecord | PipelineRecord) -> str:
     """A pipeline's steps by state: `3 succeeded, 1 failed`; "" for a run."""
     if not isinstance(rec, PipelineRecord):
         return ""
-    return ", ".join(f"{n} {state}" for state, n in rec.counts().items())
+    return rec.counted()
 
 
 def pipeline(rec: PipelineRecord, folder: Path) -> tuple[list[Row], Table]:
