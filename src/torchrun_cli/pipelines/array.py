@@ -14,11 +14,11 @@ from pathlib import Path
 
 from torchrun_cli import pipeline_record as records
 from torchrun_cli.errors import SetupError, TorchjobError, UsageError
-from torchrun_cli.jobs import run as jobs
 from torchrun_cli.launch.slurm import DEFERRED, deferred_secrets
 from torchrun_cli.launch.slurm import submit as sbatch
 from torchrun_cli.pipeline_record import PipelineRecord
 from torchrun_cli.pipelines.schedule import Events
+from torchrun_cli.pipelines.slurm import detached_run
 from torchrun_cli.record import (
     End,
     RunDir,
@@ -52,25 +52,10 @@ def submit(
     events.started(rec, folder)
     tasks: list[tuple[str, RunDir, RunRecord]] = []  # each trial's record as execute left it
     for name, step in spec.steps.items():
-        try:
-            planned = jobs.make_plan(step.job._replace(tty="never"), settings, folder)
-            planned = planned._replace(
-                pipeline={"id": rec.id, "step": name, "attempt": 1}, after=(DEFERRED,)
-            )
-            done, run = jobs.execute(
-                planned, jobs.Display(echo=False), rebuild=rebuild, detach=True
-            )
-        except TorchjobError as exc:
-            rec = rec.step(name, status="failed", exit_code=exc.exit_code, error=exc.lines()[0])
-            events.step(name, rec.steps[name], "ended")
-            continue
-        fields = {"run_id": run.id, "run_dir": str(run.path), "attempts": [run.id]}
-        if done.status is not Status.RUNNING:  # it failed before Slurm had it
-            rec = rec.step(name, status=done.status.value, exit_code=done.exit_code, **fields)
-            events.step(name, rec.steps[name], "ended")
-        else:
-            rec = rec.step(name, **fields)
-            tasks.append((name, run, done))
+        prepared = (DEFERRED,)  # the job array submits them all at once
+        rec, handed = detached_run(step.job, name, rec, folder, settings, rebuild, prepared, events)
+        if handed is not None:
+            tasks.append((name, *handed))
     if tasks:
         rec = _submit(rec, folder, tasks, spec, events)
     records.write(folder, rec)

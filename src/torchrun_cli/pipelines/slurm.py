@@ -24,8 +24,9 @@ from torchrun_cli.launch.fill import UPSTREAM
 from torchrun_cli.pipeline_record import SKIPPED, PipelineRecord
 from torchrun_cli.pipelines import plan, resolve
 from torchrun_cli.pipelines.schedule import Events
-from torchrun_cli.record import RunDir, Status, create_run_dir, now_iso, read_record
+from torchrun_cli.record import RunDir, RunRecord, Status, create_run_dir, now_iso, read_record
 from torchrun_cli.settings import Settings
+from torchrun_cli.spec.model import JobSpec
 from torchrun_cli.spec.pipeline import PipelineSpec
 from torchrun_cli.spec.refs import has_refs
 
@@ -82,25 +83,49 @@ def _submit_step(
         if any(has_refs(v) for v in (*job.script_argv(), *job.env.values())):
             outputs = {n: _output_dir(run) for n, run in upstream.items()}
             job = job._replace(env={**job.env, UPSTREAM: json.dumps(outputs)})
+    except TorchjobError as exc:
+        return _failed(rec, name, exc, events)
+    after = tuple(str(b.job_id) for b in before)
+    rec, handed = detached_run(job, name, rec, folder, settings, rebuild, after, events)
+    if handed is None:
+        return rec
+    job_id = str((handed[1].backend or {}).get("job_id"))
+    rec = rec.step(name, status="running", started_at=now_iso(), job_id=job_id)
+    events.step(name, rec.steps[name], "run")
+    return rec
+
+
+def detached_run(
+    job: JobSpec,
+    name: str,
+    rec: PipelineRecord,
+    folder: Path,
+    settings: Settings,
+    rebuild: bool,
+    after: tuple[str, ...],
+    events: Events,
+) -> tuple[PipelineRecord, tuple[RunDir, RunRecord] | None]:
+    """A step's run handed to Slurm after the jobs `after` (or, after=(DEFERRED,), prepared
+    for a job array): the pipeline's record with the step's run in it, and the run and its
+    record when Slurm has it (None: it failed before, and the step records why)."""
+    try:
         planned = jobs.make_plan(job._replace(tty="never"), settings, folder)
-        planned = planned._replace(
-            pipeline={"id": rec.id, "step": name, "attempt": 1},
-            after=tuple(str(b.job_id) for b in before),
-        )
+        planned = planned._replace(pipeline={"id": rec.id, "step": name, "attempt": 1}, after=after)
         done, run = jobs.execute(planned, jobs.Display(echo=False), rebuild=rebuild, detach=True)
     except TorchjobError as exc:
-        rec = rec.step(name, status="failed", exit_code=exc.exit_code, error=exc.lines()[0])
-        events.step(name, rec.steps[name], "ended")
-        return rec
-    fields = {"run_id": run.id, "run_dir": str(run.path), "attempts": [run.id]}
-    if done.status is not Status.RUNNING:  # it failed before Slurm had it
-        rec = rec.step(name, status=done.status.value, exit_code=done.exit_code, **fields)
-        rec = rec.step(name, error=done.error, ended_at=now_iso())
-        events.step(name, rec.steps[name], "ended")
-        return rec
-    job_id = str((done.backend or {}).get("job_id"))
-    rec = rec.step(name, status="running", started_at=now_iso(), job_id=job_id, **fields)
-    events.step(name, rec.steps[name], "run")
+        return _failed(rec, name, exc, events), None
+    rec = rec.step(name, run_id=run.id, run_dir=str(run.path), attempts=[run.id])
+    if done.status is Status.RUNNING:
+        return rec, (run, done)
+    rec = rec.step(name, status=done.status.value, exit_code=done.exit_code)
+    rec = rec.step(name, error=done.error, ended_at=now_iso())  # it failed before Slurm had it
+    events.step(name, rec.steps[name], "ended")
+    return rec, None
+
+
+def _failed(rec: PipelineRecord, name: str, exc: TorchjobError, events: Events) -> PipelineRecord:
+    rec = rec.step(name, status="failed", exit_code=exc.exit_code, error=exc.lines()[0])
+    events.step(name, rec.steps[name], "ended")
     return rec
 
 
