@@ -7,7 +7,7 @@ Why: issue 3 asks that a second run of a pinned commit cost at most 1.2x a bare 
 of that tree from a local clone, with no network, and that a branch cost one fetch. The
 repository (2,000 files of a few KB in nested folders, 50 commits, a `main.py` that exits 0) is
 generated deterministically with `git fast-import`, so every run of this script times the same
-commits. The cases run interleaved, one round at a time (a b c f e d and a b e c f d in turn,
+commits. The cases run interleaved, one round at a time (a b c f e d g and a b e c f d g in turn,
 so the two the goal compares take turns right after a big write), each round with a fresh
 TORCHJOB_HOME (an empty cache for the first run) and a fresh folder for every tree, since
 deleting big trees slows this VM's file creation for a while (DESIGN.md section 7); everything
@@ -22,6 +22,9 @@ is deleted at the end.
       index: the same work torchjob's `read-tree --reset -u` does, and nothing else
   (f) the read-tree command (c)'s setup.log shows, run by hand into a fresh folder (not a goal
       case: it splits (c)'s source stage into git's work and torchjob's own time around it)
+  (g) torchjob run -p URL#pkg00 -r <full sha> (mirror exists): a `#subdirectory` run, whose
+      run folder must hold that folder only (issue 14's disk goal); its size on disk (blocks
+      allocated) is reported beside (c)'s whole-repository run folder
 
 For torchjob the table shows the whole command and run.json's `source.seconds` (clone or fetch,
 ref resolution and checkout, without Python start-up); "git (setup.log)" adds up the times
@@ -72,8 +75,10 @@ CASES = {
     "d": "(d) torchjob -r main (second run)",
     "e": "(e) git checkout from local clone",
     "f": "(f) (c)'s read-tree, run by hand",
+    "g": "(g) torchjob -r <sha> #pkg00 (second)",
 }
-TORCHJOB_CASES = ("b", "c", "d")
+TORCHJOB_CASES = ("b", "c", "d", "g")
+SUBDIR = "pkg00"  # 200 of the files, and a train.py
 WORDS = (
     "loss",
     "model",
@@ -162,8 +167,8 @@ def fast_import_stream() -> bytes:
 
     for n in range(1, COMMITS + 1):
         if n == 1:
-            changed = [*paths, "main.py"]
-            files["main.py"] = ["import sys\n", "sys.exit(0)\n"]
+            changed = [*paths, "main.py", f"{SUBDIR}/train.py"]
+            files["main.py"] = files[f"{SUBDIR}/train.py"] = ["import sys\n", "sys.exit(0)\n"]
         else:
             changed = sorted(rng.sample(paths, CHANGED_PER_COMMIT))
             for p in changed:
@@ -191,6 +196,7 @@ class Repo:
     files: int
     raw_bytes: int
     pack_bytes: int
+    subdir_files: int
 
 
 def make_repo(path: Path, env: dict[str, str]) -> Repo:
@@ -203,7 +209,8 @@ def make_repo(path: Path, env: dict[str, str]) -> Repo:
     tree = run(["git", f"--git-dir={path}", "ls-tree", "-r", "-l", head], env=env).splitlines()
     raw = sum(int(line.split()[3]) for line in tree)
     pack = sum(p.stat().st_size for p in (path / "objects" / "pack").glob("*.pack"))
-    return Repo(path, head, commits, len(tree), raw, pack)
+    sub = sum(1 for line in tree if line.split("\t", 1)[1].startswith(f"{SUBDIR}/"))
+    return Repo(path, head, commits, len(tree), raw, pack, sub)
 
 
 # ---------------------------------------------------------------- the server
@@ -306,6 +313,8 @@ class Sample:
     git_commands: list[str] = field(default_factory=list)
     checkout_argv: list[str] = field(default_factory=list)  # the read-tree setup.log shows
     record: dict[str, Any] = field(default_factory=dict)
+    disk_bytes: int = 0  # the run folder's src/, in allocated blocks
+    files: int = 0
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path, daemon: Daemon) -> Sample:
@@ -349,6 +358,20 @@ def git_subcommands(setup_log: str) -> tuple[list[str], float, list[str]]:
     return commands, seconds, read_tree
 
 
+def runs_in(runs: Path) -> list[str]:
+    """Run folders (not .locks, .index and other dot-folders torchjob keeps there)."""
+    return [n for n in os.listdir(runs) if not n.startswith(".")] if runs.is_dir() else []
+
+
+def disk_usage(tree: Path) -> int:
+    """Bytes allocated to a folder's files and folders (what `du` counts)."""
+    total = 0
+    for top, dirs, files in os.walk(tree):
+        for name in dirs + files:
+            total += os.lstat(os.path.join(top, name)).st_blocks * 512
+    return total
+
+
 def count_files(tree: Path) -> int:
     """Files in a working tree, not counting a .git folder."""
     total = 0
@@ -390,22 +413,22 @@ class Round:
         self.check(count_files(self.clone) == self.repo.files, "(a) clone has the wrong files")
         return sample
 
-    def torchjob_run(self, case: str, ref: str | None) -> Sample:
+    def torchjob_run(self, case: str, ref: str | None, subdir: str | None = None) -> Sample:
         runs = self.home / "runs"
-        before = set(os.listdir(runs)) if runs.is_dir() else set()
+        before = set(runs_in(runs))
         argv = [
             str(self.torchjob),
             "run",
             "-q",
             "-s",
-            "main.py",
+            "train.py" if subdir else "main.py",
             "-p",
-            self.daemon.url(),
+            f"{self.daemon.url()}#{subdir}" if subdir else self.daemon.url(),
             "--allow-insecure-source",
             *(["-r", ref] if ref else []),
         ]
         sample = timed(argv, self.tj_env, self.root, self.daemon)
-        new = sorted(set(os.listdir(runs)) - before)
+        new = sorted(set(runs_in(runs)) - before)
         if len(new) != 1:
             sys.exit(f"bench: ({case}) made {len(new)} run folders: {new}")
         run_dir = runs / new[0]
@@ -420,10 +443,10 @@ class Round:
         sample.source_s = float(src["seconds"])
         self.check(rec.get("exit_code") == 0, f"({case}) run.json exit_code {rec.get('exit_code')}")
         self.check(src.get("commit") == self.repo.head, f"({case}) commit {src.get('commit')}")
-        self.check(
-            count_files(run_dir / "src") == self.repo.files,
-            f"({case}) working tree has the wrong files",
-        )
+        sample.files = count_files(run_dir / "src")
+        sample.disk_bytes = disk_usage(run_dir / "src")
+        want = self.repo.subdir_files if subdir else self.repo.files
+        self.check(sample.files == want, f"({case}) working tree has the wrong files")
         return sample
 
     def b_first(self) -> Sample:
@@ -447,6 +470,11 @@ class Round:
         fetches = sample.git_commands.count("fetch")
         self.check(fetches == 1, f"(d) setup.log shows {fetches} fetches, not 1")
         self.check("clone" not in sample.git_commands, "(d) cloned again")
+        return sample
+
+    def g_subdir(self) -> Sample:
+        sample = self.torchjob_run("g", self.repo.head, SUBDIR)
+        self.check(sample.requests == 0, f"(g) the daemon served {sample.requests} requests")
         return sample
 
     def e_checkout(self) -> Sample:
@@ -495,6 +523,7 @@ class Round:
             out["c"] = self.c_pinned()
             out["f"] = self.f_by_hand(out["c"])
         out["d"] = self.d_branch()
+        out["g"] = self.g_subdir()
         return out
 
 
@@ -582,6 +611,13 @@ def report(samples: dict[str, list[Sample]], rounds: int, orders: list[bool]) ->
             f"warning: (e) varied {spread:.1f}x between rounds: this VM's file creation was not "
             "steady (other load, or a big delete in the last minutes); rerun when idle"
         )
+    c_disk, g_disk = samples["c"][0].disk_bytes, samples["g"][0].disk_bytes
+    print(
+        f"disk per run folder: (c) whole repository {c_disk / 2**20:.1f} MiB "
+        f"({samples['c'][0].files:,} files), (g) #{SUBDIR} {g_disk / 2**20:.2f} MiB "
+        f"({samples['g'][0].files:,} files) = {g_disk / c_disk:.2f}x; "
+        f"(g) source.seconds / (e) = {med('g', True) / e:.2f}x"
+    )
     per_round = [
         f"{(c.source_s or 0.0) / e_.whole_s:.2f} ({'c' if first else 'e'} first)"
         for c, e_, first in zip(samples["c"], samples["e"], orders, strict=True)
@@ -624,7 +660,7 @@ def main() -> None:
             print(f"served:    {daemon.url()} by `git daemon` (git:// protocol, real TCP)")
             print(
                 f"rounds:    {args.rounds} timed after {args.warmup} warm-up, the cases "
-                "interleaved: a b c f e d and a b e c f d in turn, so (c) and (e) take turns "
+                "interleaved: a b c f e d g and a b e c f d g in turn, so (c) and (e) take turns "
                 "right after a big write; a fresh TORCHJOB_HOME and fresh folders per round; "
                 "all deleted at the end"
             )
@@ -655,7 +691,8 @@ def main() -> None:
     print(
         "checks: every tree has all files of HEAD; (b) cloned once, cached false; (c) cached "
         "true, no fetch or clone in setup.log, 0 daemon requests; (d) exactly one fetch in "
-        "setup.log; every run.json exit_code 0 at HEAD's commit: all passed"
+        "setup.log; (g) holds only #pkg00, no network; every run.json exit_code 0 at HEAD's "
+        "commit: all passed"
     )
 
 

@@ -84,6 +84,37 @@ def test_file_url_refs_and_subdirectory(tmp_path: Path, iso: Env) -> None:
     assert rec["source"]["subdirectory"] is None and rec["cwd"].endswith("/src")
 
 
+def test_a_run_folder_holds_only_the_subdirectory_it_runs(tmp_path: Path, iso: Env) -> None:
+    """Issue 14: a `#subdirectory` run checks out that folder alone (at its place in src/), so
+    a big repository does not cost its whole size per run; each run still has its own copy to
+    write into, and a subdirectory that is a file is refused as before."""
+    files: dict[str, str | bytes] = {f"other/f{i}.txt": "x" * 100 for i in range(50)}
+    files.update({"mnist/main.py": MAIN, "mnist/version.txt": "7", "README": "r", "a.txt": "f"})
+    make_bare_repo(tmp_path / "r.git", [files])
+    url = f"file://{tmp_path / 'r.git'}"
+    cwds = []
+    for _ in range(2):
+        res = run_git(url + "#mnist")
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split()[:2] == [b"v", b"7"]
+        cwds.append(Path(newest_record(iso.runs)["cwd"]))
+    for cwd in cwds:
+        src = cwd.parent
+        assert sorted(p.relative_to(src).as_posix() for p in src.rglob("*")) == [
+            "mnist",
+            "mnist/main.py",
+            "mnist/version.txt",
+        ]
+    (cwds[0] / "version.txt").write_text("changed")  # runs share nothing
+    assert (cwds[1] / "version.txt").read_text() == "7"
+    # Without a subdirectory the whole tree is there, as before.
+    assert run_git(url, "-s", "mnist/main.py").returncode == 0
+    whole = Path(newest_record(iso.runs)["cwd"])
+    assert (whole / "README").is_file() and len(list((whole / "other").iterdir())) == 50
+    res = run_git(url + "#a.txt")
+    assert res.returncode == 125 and b"no subdirectory 'a.txt'" in res.stderr, res.stderr
+
+
 def test_pinned_commit_runs_offline_and_a_moved_branch_is_fetched(
     tmp_path: Path, iso: Env, git_daemon: Any
 ) -> None:

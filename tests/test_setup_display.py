@@ -104,7 +104,7 @@ def test_a_git_project_says_cloned_then_fetched_and_names_the_ref(tmp_path: Path
         f"torchjob:   project     file://{tmp_path / 'r.git'}#sub @ (the default branch)" in first
     )
     assert any(x.startswith("torchjob: cloning file://") for x in first)
-    assert any(re.match(r"torchjob: checking out [0-9a-f]{12}: done", x) for x in first)
+    assert any(re.match(r"torchjob: checking out [0-9a-f]{12} sub/: done", x) for x in first)
     assert any("(main; cloned;" in x for x in first)
     assert any(x.startswith("torchjob: fetching file://") for x in second)
     assert any("(main; fetched;" in x for x in second)

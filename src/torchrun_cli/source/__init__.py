@@ -105,7 +105,8 @@ def _git(spec: JobSpec, run: RunDir, settings: Settings, steps: Steps) -> Source
     described = describe(spec, run.tree)
     mirror, subdir = _mirror(spec, run.setup_log, settings, steps)
     url = mirror.url
-    done = git.materialize(mirror, spec.ref, run.tree, run.git_index)
+    only = None if spec.submodules else subdir  # submodules: .gitmodules is at the root
+    done = git.materialize(mirror, spec.ref, run.tree, run.git_index, only)
     if spec.submodules:
         from torchrun_cli.source.submodules import checkout_submodules  # as git, only if asked
 
