@@ -25,7 +25,7 @@ Variants, each in a fresh folder (its own --runs-dir; a fresh TORCHJOB_HOME for 
   uv warm     uv into an empty TORCHJOB_HOME with a warm, shared UV_CACHE_DIR
   uv next     (torch set) a new key in the TORCHJOB_HOME that `uv warm` just built torch into:
               requirements.txt gains `tqdm`, as when a user adds a package; uv's cache and
-              torchjob's environments are warm, so torch's bytecode is linked, not compiled
+              torchjob's environments are warm, so the bytecode their jobs wrote is linked
 Each round runs the hit block (none, hit venv, hit uv, repeated, rotated) and then the cold
 builds (rotated), so machine noise hits all variants alike. Every run's run.json must say
 succeeded, the manager asked for, and reused true for hits and false for cold builds; a hit's
@@ -109,7 +109,7 @@ UV_EMPTY = Variant("uv-empty", "uv, cold, empty uv cache", "uv", "build")
 UV_WARM = Variant("uv-warm", "uv, cold, warm uv cache", "uv", "build")
 UV_NEXT = Variant("uv-next", "uv, new key (+tqdm) after (h), warm caches", "uv", "build")
 NEXT_REQ = f"{TORCH_REQ}\ntqdm"
-BYTECODE_RE = re.compile(r"^Bytecode: linked (\d+) files .* compiled (\d+),")
+BYTECODE_RE = re.compile(r"^Bytecode: linked (\d+) files")
 HIT_BLOCK = [NONE, HIT_VENV, HIT_UV]
 
 
@@ -121,7 +121,7 @@ class Sample:
     record: dict[str, Any]
     steps: dict[str, float] = field(default_factory=dict)  # setup.log: step -> seconds
     uv_phases: dict[str, float] = field(default_factory=dict)  # uv's own "... in X" lines
-    bytecode: tuple[int, int] | None = None  # envs/bytecode.py: files linked, files compiled
+    bytecode: int | None = None  # envs/bytecode.py: files linked (the job compiles the rest)
 
     @property
     def build_seconds(self) -> float | None:
@@ -196,7 +196,7 @@ class Bench:
             text = log.read_text(errors="replace")
             sample.steps, sample.uv_phases = parse_setup_log(text)
             counts = [BYTECODE_RE.match(line) for line in text.splitlines()]
-            sample.bytecode = next(((int(m.group(1)), int(m.group(2))) for m in counts if m), None)
+            sample.bytecode = next((int(m.group(1)) for m in counts if m), None)
         if variant.expect == "hit" and sample.steps:
             problem = f"a cache hit ran {sorted(sample.steps)} (setup.log)"
         if problem:
@@ -771,14 +771,7 @@ def step_table(title: str, rows: list[tuple[str, list[Sample]]]) -> None:
             for n in phases
         ]
         counts = [s.bytecode for s in samples if s.bytecode]
-        linked = (
-            (
-                f"  [bytecode: linked {statistics.median(c[0] for c in counts):.0f} files, "
-                f"compiled {statistics.median(c[1] for c in counts):.0f}]"
-            )
-            if counts
-            else ""
-        )
+        linked = f"  [bytecode: linked {statistics.median(counts):.0f} files]" if counts else ""
         print(
             f"  {label}: {', '.join(parts)}" + (f"  [uv: {', '.join(uv)}]" if uv else "") + linked
         )

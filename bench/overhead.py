@@ -30,6 +30,7 @@ from pathlib import Path
 from common import find_torchjob, interpreter_of  # bench/ is the script's own folder
 
 GOAL_MS = 100.0
+GOAL_RATIO = 6.0
 IMPORT_TARGET = "torchrun_cli.cli"
 IMPORT_RUNS = 5
 TOP_IMPORTS = 8
@@ -152,6 +153,13 @@ def main() -> None:
             Case("torchjob run --quiet -s hello.py", run, env),
             Case("torchjob --help", [str(torchjob), "--help"], env),
             Case("torchjob run --quiet, bytecode cached", run, cached),
+            # the floor under goal 1: what typer alone, and all of torchjob's imports, cost
+            Case("python -c 'import typer'", [str(python), "-c", "import typer"], cached),
+            Case(
+                "python -c 'import torchrun_cli.cli'",
+                [str(python), "-c", "import torchrun_cli.cli"],
+                cached,
+            ),
         ]
         if args.before:
             before = [str(Path(args.before).resolve()), *run[1:]]
@@ -232,6 +240,13 @@ def report(
     print(
         f"goal: `torchjob run` overhead <= {GOAL_MS:.0f} ms over bare python: {verdict} "
         f"({overhead:+.1f} ms)"
+    )
+    ratio = statistics.median(times[cases[3].label]) / base
+    typer_ratio = statistics.median(times[cases[4].label]) / base
+    print(
+        f"goal (issue 14): `torchjob run`, bytecode cached, <= {GOAL_RATIO:.0f}x bare python: "
+        f"{'met' if ratio <= GOAL_RATIO else 'NOT met'} ({ratio:.2f}x; `import typer` alone "
+        f"is {typer_ratio:.2f}x)"
     )
 
 

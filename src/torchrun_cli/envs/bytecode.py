@@ -1,26 +1,22 @@
-"""Byte-compile a new environment, reusing what earlier environments compiled.
+"""Give a new environment the bytecode earlier environments compiled for the very same files.
 
 Run by the new environment's own python (`python -I bytecode.py DONOR_ENV...`), so the magic
 number and the cache tag are the ones its imports will check; standard library only.
-Why: compiling torch takes ~7 s on 2 cores and uv hardlinks every installed file from its
-cache, so a donor environment that holds the same file (same inode) has already compiled it. A
-donor's .pyc is linked only when its header matches what the import system itself checks (the
-magic number, and the source's mtime and size); every other file is compiled here, in parallel.
-Files that do not compile (Python 2 test data in some wheels) are skipped, as pip and uv do.
+Why: uv hardlinks every installed file from its cache, so a donor environment that holds the
+same file (same inode) may have compiled it already. A donor's .pyc is linked only when its
+header matches what the import system itself checks (the magic number, and the source's mtime
+and size). Nothing is compiled here: compiling all of torch takes ~7 s on 2 cores, while the
+job (which may write bytecode into environments torchjob built, launch/__init__.py) compiles
+only what it imports, once (bench/bytecode.py measures both designs).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import importlib.util
 import os
-import py_compile
 import struct
 import sys
 import sysconfig
-import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 # .pyc flags the import system validates against the source: 0 = mtime and size, 3 = a hash
@@ -65,33 +61,12 @@ def _link(src: str, st: os.stat_result, rel: str, donors: list[Path]) -> bool:
         try:
             os.makedirs(os.path.dirname(pyc), exist_ok=True)
             os.link(donor_pyc, pyc)
-        except FileExistsError:  # a stale .pyc shipped in the wheel: compile over it
+        except FileExistsError:  # a stale .pyc shipped in the wheel: the import compiles over it
             return False
         except OSError:  # this donor was pruned meanwhile: try the next
             continue
         return True
     return False
-
-
-def _worker_init(parent: int) -> None:
-    """Workers die with this process even after kill -9 (PR_SET_PDEATHSIG, as the trampoline
-    in tools.py does for it), and stay quiet about SyntaxWarnings, as pip and uv do."""
-    warnings.filterwarnings("ignore")
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: the pool's shutdown has to do
-        ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(1)
-
-
-def _compile(src: str) -> str | None:
-    """Empty when compiled, None when the file is not valid Python, else the OSError's text."""
-    try:
-        py_compile.compile(src, doraise=True)
-    except py_compile.PyCompileError:
-        return None  # Python 2 test data and the like: skipped, as pip and uv do
-    except OSError as exc:
-        return f"{src}: {exc.strerror or exc}"
-    return ""
 
 
 def _sources(site: str) -> list[tuple[str, os.stat_result]]:
@@ -103,7 +78,7 @@ def _sources(site: str) -> list[tuple[str, os.stat_result]]:
                 src = os.path.join(dirpath, name)
                 try:
                     out.append((src, os.stat(src)))
-                except OSError:  # a dangling symlink: nothing to compile
+                except OSError:  # a dangling symlink: nothing to link
                     continue
     return out
 
@@ -114,38 +89,15 @@ def main(argv: list[str]) -> int:
     paths = sysconfig.get_paths()
     sites = {os.path.realpath(paths[k]): paths[k] for k in ("purelib", "platlib")}  # lib64->lib
     linked = 0
-    todo: list[str] = []
     for site in sites.values():
         site_rel = os.path.relpath(site, prefix)
         donors = [root / site_rel for root in donors_roots]
         for src, st in _sources(site):
             if _header_ok(importlib.util.cache_from_source(src), st):
                 continue  # shipped in the wheel, and valid
-            if _link(src, st, os.path.relpath(src, site), donors):
-                linked += 1
-            else:
-                todo.append(src)
-    results: list[str | None] = []
-    if todo:
-        workers = min(
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1,
-            8,
-        )
-        with ProcessPoolExecutor(
-            workers, initializer=_worker_init, initargs=(os.getpid(),)
-        ) as pool:
-            results = list(pool.map(_compile, todo, chunksize=32))
-    errors = [r for r in results if r]
-    skipped = sum(r is None for r in results)
-    print(
-        f"Bytecode: linked {linked} files from {len(donors_roots)} earlier environment(s), "
-        f"compiled {len(todo) - skipped - len(errors)}, skipped {skipped} that do not compile"
-    )
-    for error in errors[:20]:
-        print(f"cannot write bytecode: {error}")
-    return 1 if errors else 0  # a full or read-only disk is the build's failure, not a detail
+            linked += _link(src, st, os.path.relpath(src, site), donors)
+    print(f"Bytecode: linked {linked} files from {len(donors_roots)} earlier environment(s)")
+    return 0
 
 
 if __name__ == "__main__":

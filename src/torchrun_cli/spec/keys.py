@@ -327,7 +327,7 @@ KEYS: tuple[Key, ...] = (
     Key(
         "distributed.monitor_interval",
         Kind.TEXT,
-        "Seconds between torchrun's checks.",
+        "Seconds between torchrun's checks (default 0.02).",
         pattern=r"\d+(\.\d+)?",
         example="5",
     ),

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Issue 14, goal 3: both sides of byte-compiling a new torch environment, measured in one run.
+
+Why: a uv build of torch==2.13.0 with a warm uv cache spends most of its time compiling
+bytecode (4,956 .py files on 2 cores); without it, the environment's first `import torch` must
+compile what it imports. The goal asks for both: the build at least 10x faster than
+virtualenv+pip, and the first run's `import torch` at most 1.3x a compiled environment's. This
+script times, in interleaved rounds, each in a fresh folder:
+
+  pip      virtualenv + `pip install torch==2.13.0` (pip compiles as it installs; pip's cache warm)
+  uv       `uv venv` + `uv pip install torch==2.13.0` with a warm uv cache, no compile
+  compile  torchjob's compile step (src/torchrun_cli/envs/bytecode.py, no donors) on that env
+and, in the uv environment before and after the compile step:
+  import, nothing compiled, bytecode written   (the lazy design's first run)
+  import again                                   (its later runs)
+  import, everything compiled                    (the eager design, every run)
+
+Eager = uv + compile; lazy = uv alone, plus a slower first import. Nothing outside the temp
+root is written but the warm caches the first (untimed) round fills (pip's and uv's own).
+
+Usage: python bench/bytecode.py [--rounds 3] [--torchjob PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, find_torchjob, interpreter_of  # bench/ is the script's own folder
+
+TORCH = "torch==2.13.0"
+WHEELS = "/opt/wheels"
+IMPORT = ["-c", "import torch; assert torch.__version__.startswith('2.13.0')"]
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"bench: {argv} exited {proc.returncode}:\n{proc.stderr.decode()[-2000:]}")
+    return elapsed
+
+
+def one_round(root: Path, base: Path, uv: str, env: dict[str, str]) -> dict[str, float]:
+    root.mkdir()
+    out: dict[str, float] = {}
+    venv_pip, venv_uv = root / "pip", root / "uv"
+    out["pip"] = timed([str(base), "-m", "virtualenv", "-q", str(venv_pip)], env) + timed(
+        [str(venv_pip / "bin" / "python"), "-m", "pip", "install", "-q", TORCH], env
+    )
+    out["uv"] = timed([uv, "venv", "-q", "--python", str(base), str(venv_uv)], env) + timed(
+        [uv, "pip", "install", "-q", "--python", str(venv_uv / "bin" / "python"), TORCH], env
+    )
+    python = str(venv_uv / "bin" / "python")
+    writes = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    out["first import, lazy"] = timed([python, *IMPORT], writes)
+    out["second import, lazy"] = timed([python, *IMPORT], writes)
+    for pycache in (venv_uv / "lib").rglob("__pycache__"):
+        shutil.rmtree(pycache)  # back to nothing compiled, for the eager side
+    bytecode = REPO / "src" / "torchrun_cli" / "envs" / "bytecode.py"
+    out["compile"] = timed([python, "-I", str(bytecode)], env)
+    out["import, eager"] = timed([python, *IMPORT], env)
+    shutil.rmtree(root)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds [default: 3]")
+    parser.add_argument("--torchjob", help="torchjob console script (its interpreter is used)")
+    args = parser.parse_args()
+    base = interpreter_of(find_torchjob(args.torchjob))
+    uv = shutil.which("uv", path=str(base.parent)) or shutil.which("uv")
+    if uv is None:
+        sys.exit("bench: no uv next to the interpreter or on PATH")
+    env = dict(os.environ, PIP_FIND_LINKS=WHEELS, UV_FIND_LINKS=WHEELS)
+    env.pop("PYTHONPATH", None)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # imports write nothing unless a case allows it
+    tmp = Path(tempfile.mkdtemp(prefix="torchjob-bench-bytecode-"))
+    rows: dict[str, list[float]] = {}
+    try:
+        print(f"interpreter: {base}; uv: {uv}; {os.cpu_count()} CPUs")
+        one_round(tmp / "warm-up", base, uv, env)  # fills pip's and uv's caches
+        for i in range(args.rounds):
+            for key, value in one_round(tmp / f"r{i}", base, uv, env).items():
+                rows.setdefault(key, []).append(value)
+            print(f"  round {i + 1}/{args.rounds} done", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print(f"\n{'step':<22} {'median s':>9} {'min..max s':>13}")
+    for key, values in rows.items():
+        print(f"{key:<22} {med[key]:>9.2f} {min(values):>6.2f}..{max(values):<6.2f}")
+    eager, lazy = med["uv"] + med["compile"], med["uv"]
+    compiled = med["import, eager"]
+    print()
+    for name, build, first in (
+        ("eager (compile at build)", eager, compiled),
+        ("lazy (first run compiles)", lazy, med["first import, lazy"]),
+    ):
+        speed, ratio = med["pip"] / build, first / compiled
+        print(
+            f"{name:<26} build {build:5.2f} s = {speed:4.1f}x faster than virtualenv+pip "
+            f"(goal >= 10x: {'met' if speed >= 10 else 'NOT met'}); first import "
+            f"{first:4.2f} s = {ratio:4.2f}x compiled (goal <= 1.3x: "
+            f"{'met' if ratio <= 1.3 else 'NOT met'})"
+        )
+    later = med["second import, lazy"] / compiled
+    print(f"lazy, later runs: import {later:.2f}x compiled")
+    print(
+        f"first run, build + import: eager {eager + compiled:.2f} s, "
+        f"lazy {lazy + med['first import, lazy']:.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
