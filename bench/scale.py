@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # at run time imported late, with the repository put on sys.p
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL_MS = 150.0
+GANG_RATIO = 1.05
 MARKER = b"torchjob-scale-marker"
 JOB_TIMEOUT_S = 180.0
 FILE_POLL_S = 0.005  # how often the bench looks at a job's output file (its resolution)
@@ -343,6 +344,11 @@ def bench_torchrun(
         f"goal: first line through torchjob <= {GOAL_MS:.0f} ms after torchrun by hand with "
         f"the same arguments: {verdict} ({same:+.0f} ms; {diff:+.0f} ms against plain "
         "torchrun without torchjob's log flags)"
+    )
+    ratio = med(tj_label, total=True) / med(base_label, total=True)
+    print(
+        f"goal (issue 14): whole gang through torchjob <= {GANG_RATIO}x plain torchrun: "
+        f"{'met' if ratio <= GANG_RATIO else 'NOT met'} ({ratio:.3f}x, total wall medians)"
     )
     print()
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 import pytest
 
 from tests.helpers import Env, torchjob, write
@@ -315,3 +316,18 @@ def test_the_readme_example_is_a_valid_config(tmp_path: Path) -> None:
     assert {o for o in found.origins.values() if o.startswith("config ")} >= {
         f"config {cfg}:{n}" for n in range(2, 7)
     }
+
+
+@pytest.mark.parametrize("value", [None, "", "   ", "/srv/xdg"])
+def test_the_xdg_folders_are_platformdirs_own(value: str | None, monkeypatch: Any) -> None:
+    """On Linux torchjob finds its data and cache folders without importing platformdirs (7 ms
+    of each start): the same folders platformdirs gives, XDG variable set, blank or unset."""
+    for variable, default, theirs in (
+        ("XDG_DATA_HOME", "~/.local/share", platformdirs.user_data_path),
+        ("XDG_CACHE_HOME", "~/.cache", platformdirs.user_cache_path),
+    ):
+        if value is None:
+            monkeypatch.delenv(variable, raising=False)
+        else:
+            monkeypatch.setenv(variable, value)
+        assert settings.xdg_path(variable, default) == theirs("torchjob", appauthor=False)
