@@ -1,22 +1,22 @@
 #!/usr/bin/env python3
-"""Issue 14, goal 3: both sides of byte-compiling a new torch environment, measured in one run.
+"""Issue 14, goal 3: how to byte-compile a new torch environment, three designs in one run.
 
 Why: a uv build of torch==2.13.0 with a warm uv cache spends most of its time compiling
 bytecode (4,956 .py files on 2 cores); without it, the environment's first `import torch` must
 compile what it imports. The goal asks for both: the build at least 10x faster than
-virtualenv+pip, and the first run's `import torch` at most 1.3x a compiled environment's. This
-script times, in interleaved rounds, each in a fresh folder:
+virtualenv+pip, and the first run's `import torch` at most 1.3x a compiled environment's. In
+interleaved rounds, each in a fresh folder:
 
   pip      virtualenv + `pip install torch==2.13.0` (pip compiles as it installs; pip's cache warm)
   uv       `uv venv` + `uv pip install torch==2.13.0` with a warm uv cache, no compile
-  compile  torchjob's compile step (src/torchrun_cli/envs/bytecode.py, no donors) on that env
-and, in the uv environment before and after the compile step:
-  import, nothing compiled, bytecode written   (the lazy design's first run)
-  import again                                   (its later runs)
-  import, everything compiled                    (the eager design, every run)
-
-Eager = uv + compile; lazy = uv alone, plus a slower first import. Nothing outside the temp
-root is written but the warm caches the first (untimed) round fills (pip's and uv's own).
+then three designs on that environment (its __pycache__ folders removed between them):
+  closure  torchjob's: src/torchrun_cli/envs/bytecode.py compiles what importing the top
+           packages loads (followed through their import statements), then `import torch`
+  all      `python -m compileall -q -j 0` of site-packages (what uv --compile-bytecode and pip
+           do), then `import torch`
+  none     `import torch` compiling (and writing) what it loads, then `import torch` again
+Every import runs with PYTHONDONTWRITEBYTECODE=1 but the first of `none`. Nothing outside the
+temp root is written but the warm caches the first (untimed) round fills (pip's and uv's own).
 
 Usage: python bench/bytecode.py [--rounds 3] [--torchjob PATH]
 """
@@ -53,21 +53,29 @@ def one_round(root: Path, base: Path, uv: str, env: dict[str, str]) -> dict[str,
     root.mkdir()
     out: dict[str, float] = {}
     venv_pip, venv_uv = root / "pip", root / "uv"
-    out["pip"] = timed([str(base), "-m", "virtualenv", "-q", str(venv_pip)], env) + timed(
+    out["pip build"] = timed([str(base), "-m", "virtualenv", "-q", str(venv_pip)], env) + timed(
         [str(venv_pip / "bin" / "python"), "-m", "pip", "install", "-q", TORCH], env
     )
-    out["uv"] = timed([uv, "venv", "-q", "--python", str(base), str(venv_uv)], env) + timed(
+    out["uv build"] = timed([uv, "venv", "-q", "--python", str(base), str(venv_uv)], env) + timed(
         [uv, "pip", "install", "-q", "--python", str(venv_uv / "bin" / "python"), TORCH], env
     )
     python = str(venv_uv / "bin" / "python")
-    writes = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    out["first import, lazy"] = timed([python, *IMPORT], writes)
-    out["second import, lazy"] = timed([python, *IMPORT], writes)
-    for pycache in (venv_uv / "lib").rglob("__pycache__"):
-        shutil.rmtree(pycache)  # back to nothing compiled, for the eager side
+    (site,) = (venv_uv / "lib").glob("python*/site-packages")
+
+    def clean() -> None:
+        for pycache in list(site.rglob("__pycache__")):
+            shutil.rmtree(pycache)
+
     bytecode = REPO / "src" / "torchrun_cli" / "envs" / "bytecode.py"
-    out["compile"] = timed([python, "-I", str(bytecode)], env)
-    out["import, eager"] = timed([python, *IMPORT], env)
+    out["closure: compile"] = timed([python, "-I", str(bytecode)], env)
+    out["closure: import"] = timed([python, *IMPORT], env)
+    clean()
+    out["all: compile"] = timed([python, "-m", "compileall", "-q", "-j", "0", str(site)], env)
+    out["all: import"] = timed([python, *IMPORT], env)
+    clean()
+    writes = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    out["none: first import"] = timed([python, *IMPORT], writes)
+    out["none: next import"] = timed([python, *IMPORT], env)
     shutil.rmtree(root)
     return out
 
@@ -96,29 +104,24 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in rows.items()}
-    print(f"\n{'step':<22} {'median s':>9} {'min..max s':>13}")
+    print(f"\n{'step':<20} {'median s':>9} {'min..max s':>13}")
     for key, values in rows.items():
-        print(f"{key:<22} {med[key]:>9.2f} {min(values):>6.2f}..{max(values):<6.2f}")
-    eager, lazy = med["uv"] + med["compile"], med["uv"]
-    compiled = med["import, eager"]
-    print()
+        print(f"{key:<20} {med[key]:>9.2f} {min(values):>6.2f}..{max(values):<6.2f}")
+    compiled = med["all: import"]
+    print(f"\n(x compiled: against `import torch` with everything compiled, {compiled:.2f} s)")
     for name, build, first in (
-        ("eager (compile at build)", eager, compiled),
-        ("lazy (first run compiles)", lazy, med["first import, lazy"]),
+        ("closure (torchjob)", med["uv build"] + med["closure: compile"], med["closure: import"]),
+        ("all", med["uv build"] + med["all: compile"], compiled),
+        ("none", med["uv build"], med["none: first import"]),
     ):
-        speed, ratio = med["pip"] / build, first / compiled
+        speed, ratio = med["pip build"] / build, first / compiled
         print(
-            f"{name:<26} build {build:5.2f} s = {speed:4.1f}x faster than virtualenv+pip "
+            f"{name:<19} build {build:5.2f} s = {speed:4.1f}x faster than virtualenv+pip "
             f"(goal >= 10x: {'met' if speed >= 10 else 'NOT met'}); first import "
             f"{first:4.2f} s = {ratio:4.2f}x compiled (goal <= 1.3x: "
-            f"{'met' if ratio <= 1.3 else 'NOT met'})"
+            f"{'met' if ratio <= 1.3 else 'NOT met'}); build + first import {build + first:5.2f} s"
         )
-    later = med["second import, lazy"] / compiled
-    print(f"lazy, later runs: import {later:.2f}x compiled")
-    print(
-        f"first run, build + import: eager {eager + compiled:.2f} s, "
-        f"lazy {lazy + med['first import, lazy']:.2f} s"
-    )
+    print(f"none, later runs: import {med['none: next import'] / compiled:.2f}x compiled")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,11 @@ before each, untimed), each in a fresh folder:
   (c) torchjob run -s writer.py > file                 the same plus the console copy to a file
   (d) torchjob run --tty always -s writer.py > file    (c) with the job on a pseudo-terminal
   (e) writer.py on a bare pty, read into a file         the pty's own ceiling, no torchjob
+  (f) python writer.py | cat > file                     any pipe reader's ceiling (GNU cat)
+  (g) python writer.py | tee log > /dev/null            (b) done by GNU tee, for comparison
 A pty hands out at most 4 KiB per read, so (d) is held to (e), the kernel's ceiling, not (a).
+(f) and (g) are not goals: they show what a reader of a pipe (a C program, one copy out of the
+pipe into one file) reaches on this machine against (a), and where the 0.8 of (b) and (c) lies.
 Peak RSS: wait4()'s ru_maxrss (max over torchjob and the processes it waited for, the child
 included) and the torchjob process's own VmHWM, read from /proc while it runs.
 
@@ -66,6 +70,7 @@ class Variant:
     torchjob: bool
     console_to_file: bool
     tty: bool = False
+    via: str = ""  # (f), (g): the C program that reads the writer's pipe
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,18 @@ VARIANTS = [
     Variant("c", "torchjob run > file", torchjob=True, console_to_file=True),
     Variant("d", "torchjob run --tty always > file", True, True, tty=True),
     Variant("e", "writer.py on a bare pty > file", False, True, tty=True),
+    Variant("f", "python writer.py | cat > file", False, True, via="cat"),
+    Variant("g", "python writer.py | tee log > /dev/null", False, False, via="tee"),
 ]
+# (f), (g): the writer's stdout piped into cat, or into tee writing argv[3]; no shell.
+PIPED = """\
+import subprocess, sys
+tool = ["cat"] if sys.argv[1] == "cat" else ["tee", sys.argv[3]]
+writer = subprocess.Popen([sys.executable, sys.argv[2]], stdout=subprocess.PIPE)
+reader = subprocess.Popen(tool, stdin=writer.stdout)
+writer.stdout.close()
+sys.exit(writer.wait() or reader.wait())
+"""
 PTY_GOAL = 0.7
 # (e): the writer on a raw pty, its master read in 1 MiB reads and written to stdout.
 BARE_PTY = """\
@@ -151,6 +167,9 @@ class Bench:
 
     def argv(self, variant: Variant, mb: int, runs_dir: Path) -> list[str]:
         script = self.writer(mb)
+        if variant.via:
+            log = str(runs_dir.parent / "tee.log")
+            return [str(self.python), "-c", PIPED, variant.via, script, log]
         if not variant.torchjob:
             bare = ["-c", BARE_PTY] if variant.tty else []
             return [str(self.python), *bare, script]
@@ -200,6 +219,8 @@ class Bench:
             in_run = float(record["duration_s"])
         if variant.console_to_file:
             check_size(console, want)
+        if variant.via == "tee":
+            check_size(folder / "tee.log", want)
         return Result(
             seconds, in_run, usage.ru_maxrss, watcher.peak_kib, usage.ru_utime + usage.ru_stime
         )
@@ -248,8 +269,9 @@ def main() -> None:
 
     torchjob = find_torchjob(args.torchjob)
     root = Path(tempfile.mkdtemp(prefix="torchjob-bench-tee-", dir=args.dir))
-    # per round: (a) a file, (b) stdout.log, (c) and (d) stdout.log and a console file, (e) a file
-    per_round = 7 * args.mb * MIB
+    # per round: (a) a file, (b) stdout.log, (c) and (d) stdout.log and a console file, (e), (f)
+    # and (g) a file
+    per_round = 9 * args.mb * MIB
     need = args.repeat * per_round + 4 * 2 * args.small_mb * MIB
     free = shutil.disk_usage(root).free
     delete_each = args.delete_each or free < need + (2 << 30)
@@ -342,6 +364,11 @@ def report(
     ratio = statistics.median(mb / r.seconds for r in results["d"]) / ceiling
     verdict = "met" if ratio >= PTY_GOAL else "NOT met"
     print(f"goal: (d) >= {PTY_GOAL} x (e), the pty's ceiling: {verdict} ({ratio:.2f})")
+    rate = {k: statistics.median(mb / r.seconds for r in results[k]) for k in ("b", "f", "g")}
+    print(
+        f"ceiling: GNU cat reading the pipe (f) reaches {rate['f'] / base:.2f} of (a); GNU tee "
+        f"(g) {rate['g'] / base:.2f}; torchjob's (b) is {rate['b'] / rate['g']:.2f}x GNU tee's"
+    )
     print()
     print(f"peak RSS, MiB: {args.small_mb} MiB run vs median of the {mb} MiB runs")
     print(

@@ -1,15 +1,18 @@
 """uv environments get the .pyc files an earlier environment compiled for the very same installed
-files, and the job writes the rest as it imports, even under PYTHONDONTWRITEBYTECODE=1 (real uv,
-the test wheelhouse, offline)."""
+files, the build compiles what importing the top packages loads, and the job writes the rest as
+it imports, even under PYTHONDONTWRITEBYTECODE=1 (real uv, the test wheelhouse, offline; real
+interpreters and files for the import closure)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import Env, newest_record, setup_log, torchjob, write
+from tests.helpers import Env, gone_within, newest_record, setup_log, torchjob, wait_until, write
+from torchrun_cli.envs.builders import BYTECODE
 
 SHOW = (  # imports tinyb too where it is installed: its .pyc is then written by the job
     "import importlib.util, tinya\n"
@@ -64,8 +67,9 @@ def test_a_new_environment_links_the_bytecode_of_an_earlier_one(
 ) -> None:
     write(project / "main.py", SHOW)
     first, log1 = build(project, iso, "tinyb==1.0\n")
-    assert "Bytecode:" not in log1  # no earlier environment: nothing to link, nothing compiled
-    assert loads_from_pyc(first, "tinyb")  # the job wrote what it imported
+    # tinyb is the top package (nothing requires it); its __init__ imports nothing
+    assert "linked 0 files from 0 earlier environment(s), compiled 1 that importing tinyb" in log1
+    assert loads_from_pyc(first, "tinya")  # the job wrote what it imported itself
     # a new key (the requirements file changed) that installs the same files
     second, log2 = build(project, iso, "tinyb==1.0\ntinya==2.0\n")
     assert first != second
@@ -102,7 +106,7 @@ def test_bytecode_of_another_version_or_a_stale_pyc_is_never_linked(
     assert loads_from_pyc(fresh, "tinyb") and loads_from_pyc(fresh, "tinya")
     res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv")
     assert res.stdout == b"tinya 2.0\n"
-    assert "linked 1 files from 2 earlier environment(s)" in log
+    assert "linked 1 files from 2 earlier environment(s), compiled 1 " in log
 
 
 def test_a_same_size_same_mtime_file_of_another_version_is_never_linked(
@@ -122,7 +126,7 @@ def test_a_same_size_same_mtime_file_of_another_version_is_never_linked(
     fresh, log = build(project, iso, "tinya==1.0\n# a new key\n")
     _, fresh_pyc = module(fresh, "tinya")
     assert os.stat(fresh_pyc).st_ino != os.stat(donor_pyc).st_ino
-    assert "linked 0 files from 2 earlier environment(s)" in log
+    assert "linked 0 files from 2 earlier environment(s), compiled 1 " in log
     res = torchjob("run", "-s", "main.py", "-p", str(project), "--env-manager", "uv")
     assert res.stdout == b"tinya 1.0\n"
 
@@ -143,4 +147,101 @@ def test_hash_based_bytecode_is_linked_too(project: Path, iso: Env, offline: Any
     second, log = build(project, iso, "tinyb==1.0\n# a new key\n")
     _, pyc2 = module(second, "tinya")
     assert os.stat(pyc1).st_ino == os.stat(pyc2).st_ino
-    assert "linked 2 files from 1 earlier environment(s)" in log
+    assert "linked 2 files from 1 earlier environment(s), compiled 1 " in log  # found valid
+
+
+def fake_site(
+    tmp_path: Path, packages: dict[str, dict[str, str]], requires: dict[str, str]
+) -> Path:
+    """A real venv whose site-packages holds the given files and, per top package, a
+    .dist-info with METADATA and RECORD, as an installer leaves them."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = venv.glob("lib/python*/site-packages")
+    for name, files in packages.items():
+        for rel, text in files.items():
+            write(site / rel, text)
+        meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"
+        meta += "".join(f"Requires-Dist: {dep}\n" for dep in requires.get(name, "").split())
+        write(site / f"{name}-1.0.dist-info" / "METADATA", meta + "\nA description.\n")
+        write(site / f"{name}-1.0.dist-info" / "RECORD", "".join(f"{f},,\n" for f in files))
+    return venv
+
+
+def test_the_build_compiles_what_importing_the_top_packages_loads(tmp_path: Path) -> None:
+    """What runs at import (module level, class bodies, try and if blocks, relative imports,
+    into other distributions) is compiled; what a function imports when called, what `if
+    TYPE_CHECKING:` guards and what nothing imports are left to the job."""
+    init = (
+        "from typing import TYPE_CHECKING\n"
+        "from . import used\n"
+        "if TYPE_CHECKING:\n"
+        "    from . import typed\n"
+        "class C:\n"
+        "    import top.inclass\n"
+        "def later():\n"
+        "    from . import called\n"
+        "try:\n"
+        "    from dep.sub import thing\n"
+        "except ImportError:\n"
+        "    pass\n"
+    )
+    top = {
+        "top/__init__.py": init,
+        "top/used.py": "from .deep import x\n",
+        "top/deep.py": "x = 1\n",
+    }
+    top.update({f"top/{m}.py": "" for m in ("typed", "inclass", "called", "unused")})
+    dep = {"dep/__init__.py": "", "dep/sub.py": "thing = 1\n", "dep/other.py": ""}
+    venv = fake_site(tmp_path, {"top": top, "dep": dep}, {"top": "dep>=1"})
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-I", str(BYTECODE)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "compiled 6 that importing top loads" in out.stdout  # dep is top's, not a top
+    (site,) = venv.glob("lib/python*/site-packages")
+    compiled = sorted(f"{p.parent.parent.name}/{p.name.split('.')[0]}" for p in site.rglob("*.pyc"))
+    assert compiled == [
+        "dep/__init__",
+        "dep/sub",
+        "top/__init__",
+        "top/deep",
+        "top/inclass",
+        "top/used",
+    ]
+    assert loads_from_pyc(venv, "top")
+
+
+def test_compile_workers_die_with_the_step(tmp_path: Path) -> None:
+    """kill -9 of the bytecode step (what PDEATHSIG does to it when torchjob is killed) must
+    not leave its pool's workers compiling into a folder that is about to be deleted."""
+    body = "".join(f"def f{i}(x):\n    return [x * {i} for _ in range({i})]\n" for i in range(400))
+    files = {f"big/m{n}.py": body for n in range(600)}
+    files["big/__init__.py"] = "".join(f"from . import m{n}\n" for n in range(600))
+    venv = fake_site(tmp_path, {"big": files}, {})
+    step = subprocess.Popen(
+        [str(venv / "bin" / "python"), "-I", str(BYTECODE)], stdout=subprocess.DEVNULL
+    )
+
+    def workers_seen() -> list[int]:
+        workers = children(step.pid)
+        assert workers or step.poll() is None, "the step ended before its workers could be seen"
+        return workers
+
+    workers = wait_until(workers_seen, 60, "the step's pool workers", interval=0.01)
+    step.kill()
+    step.wait()
+    assert gone_within(workers, 30)
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is pid (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out

@@ -54,9 +54,10 @@ def trampoline(argv: Sequence[str]) -> list[str]:
     return [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(os.getpid()), *argv]
 
 
-def _die_with_parent(argv: Sequence[str]) -> list[str]:
-    """argv under `setpriv --pdeathsig KILL` (under 1 ms), else the Python trampoline. A kill
-    in the microsecond before setpriv's prctl is caught by the watchdog's group kill."""
+def die_with_parent(argv: Sequence[str]) -> list[str]:
+    """argv under `setpriv --pdeathsig KILL` (under 1 ms), else the Python trampoline (8 ms
+    and more: an interpreter start). A kill in the microsecond before setpriv's prctl is caught
+    by the watchdog's group kill; setpriv's exec errors are 126/127 too."""
     setpriv = _setpriv()
     if setpriv is None:
         return trampoline(argv)
@@ -211,7 +212,7 @@ def run_tool(
     guard = watchdog()
     try:
         proc = subprocess.Popen(
-            _die_with_parent([exe, *argv[1:]]),
+            die_with_parent([exe, *argv[1:]]),
             env=dict(env) if env is not None else None,
             cwd=cwd,
             stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,

@@ -165,9 +165,9 @@ class Virtualenv:
 
 
 class Uv:
-    """`uv venv` + `uv pip install`, sharing uv's own cache, then envs/bytecode.py links what
-    earlier environments compiled. Not uv's `--compile-bytecode`: compiling all of torch costs
-    ~7 s on 2 cores, the job's first import of it ~1.7 s more than compiled (bench/bytecode.py)."""
+    """`uv venv` + `uv pip install`, sharing uv's own cache, then envs/bytecode.py: what earlier
+    environments compiled is linked, what importing the top packages loads is compiled. Not
+    uv's `--compile-bytecode`: all of torch takes ~7 s on 2 cores (bench/bytecode.py)."""
 
     name = "uv"
 
@@ -201,9 +201,8 @@ class Uv:
             python = str(python_of(env))
             install = [uv, "pip", "install", "--python", python, *_pip_args(req)]
             step("installing packages", install, log, steps, self.timeout, req.project, Installs())
-            if req.donors:  # nothing compiled here: the job compiles what it imports, once
-                link = [python, "-I", str(BYTECODE), *map(str, req.donors)]
-                step("linking bytecode", link, log, steps, self.timeout)
+            bytecode = [python, "-I", str(BYTECODE), *map(str, req.donors)]
+            step("compiling bytecode", bytecode, log, steps, self.timeout)
 
     def check(self, env: Path, log: Path, steps: Steps) -> None:
         argv = [self.exe(), "pip", "check", "--python", str(python_of(env))]

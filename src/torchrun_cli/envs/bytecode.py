@@ -1,22 +1,37 @@
-"""Give a new environment the bytecode earlier environments compiled for the very same files.
+"""Give a new environment the bytecode its first run will need, and no more.
 
 Run by the new environment's own python (`python -I bytecode.py DONOR_ENV...`), so the magic
 number and the cache tag are the ones its imports will check; standard library only.
-Why: uv hardlinks every installed file from its cache, so a donor environment that holds the
-same file (same inode) may have compiled it already. A donor's .pyc is linked only when its
-header matches what the import system itself checks (the magic number, and the source's mtime
-and size). Nothing is compiled here: compiling all of torch takes ~7 s on 2 cores, while the
-job (which may write bytecode into environments torchjob built, launch/__init__.py) compiles
-only what it imports, once (bench/bytecode.py measures both designs).
+Why: compiling every file of torch takes ~7 s on 2 cores, and compiling none makes the first
+`import torch` compile the 731 files it loads itself (2.3x a compiled import; bench/bytecode.py
+measures all three designs). So:
+- uv hardlinks every installed file from its cache, and a donor environment that holds the
+  same file (same inode) may have compiled it already: its .pyc is linked when its header
+  matches what the import system itself checks (the magic number, the source's mtime and size);
+- then the files that importing the environment's top packages loads (the distributions no
+  other one requires, e.g. torch, not sympy) are compiled, in parallel: found by following the
+  import statements that run at import time, from each top package's __init__.py;
+- the job compiles whatever else it imports, once (launch/__init__.py lets it write bytecode
+  into environments torchjob built).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import dis
 import importlib.util
 import os
+import re
 import struct
 import sys
 import sysconfig
+import types
+import warnings
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from importlib._bootstrap_external import (  # type: ignore[attr-defined]  # as py_compile does
+    _code_to_timestamp_pyc,
+)
 from pathlib import Path
 
 # .pyc flags the import system validates against the source: 0 = mtime and size, 3 = a hash
@@ -83,21 +98,226 @@ def _sources(site: str) -> list[tuple[str, os.stat_result]]:
     return out
 
 
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_NOT_ROOTS = {"pip", "setuptools", "wheel", "_distutils_hack", "pkg_resources"}
+# One import statement: (module, level, names); `from .. import a, b` is ("", 2, ["a", "b"]).
+Imported = tuple[str, int, list[str]]
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _top_modules(site: str) -> list[str]:
+    """The import names of the distributions no other installed distribution requires: what a
+    user asked for (torch), not what came with it (sympy, which torch imports when it needs)."""
+    names: dict[str, list[str]] = {}
+    required: set[str] = set()
+    for info in Path(site).glob("*.dist-info"):
+        try:
+            headers = (info / "METADATA").read_text(errors="replace").split("\n\n", 1)[0]
+            record = (info / "RECORD").read_text(errors="replace")
+        except OSError:
+            continue
+        name = ""
+        for line in headers.splitlines():
+            if line.startswith("Name:"):
+                name = _normal(line[5:].strip())
+            elif (
+                line.startswith("Requires-Dist:")
+                and "extra ==" not in line
+                and (m := _NAME.match(line[14:].strip()))
+            ):
+                required.add(_normal(m.group()))
+        tops = {row.split("/", 1)[0].split(",", 1)[0] for row in record.splitlines()}
+        names[name] = sorted(
+            top.removesuffix(".py")
+            for top in tops
+            if (top.endswith(".py") or os.path.isfile(os.path.join(site, top, "__init__.py")))
+            and top.removesuffix(".py").isidentifier()
+            and top.removesuffix(".py") not in _NOT_ROOTS
+        )
+    return sorted({top for dist, tops in names.items() if dist not in required for top in tops})
+
+
+def _worker_init(parent: int) -> None:
+    """Workers die with this process even after kill -9 (PR_SET_PDEATHSIG, as setpriv does for
+    the job), and stay quiet about SyntaxWarnings, as pip and uv do."""
+    warnings.filterwarnings("ignore")
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the pool's shutdown has to do
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _compile(src: str) -> list[Imported] | str | None:
+    """Compile src (unless a valid .pyc is there) and return the imports that run when it is
+    imported; None when it is not valid Python, the OSError's text when it cannot be written."""
+    try:
+        st = os.stat(src)
+        with open(src, "rb") as fh:
+            code = compile(fh.read(), src, "exec", dont_inherit=True)
+        pyc = importlib.util.cache_from_source(src)
+        if not _header_ok(pyc, st):
+            data = _code_to_timestamp_pyc(code, int(st.st_mtime), st.st_size)
+            os.makedirs(os.path.dirname(pyc), exist_ok=True)
+            part = f"{pyc}.{os.getpid()}"
+            with open(part, "wb") as out:
+                out.write(data)
+            os.replace(part, pyc)  # atomic, as the import system writes its own
+    except (SyntaxError, ValueError):
+        return None  # Python 2 test data and the like: skipped, as pip and uv do
+    except OSError as exc:
+        return f"{src}: {exc.strerror or exc}"
+    return _imports(code)
+
+
+_IMPORT_NAME = bytes([dis.opmap["IMPORT_NAME"]])
+_LOAD_CONST = dis.opmap["LOAD_CONST"]
+_LOAD_SMALL_INT = dis.opmap.get("LOAD_SMALL_INT", -1)  # Python 3.14's for the import's level
+_EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
+_OPTIMIZED = 0x1  # CO_OPTIMIZED: a function's code (runs when called), not a class body's
+
+
+def _imports(code: types.CodeType) -> list[Imported]:
+    """The import statements that run when the code runs: the module's own and its class
+    bodies', not its functions' (found in the bytecode, which compile() made anyway: parsing
+    to an AST as well would double the time). An import is `LOAD_CONST level, LOAD_CONST
+    fromlist, IMPORT_NAME module`; the rare one this misses is compiled by the job itself."""
+    found = _imports_typed(code) if "TYPE_CHECKING" in code.co_names else _imports_fast(code)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType) and not const.co_flags & _OPTIMIZED:
+            found += _imports(const)
+    return found
+
+
+def _imports_typed(code: types.CodeType) -> list[Imported]:
+    """As _imports_fast, leaving out what `if TYPE_CHECKING:` guards (torch's type-only
+    imports would triple what is compiled); dis gives the jump's target."""
+    found: list[Imported] = []
+    consts: list[object] = [None, None]
+    skip_to, typed = -1, False
+    for ins in dis.get_instructions(code):
+        if typed and "IF_FALSE" in ins.opname:
+            skip_to = int(ins.argval)
+        typed = ins.argval == "TYPE_CHECKING"
+        if ins.opcode in (_LOAD_CONST, _LOAD_SMALL_INT):
+            consts = [consts[1], ins.argval]
+        elif ins.opname == "IMPORT_NAME" and ins.offset >= skip_to:
+            level, names = consts
+            found.append(
+                (
+                    str(ins.argval),
+                    level if isinstance(level, int) else 0,
+                    list(names) if isinstance(names, tuple) else [],
+                )
+            )
+    return found
+
+
+def _imports_fast(code: types.CodeType) -> list[Imported]:
+    """The import statements of one code object, by a scan of its bytecode for IMPORT_NAME."""
+    found: list[Imported] = []
+    raw = code.co_code
+
+    def arg(i: int) -> int:
+        return raw[i + 1] | (raw[i - 1] << 8 if i >= 2 and raw[i - 2] == _EXTENDED_ARG else 0)
+
+    i = raw.find(_IMPORT_NAME)
+    while i != -1:
+        if i % 2 == 0 and i >= 4:
+            level_op, names_op = raw[i - 4], raw[i - 2]
+            level = code.co_consts[arg(i - 4)] if level_op == _LOAD_CONST else 0
+            level = arg(i - 4) if level_op == _LOAD_SMALL_INT else level
+            names = code.co_consts[arg(i - 2)] if names_op == _LOAD_CONST else None
+            found.append(
+                (code.co_names[arg(i)], level if isinstance(level, int) else 0, list(names or ()))
+            )
+        i = raw.find(_IMPORT_NAME, i + 1)
+    return found
+
+
+def _files(site: str, src: str, imported: Imported) -> list[str]:
+    """The files in site that one import statement of src loads: each package on the way and
+    the module (for `from P import m`, m too when it is a submodule)."""
+    module, level, names = imported
+    if level:
+        package = os.path.relpath(os.path.dirname(src), site).split(os.sep)
+        if level > 1:
+            package = package[: len(package) - (level - 1)]
+        parts = [*package, *module.split(".")] if module else package
+    else:
+        parts = module.split(".")
+    out = []
+    for i in range(1, len(parts) + 1):
+        out += _module_file(site, parts[:i])
+    for name in names:
+        if name != "*":
+            out += _module_file(site, [*parts, name])
+    return out
+
+
+def _module_file(site: str, parts: list[str]) -> list[str]:
+    base = os.path.join(site, *parts)
+    for candidate in (os.path.join(base, "__init__.py"), base + ".py"):
+        if os.path.isfile(candidate):
+            return [candidate]
+    return []
+
+
+def _compile_closure(site: str, tops: list[str]) -> tuple[int, list[str]]:
+    """Compile the files importing `tops` loads, in parallel, following imports as each file
+    is parsed; (files compiled or already valid, errors)."""
+    start = [f for top in tops for f in _module_file(site, [top])]
+    seen, done = set(start), 0
+    errors: list[str] = []
+    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 8)
+    with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+        pending: dict[Future[list[Imported] | str | None], str] = {
+            pool.submit(_compile, f): f for f in start
+        }
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                src, result = pending.pop(future), future.result()
+                if isinstance(result, str):
+                    errors.append(result)
+                    continue
+                done += result is not None
+                for imported in result or []:
+                    for file in _files(site, src, imported):
+                        if file not in seen:
+                            seen.add(file)
+                            pending[pool.submit(_compile, file)] = file
+    return done, errors
+
+
 def main(argv: list[str]) -> int:
     prefix = Path(sys.prefix)
     donors_roots = [Path(a) for a in argv[1:]]
     paths = sysconfig.get_paths()
     sites = {os.path.realpath(paths[k]): paths[k] for k in ("purelib", "platlib")}  # lib64->lib
-    linked = 0
+    linked, compiled = 0, 0
+    errors: list[str] = []
+    tops: list[str] = []
     for site in sites.values():
         site_rel = os.path.relpath(site, prefix)
         donors = [root / site_rel for root in donors_roots]
-        for src, st in _sources(site):
-            if _header_ok(importlib.util.cache_from_source(src), st):
-                continue  # shipped in the wheel, and valid
-            linked += _link(src, st, os.path.relpath(src, site), donors)
-    print(f"Bytecode: linked {linked} files from {len(donors_roots)} earlier environment(s)")
-    return 0
+        if donors:
+            for src, st in _sources(site):
+                if _header_ok(importlib.util.cache_from_source(src), st):
+                    continue  # shipped in the wheel, and valid
+                linked += _link(src, st, os.path.relpath(src, site), donors)
+        tops += _top_modules(site)
+        done, failed = _compile_closure(site, _top_modules(site))
+        compiled, errors = compiled + done, errors + failed
+    print(
+        f"Bytecode: linked {linked} files from {len(donors_roots)} earlier environment(s), "
+        f"compiled {compiled} that importing {', '.join(tops) or 'nothing'} loads"
+    )
+    for error in errors[:20]:
+        print(f"cannot write bytecode: {error}")
+    return 1 if errors else 0  # a full or read-only disk is the build's failure, not a detail
 
 
 if __name__ == "__main__":
