@@ -20,15 +20,17 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dis
+import functools
 import importlib.util
 import os
+import queue
 import re
 import struct
 import sys
 import sysconfig
 import types
 import warnings
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from importlib._bootstrap_external import (  # type: ignore[attr-defined]  # as py_compile does
     _code_to_timestamp_pyc,
 )
@@ -130,13 +132,15 @@ def _top_modules(site: str) -> list[str]:
             ):
                 required.add(_normal(m.group()))
         tops = {row.split("/", 1)[0].split(",", 1)[0] for row in record.splitlines()}
-        names[name] = sorted(
+        found = sorted(
             top.removesuffix(".py")
             for top in tops
             if (top.endswith(".py") or os.path.isfile(os.path.join(site, top, "__init__.py")))
             and top.removesuffix(".py").isidentifier()
             and top.removesuffix(".py") not in _NOT_ROOTS
         )
+        # the module named as the distribution (torch, not also torchgen and functorch)
+        names[name] = [top for top in found if _normal(top) == name] or found
     return sorted({top for dist, tops in names.items() if dist not in required for top in tops})
 
 
@@ -250,14 +254,17 @@ def _files(site: str, src: str, imported: Imported) -> list[str]:
         parts = module.split(".")
     out = []
     for i in range(1, len(parts) + 1):
-        out += _module_file(site, parts[:i])
+        out += _module_file(site, tuple(parts[:i]))
     for name in names:
         if name != "*":
-            out += _module_file(site, [*parts, name])
+            out += _module_file(site, (*parts, name))
     return out
 
 
-def _module_file(site: str, parts: list[str]) -> list[str]:
+@functools.cache
+def _module_file(site: str, parts: tuple[str, ...]) -> list[str]:
+    """The file of a module in site, if it is there (cached: torch's files name the same
+    modules some 5,000 times, and each look is two stat calls)."""
     base = os.path.join(site, *parts)
     for candidate in (os.path.join(base, "__init__.py"), base + ".py"):
         if os.path.isfile(candidate):
@@ -267,28 +274,37 @@ def _module_file(site: str, parts: list[str]) -> list[str]:
 
 def _compile_closure(site: str, tops: list[str]) -> tuple[int, list[str]]:
     """Compile the files importing `tops` loads, in parallel, following imports as each file
-    is parsed; (files compiled or already valid, errors)."""
-    start = [f for top in tops for f in _module_file(site, [top])]
-    seen, done = set(start), 0
+    is compiled; (files compiled or already valid, errors)."""
+    start = [f for top in tops for f in _module_file(site, (top,))]
+    seen, done, running = set(start), 0, 0
     errors: list[str] = []
+    sources: dict[Future[list[Imported] | str | None], str] = {}
+    finished: queue.SimpleQueue[Future[list[Imported] | str | None]] = queue.SimpleQueue()
     workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 8)
     with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
-        pending: dict[Future[list[Imported] | str | None], str] = {
-            pool.submit(_compile, f): f for f in start
-        }
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                src, result = pending.pop(future), future.result()
-                if isinstance(result, str):
-                    errors.append(result)
-                    continue
-                done += result is not None
-                for imported in result or []:
-                    for file in _files(site, src, imported):
-                        if file not in seen:
-                            seen.add(file)
-                            pending[pool.submit(_compile, file)] = file
+
+        def submit(src: str) -> None:
+            future = pool.submit(_compile, src)
+            future.add_done_callback(finished.put)
+            sources[future] = src
+
+        for src in start:
+            submit(src)
+        running = len(start)
+        while running:
+            future = finished.get()
+            src, result = sources.pop(future), future.result()
+            running -= 1
+            if isinstance(result, str):
+                errors.append(result)
+                continue
+            done += result is not None
+            for imported in result or []:
+                for file in _files(site, src, imported):
+                    if file not in seen:
+                        seen.add(file)
+                        submit(file)
+                        running += 1
     return done, errors
 
 
