@@ -211,7 +211,7 @@ class Bench:
         want = mb * MIB
         in_run: float | None = None
         if variant.torchjob:
-            (run_dir,) = runs_dir.iterdir()
+            (run_dir,) = (d for d in runs_dir.iterdir() if not d.name.startswith("."))
             check_size(run_dir / "stdout.log", want)
             record = json.loads((run_dir / "run.json").read_text())
             if record.get("status") != "succeeded":

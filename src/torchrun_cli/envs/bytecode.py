@@ -22,6 +22,7 @@ import ctypes
 import dis
 import functools
 import importlib.util
+import marshal
 import os
 import queue
 import re
@@ -31,9 +32,6 @@ import sysconfig
 import types
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
-from importlib._bootstrap_external import (  # type: ignore[attr-defined]  # as py_compile does
-    _code_to_timestamp_pyc,
-)
 from pathlib import Path
 
 # .pyc flags the import system validates against the source: 0 = mtime and size, 3 = a hash
@@ -163,7 +161,12 @@ def _compile(src: str) -> list[Imported] | str | None:
             code = compile(fh.read(), src, "exec", dont_inherit=True)
         pyc = importlib.util.cache_from_source(src)
         if not _header_ok(pyc, st):
-            data = _code_to_timestamp_pyc(code, int(st.st_mtime), st.st_size)
+            # PEP 552's timestamp form, as the import system writes it: magic, flags 0, the
+            # source's mtime and size, the marshalled code
+            data = importlib.util.MAGIC_NUMBER + struct.pack(
+                "<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF
+            )
+            data += marshal.dumps(code)
             os.makedirs(os.path.dirname(pyc), exist_ok=True)
             part = f"{pyc}.{os.getpid()}"
             with open(part, "wb") as out:
