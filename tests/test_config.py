@@ -318,10 +318,11 @@ def test_the_readme_example_is_a_valid_config(tmp_path: Path) -> None:
     }
 
 
-@pytest.mark.parametrize("value", [None, "", "   ", "/srv/xdg"])
+@pytest.mark.parametrize("value", [None, "", "   ", "/srv/xdg", " /srv/x ", "relative/x"])
 def test_the_xdg_folders_are_platformdirs_own(value: str | None, monkeypatch: Any) -> None:
     """On Linux torchjob finds its data and cache folders without importing platformdirs (7 ms
-    of each start): the same folders platformdirs gives, XDG variable set, blank or unset."""
+    of each start): the same folders platformdirs gives, XDG variable absolute, relative,
+    blank or unset."""
     for variable, default, theirs in (
         ("XDG_DATA_HOME", "~/.local/share", platformdirs.user_data_path),
         ("XDG_CACHE_HOME", "~/.cache", platformdirs.user_cache_path),

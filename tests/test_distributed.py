@@ -196,3 +196,24 @@ def test_the_root_cause_comes_from_the_last_attempt_even_past_nine(tmp_path: Pat
     out = summarize(ranks, stderr, dist, 0, tmp_path)
     assert out["restarts"] == 10
     assert out["root_cause"] == "rank 1 failed: ValueError: attempt 10 at train.py:11"
+
+
+def test_the_gang_is_checked_every_20_ms_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """torchrun's default 0.1 s check makes the gang's end wait (bench/scale.py): torchjob
+    passes 0.02 s, unless the spec sets `distributed.monitor_interval` or the environment
+    torchrun's own PET_MONITOR_INTERVAL."""
+    from torchrun_cli.launch.torchrun import torchrun_args
+    from torchrun_cli.spec.model import DistributedSpec
+
+    def interval(dist: DistributedSpec) -> str | None:
+        args = torchrun_args(dist, 0, Path("/r/ranks"))
+        return args[args.index("--monitor-interval") + 1] if "--monitor-interval" in args else None
+
+    monkeypatch.delenv("PET_MONITOR_INTERVAL", raising=False)
+    assert interval(DistributedSpec(nproc_per_node="2")) == "0.02"
+    assert interval(DistributedSpec(nproc_per_node="2", monitor_interval="5")) == "5"
+    monkeypatch.setenv("PET_MONITOR_INTERVAL", "1")
+    assert interval(DistributedSpec(nproc_per_node="2")) is None
+    assert interval(DistributedSpec(nproc_per_node="2", monitor_interval="5")) == "5"

@@ -93,8 +93,8 @@ def test_a_run_folder_holds_only_the_subdirectory_it_runs(tmp_path: Path, iso: E
     make_bare_repo(tmp_path / "r.git", [files])
     url = f"file://{tmp_path / 'r.git'}"
     cwds = []
-    for _ in range(2):
-        res = run_git(url + "#mnist")
+    for fragment in ("#mnist", "#./mnist/"):  # the same folder, however it is written
+        res = run_git(url + fragment)
         assert res.returncode == 0, res.stderr
         assert res.stdout.split()[:2] == [b"v", b"7"]
         cwds.append(Path(newest_record(iso.runs)["cwd"]))

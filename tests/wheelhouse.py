@@ -33,7 +33,8 @@ def build_wheel(*args, **kwargs):
 def _package(root: Path, name: str, version: str, deps: list[str]) -> Path:
     folder = root / f"{name}-{version}"
     (folder / name).mkdir(parents=True)
-    (folder / name / "__init__.py").write_text(f"VALUE = '{name} {version}'\n")
+    imports = "".join(f"import {dep.split('>')[0]}\n" for dep in deps)  # as packages do
+    (folder / name / "__init__.py").write_text(f"{imports}VALUE = '{name} {version}'\n")
     requires = ", ".join(f'"{d}"' for d in deps)
     (folder / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'

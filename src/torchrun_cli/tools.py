@@ -54,10 +54,9 @@ def trampoline(argv: Sequence[str]) -> list[str]:
     return [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(os.getpid()), *argv]
 
 
-def die_with_parent(argv: Sequence[str]) -> list[str]:
-    """argv under `setpriv --pdeathsig KILL` (under 1 ms), else the Python trampoline (8 ms
-    and more: an interpreter start). A kill in the microsecond before setpriv's prctl is caught
-    by the watchdog's group kill; setpriv's exec errors are 126/127 too."""
+def _die_with_parent(argv: Sequence[str]) -> list[str]:
+    """argv under `setpriv --pdeathsig KILL` (under 1 ms), else the Python trampoline. A kill
+    in the microsecond before setpriv's prctl is caught by the watchdog's group kill."""
     setpriv = _setpriv()
     if setpriv is None:
         return trampoline(argv)
@@ -66,7 +65,14 @@ def die_with_parent(argv: Sequence[str]) -> list[str]:
 
 @functools.cache
 def _setpriv() -> str | None:
-    return shutil.which("setpriv")
+    """setpriv, if it has --pdeathsig (util-linux 2.33 and later; RHEL 8's 2.32 has not, and
+    would refuse the option): its getopt table names the option, so reading the program tells
+    without starting it."""
+    found = shutil.which("setpriv")
+    try:
+        return found if found and b"pdeathsig" in Path(found).read_bytes() else None
+    except OSError:
+        return None
 
 
 class Watchdog:
@@ -212,7 +218,7 @@ def run_tool(
     guard = watchdog()
     try:
         proc = subprocess.Popen(
-            die_with_parent([exe, *argv[1:]]),
+            _die_with_parent([exe, *argv[1:]]),
             env=dict(env) if env is not None else None,
             cwd=cwd,
             stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,

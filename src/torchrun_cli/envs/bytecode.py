@@ -23,6 +23,7 @@ import dis
 import functools
 import importlib.util
 import marshal
+import multiprocessing
 import os
 import queue
 import re
@@ -33,6 +34,7 @@ import types
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # .pyc flags the import system validates against the source: 0 = mtime and size, 3 = a hash
 # checked on import (what py_compile writes when SOURCE_DATE_EPOCH is set). 1 (never checked)
@@ -101,7 +103,8 @@ def _sources(site: str) -> list[tuple[str, os.stat_result]]:
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _NOT_ROOTS = {"pip", "setuptools", "wheel", "_distutils_hack", "pkg_resources"}
 # One import statement: (module, level, names); `from .. import a, b` is ("", 2, ["a", "b"]).
-Imported = tuple[str, int, list[str]]
+if TYPE_CHECKING:  # never evaluated: this runs on the environment's python, 3.8 too
+    Imported = tuple[str, int, list[str]]
 
 
 def _normal(name: str) -> str:
@@ -131,20 +134,24 @@ def _top_modules(site: str) -> list[str]:
                 required.add(_normal(m.group()))
         tops = {row.split("/", 1)[0].split(",", 1)[0] for row in record.splitlines()}
         found = sorted(
-            top.removesuffix(".py")
+            _stem(top)
             for top in tops
             if (top.endswith(".py") or os.path.isfile(os.path.join(site, top, "__init__.py")))
-            and top.removesuffix(".py").isidentifier()
-            and top.removesuffix(".py") not in _NOT_ROOTS
+            and _stem(top).isidentifier()
+            and _stem(top) not in _NOT_ROOTS
         )
         # the module named as the distribution (torch, not also torchgen and functorch)
         names[name] = [top for top in found if _normal(top) == name] or found
     return sorted({top for dist, tops in names.items() if dist not in required for top in tops})
 
 
+def _stem(name: str) -> str:
+    return name[:-3] if name.endswith(".py") else name
+
+
 def _worker_init(parent: int) -> None:
-    """Workers die with this process even after kill -9 (PR_SET_PDEATHSIG, as setpriv does for
-    the job), and stay quiet about SyntaxWarnings, as pip and uv do."""
+    """Workers die with this process even after kill -9 (PR_SET_PDEATHSIG, as the trampoline
+    in tools.py does for the job), and stay quiet about SyntaxWarnings, as pip and uv do."""
     warnings.filterwarnings("ignore")
     with contextlib.suppress(OSError, AttributeError):  # not Linux: the pool's shutdown has to do
         ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
@@ -169,13 +176,17 @@ def _compile(src: str) -> list[Imported] | str | None:
             data += marshal.dumps(code)
             os.makedirs(os.path.dirname(pyc), exist_ok=True)
             part = f"{pyc}.{os.getpid()}"
-            with open(part, "wb") as out:
-                out.write(data)
-            os.replace(part, pyc)  # atomic, as the import system writes its own
-    except (SyntaxError, ValueError):
-        return None  # Python 2 test data and the like: skipped, as pip and uv do
+            try:
+                with open(part, "wb") as out:
+                    out.write(data)
+                os.replace(part, pyc)  # atomic, as the import system writes its own
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(part)  # left only when the write or the rename failed
     except OSError as exc:
         return f"{src}: {exc.strerror or exc}"
+    except Exception:  # SyntaxError (Python 2 test data), RecursionError, ...: as py_compile,
+        return None  # skipped, as pip and uv do
     return _imports(code)
 
 
@@ -184,6 +195,8 @@ _LOAD_CONST = dis.opmap["LOAD_CONST"]
 _LOAD_SMALL_INT = dis.opmap.get("LOAD_SMALL_INT", -1)  # Python 3.14's for the import's level
 _EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
 _OPTIMIZED = 0x1  # CO_OPTIMIZED: a function's code (runs when called), not a class body's
+# between `TYPE_CHECKING` and its jump: 3.13's TO_BOOL, and what no instruction is of its own
+_BETWEEN = {"TO_BOOL", "CACHE", "EXTENDED_ARG", "NOT_TAKEN"}
 
 
 def _imports(code: types.CodeType) -> list[Imported]:
@@ -207,7 +220,8 @@ def _imports_typed(code: types.CodeType) -> list[Imported]:
     for ins in dis.get_instructions(code):
         if typed and "IF_FALSE" in ins.opname:
             skip_to = int(ins.argval)
-        typed = ins.argval == "TYPE_CHECKING"
+        if ins.opname not in _BETWEEN:
+            typed = ins.argval == "TYPE_CHECKING"
         if ins.opcode in (_LOAD_CONST, _LOAD_SMALL_INT):
             consts = [consts[1], ins.argval]
         elif ins.opname == "IMPORT_NAME" and ins.offset >= skip_to:
@@ -226,19 +240,26 @@ def _imports_fast(code: types.CodeType) -> list[Imported]:
     """The import statements of one code object, by a scan of its bytecode for IMPORT_NAME."""
     found: list[Imported] = []
     raw = code.co_code
-
-    def arg(i: int) -> int:
-        return raw[i + 1] | (raw[i - 1] << 8 if i >= 2 and raw[i - 2] == _EXTENDED_ARG else 0)
-
     i = raw.find(_IMPORT_NAME)
     while i != -1:
-        if i % 2 == 0 and i >= 4:
-            level_op, names_op = raw[i - 4], raw[i - 2]
-            level = code.co_consts[arg(i - 4)] if level_op == _LOAD_CONST else 0
-            level = arg(i - 4) if level_op == _LOAD_SMALL_INT else level
-            names = code.co_consts[arg(i - 2)] if names_op == _LOAD_CONST else None
+        if i % 2 == 0:
+            plain = (
+                i >= 4
+                and raw[i - 2] == _LOAD_CONST
+                and raw[i - 4] in (_LOAD_CONST, _LOAD_SMALL_INT)
+                and (i < 6 or raw[i - 6] != _EXTENDED_ARG)
+            )
+            if not plain:  # an EXTENDED_ARG, or another form: dis reads it right
+                return _imports_typed(code)
+            level_op = raw[i - 4]
+            level = code.co_consts[raw[i - 3]] if level_op == _LOAD_CONST else raw[i - 3]
+            names = code.co_consts[raw[i - 1]]
             found.append(
-                (code.co_names[arg(i)], level if isinstance(level, int) else 0, list(names or ()))
+                (
+                    code.co_names[raw[i + 1]],
+                    level if isinstance(level, int) else 0,
+                    list(names) if isinstance(names, tuple) else [],
+                )
             )
         i = raw.find(_IMPORT_NAME, i + 1)
     return found
@@ -264,7 +285,7 @@ def _files(site: str, src: str, imported: Imported) -> list[str]:
     return out
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)  # noqa: UP033 - functools.cache is 3.9's (see Imported)
 def _module_file(site: str, parts: tuple[str, ...]) -> list[str]:
     """The file of a module in site, if it is there (cached: torch's files name the same
     modules some 5,000 times, and each look is two stat calls)."""
@@ -284,7 +305,12 @@ def _compile_closure(site: str, tops: list[str]) -> tuple[int, list[str]]:
     sources: dict[Future[list[Imported] | str | None], str] = {}
     finished: queue.SimpleQueue[Future[list[Imported] | str | None]] = queue.SimpleQueue()
     workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 8)
-    with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+    # fork: the workers are this process's children (_worker_init checks), where 3.14's
+    # default forkserver would make them the server's
+    forked = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(
+        workers, forked, initializer=_worker_init, initargs=(os.getpid(),)
+    ) as pool:
 
         def submit(src: str) -> None:
             future = pool.submit(_compile, src)

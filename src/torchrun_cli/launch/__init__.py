@@ -23,11 +23,7 @@ def make_launch(spec: JobSpec, interpreter: str, project: Path, ranks: Path) -> 
     """argv and environment for the job, once the source folder is known: the script itself,
     or torchrun starting a gang of it (per-rank logs in `ranks`)."""
     script_path = project / spec.script
-    # An environment torchjob built is not byte-compiled at build time: the job writes the
-    # bytecode of what it imports there, once, even where the shell sets PYTHONDONTWRITEBYTECODE
-    # (empty means unset); the spec's `env:` can set it again.
-    owned = {"PYTHONDONTWRITEBYTECODE": ""} if spec.python.manager != "none" else {}
-    overlay = {"PYTHONUNBUFFERED": "1", **owned, **spec.env}
+    overlay = {"PYTHONUNBUFFERED": "1", **spec.env}
     inherited = overlay.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     overlay["PYTHONPATH"] = os.pathsep.join(p for p in (str(project), inherited) if p)
     launcher: list[str] = []

@@ -62,7 +62,7 @@ class LocalBackend:
         )
         try:
             self.supervisor.start()
-        except OSError as exc:  # setpriv (or the trampoline) itself could not start
+        except OSError as exc:  # the trampoline itself could not start
             if exc.errno == errno.E2BIG:
                 raise LaunchError(
                     "the job's arguments and environment are too long for one process (E2BIG)",

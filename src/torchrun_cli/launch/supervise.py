@@ -3,11 +3,10 @@ order of arrival (launch/streams.py), forwards signals, enforces the timeout and
 SIGKILL after the grace period; on a pseudo-terminal when asked (launch/terminal.py).
 
 Three guards keep the job from outliving torchjob: signals are forwarded to the child's process
-group and escalated to SIGKILL after a grace period; the child is started under `setpriv
---pdeathsig KILL` (tools.die_with_parent; the Python trampoline where util-linux is missing),
-which also turns exec errors into 126/127; and the watchdog (tools.watchdog) kills the whole
-group if torchjob is killed, which also takes grandchildren that PDEATHSIG alone would leave
-behind.
+group and escalated to SIGKILL after a grace period; the child is started through the exec
+trampoline that sets PR_SET_PDEATHSIG (tools.trampoline, which also turns exec errors into
+126/127); and the watchdog (tools.watchdog) kills the whole group if torchjob is killed, which
+also takes grandchildren that PDEATHSIG alone would leave behind.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from typing import NamedTuple
 from torchrun_cli.launch.base import OnStop
 from torchrun_cli.launch.streams import STDERR, STDOUT, Console, write_logs
 from torchrun_cli.record import RunDir
-from torchrun_cli.tools import die_with_parent, kill_group, signals_to_pipe, watchdog
+from torchrun_cli.tools import kill_group, signals_to_pipe, trampoline, watchdog
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 CHUNK = 1 << 20
@@ -94,7 +93,7 @@ class Supervisor:
             ends = [self._stream_ends(stream) for stream in (STDOUT, STDERR)]
             try:
                 self.proc = subprocess.Popen(
-                    die_with_parent(self.argv),
+                    trampoline(self.argv),
                     cwd=self.cwd,
                     env=self.env,
                     stdout=ends[0][1],

@@ -58,8 +58,10 @@ def torchrun_args(
     if dist.max_restarts is not None:
         args += ["--max-restarts", dist.max_restarts]
     # torchrun's 0.1 s check, plus the 0.1 s poll of its per-rank tee, both wait at the gang's
-    # end: 0.02 s gets the end noticed as soon as plain torchrun does (bench/scale.py).
-    args += ["--monitor-interval", dist.monitor_interval or MONITOR_INTERVAL_S]
+    # end: 0.02 s gets the end noticed sooner (bench/scale.py). torchrun's own variable, when
+    # set, is left to torchrun.
+    if dist.monitor_interval or "PET_MONITOR_INTERVAL" not in os.environ:
+        args += ["--monitor-interval", dist.monitor_interval or MONITOR_INTERVAL_S]
     return [*args, "--log-dir", str(log_dir), "--redirects", "3", "--tee", "3"]
 
 

@@ -133,9 +133,9 @@ class Settings(NamedTuple):
 
 def xdg_path(variable: str, default: str) -> Path:
     """torchjob's folder under an XDG base directory, as platformdirs gives it on Linux: the
-    variable when set and not blank, else the default (tests/test_config.py compares them)."""
-    base = os.environ.get(variable, "").strip()
-    return Path(base or os.path.expanduser(default)) / "torchjob"
+    variable when it is an absolute path, else the default (tests/test_config.py compares)."""
+    base = os.environ.get(variable, "")  # a relative one is not valid XDG: the default then
+    return Path(base if os.path.isabs(base) else os.path.expanduser(default)) / "torchjob"
 
 
 def read(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:

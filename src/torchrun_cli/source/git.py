@@ -8,7 +8,9 @@ with hooks off, an allow-list of protocols, no prompts and a time limit (DESIGN.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import posixpath
 import re
 import shutil
 import time
@@ -194,8 +196,7 @@ class Mirror:
 
     def lookup(self, names: list[str], kind: str = "commit") -> list[str | None]:
         """The object of `kind` each name points to, in one git process (cat-file
-        --batch-check); a tree is named by `COMMIT:PATH`, where a `^{tree}` would be read as
-        part of the path."""
+        --batch-check); a tree as `COMMIT:PATH` (a `^{tree}` would be read as the path's)."""
         peel = "^{commit}" if kind == "commit" else ""
         out = self.git(
             "cat-file",
@@ -263,14 +264,16 @@ class Mirror:
         return at[0]
 
     def checkout(self, commit: str, dest: Path, index: Path, subdir: str | None = None) -> None:
-        """A working tree of exactly `commit`, from the mirror alone (no network). With subdir,
-        only that folder (at the same place in dest): a run keeps what it runs, not the whole
-        repository (issue 14: 79 MB per run of a 4,000-file repository)."""
-        tree = self.lookup([f"{commit}:{subdir}"], "tree")[0] if subdir is not None else None
+        """A working tree of exactly `commit`, from the mirror alone (no network); with subdir,
+        only that folder (at its place in dest): a run keeps what it runs, not the repository."""
+        path = posixpath.normpath(subdir or ".").strip("/")  # git reads `./x` from a work tree
+        tree = None
+        with contextlib.suppress(SetupError):  # a path git will not look up: the whole tree
+            tree = self.lookup([f"{commit}:{path}"], "tree")[0] if path != "." else None
         if tree is None:  # no subdir, or not a folder at that commit: the whole tree, so the
-            self._read_tree(commit, dest, index, commit[:12])  # caller's check names the fault
-        else:
-            self._read_tree(tree, dest / str(subdir), index, f"{commit[:12]} {subdir}/")
+            tree, path = commit, "."  # caller's check names the fault
+        label = commit[:12] if path == "." else f"{commit[:12]} {path}/"
+        self._read_tree(tree, dest / path, index, label)
 
     def _read_tree(self, tree: str, dest: Path, index: Path, label: str) -> None:
         dest.mkdir(parents=True, exist_ok=True)
@@ -279,14 +282,8 @@ class Mirror:
                 files = self.git("ls-tree", "-r", "-z", "--name-only", tree, probe=True)
                 shown.rename(f"checking out {files.count(chr(0)):,} files")
             try:
-                self.git(
-                    f"--work-tree={dest}",
-                    "read-tree",
-                    "--reset",
-                    "-u",
-                    tree,
-                    env={"GIT_INDEX_FILE": str(index)},
-                )
+                argv = (f"--work-tree={dest}", "read-tree", "--reset", "-u", tree)
+                self.git(*argv, env={"GIT_INDEX_FILE": str(index)})
             finally:
                 index.unlink(missing_ok=True)
 
