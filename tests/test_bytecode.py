@@ -24,16 +24,8 @@ SHOW = "import tinya\nprint(tinya.VALUE)\n"
 def build(project: Path, iso: Env, requirements: str) -> tuple[Path, str]:
     """Run main.py in a uv environment for requirements; its folder and the run's setup.log."""
     write(project / "requirements.txt", requirements)
-    res = torchjob(
-        "run",
-        "-s",
-        "main.py",
-        "-p",
-        str(project),
-        "--env-manager",
-        "uv",
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-    )
+    argv = ["run", "-s", "main.py", "-p", str(project), "--env-manager", "uv"]
+    res = torchjob(*argv, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert res.returncode == 0, res.stderr
     rec = newest_record(iso.runs)
     assert rec["environment"]["reused"] is False
