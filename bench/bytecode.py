@@ -27,26 +27,15 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import REPO, find_torchjob, interpreter_of  # bench/ is the script's own folder
+from common import REPO, find_torchjob, interpreter_of, timed  # bench/ is the script's own folder
 
 TORCH = "torch==2.13.0"
 WHEELS = "/opt/wheels"
 IMPORT = ["-c", "import torch; assert torch.__version__.startswith('2.13.0')"]
-
-
-def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(argv, env=env, capture_output=True, check=False)
-    elapsed = time.perf_counter() - start
-    if proc.returncode not in ok:
-        sys.exit(f"bench: {argv} exited {proc.returncode}:\n{proc.stderr.decode()[-2000:]}")
-    return elapsed
 
 
 def one_round(root: Path, base: Path, uv: str, env: dict[str, str]) -> dict[str, float]:

@@ -20,13 +20,12 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import find_torchjob  # bench/ is the script's own folder
+from common import find_torchjob, timed  # bench/ is the script's own folder
 
 NAMES = 50  # distinct run names in the synthetic history
 GOAL_RATIO = 1.5
@@ -58,16 +57,6 @@ def synthetic(runs: Path, count: int, template: dict[str, Any]) -> None:
         folder = runs / run_id
         folder.mkdir()
         (folder / "run.json").write_text(json.dumps(rec))
-
-
-def timed(argv: list[str], env: dict[str, str]) -> float:
-    """Wall seconds of one command; aborts the benchmark when it fails."""
-    began = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, check=False)
-    took = time.perf_counter() - began
-    if done.returncode != 0:
-        sys.exit(f"bench: {' '.join(argv)} exited {done.returncode}: {done.stderr.decode()}")
-    return took
 
 
 def main() -> None:

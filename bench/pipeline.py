@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from common import find_torchjob, interpreter_of  # bench/ is the script's own folder
+from common import find_torchjob, interpreter_of, run_folders  # bench/ is the script's own folder
 
 REPO = Path(__file__).resolve().parents[1]
 CHAIN_GOAL = 1.0  # chain / loop
@@ -122,7 +122,7 @@ def run_seconds(folder: Path) -> float:
 
 def check_pipeline(variant: Variant, runs: Path, sample: Sample) -> None:
     """The pipeline's record: every step succeeded; the steps' times and the peak."""
-    (folder,) = [p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    (folder,) = run_folders(runs)
     rec = json.loads((folder / "pipeline.json").read_text())
     steps = rec["steps"]
     bad = [n for n, s in steps.items() if s["status"] != "succeeded"]
@@ -139,7 +139,7 @@ def check_pipeline(variant: Variant, runs: Path, sample: Sample) -> None:
 
 
 def check_loop(variant: Variant, runs: Path, sample: Sample) -> None:
-    folders = [p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    folders = run_folders(runs)
     if len(folders) != variant.steps:
         sys.exit(f"bench: {variant.label}: {len(folders)} run folders, not {variant.steps}")
     sample.run_ms = [run_seconds(p) * 1000.0 for p in folders]

@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import find_torchjob, run_folders  # bench/ is the script's own folder
+
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 SEED = 20261123
@@ -358,11 +360,6 @@ def git_subcommands(setup_log: str) -> tuple[list[str], float, list[str]]:
     return commands, seconds, read_tree
 
 
-def runs_in(runs: Path) -> list[str]:
-    """Run folders (not .locks, .index and other dot-folders torchjob keeps there)."""
-    return [n for n in os.listdir(runs) if not n.startswith(".")] if runs.is_dir() else []
-
-
 def disk_usage(tree: Path) -> int:
     """Bytes allocated to a folder's files and folders (what `du` counts)."""
     total = 0
@@ -415,7 +412,7 @@ class Round:
 
     def torchjob_run(self, case: str, ref: str | None, subdir: str | None = None) -> Sample:
         runs = self.home / "runs"
-        before = set(runs_in(runs))
+        before = set(run_folders(runs))
         argv = [
             str(self.torchjob),
             "run",
@@ -428,10 +425,10 @@ class Round:
             *(["-r", ref] if ref else []),
         ]
         sample = timed(argv, self.tj_env, self.root, self.daemon)
-        new = sorted(set(runs_in(runs)) - before)
+        new = sorted(set(run_folders(runs)) - before)
         if len(new) != 1:
             sys.exit(f"bench: ({case}) made {len(new)} run folders: {new}")
-        run_dir = runs / new[0]
+        run_dir = new[0]
         rec: dict[str, Any] = json.loads((run_dir / "run.json").read_text())
         setup_log = run_dir / "setup.log"
         commands, logged, read_tree = git_subcommands(
@@ -528,18 +525,6 @@ class Round:
 
 
 # ---------------------------------------------------------------- report
-
-
-def find_torchjob(explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit).resolve()
-    for path in (Path(sys.executable).parent / "torchjob", REPO / ".venv" / "bin" / "torchjob"):
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    found = shutil.which("torchjob")
-    if found:
-        return Path(found)
-    sys.exit("bench: no torchjob console script found; pass --torchjob PATH")
 
 
 def ms(seconds: float) -> str:

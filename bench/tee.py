@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import find_torchjob, interpreter_of  # bench/ is the script's own folder
+from common import find_torchjob, interpreter_of, run_folders  # bench/ is the script's own folder
 
 MIB = 1 << 20
 GOAL_RATIO = 0.8
@@ -211,7 +211,7 @@ class Bench:
         want = mb * MIB
         in_run: float | None = None
         if variant.torchjob:
-            (run_dir,) = (d for d in runs_dir.iterdir() if not d.name.startswith("."))
+            (run_dir,) = run_folders(runs_dir)
             check_size(run_dir / "stdout.log", want)
             record = json.loads((run_dir / "run.json").read_text())
             if record.get("status") != "succeeded":
