@@ -11,8 +11,7 @@ measures all three designs). So:
 - then the files that importing the environment's top packages loads (the distributions no
   other one requires, e.g. torch, not sympy) are compiled, in parallel: found by following the
   import statements that run at import time, from each top package's __init__.py;
-- the job compiles whatever else it imports, once (launch/__init__.py lets it write bytecode
-  into environments torchjob built).
+- whatever else a job imports, Python compiles as it imports it.
 """
 
 from __future__ import annotations
@@ -160,29 +159,32 @@ def _worker_init(parent: int) -> None:
 
 
 def _compile(src: str) -> list[Imported] | str | None:
-    """Compile src (unless a valid .pyc is there) and return the imports that run when it is
-    imported; None when it is not valid Python, the OSError's text when it cannot be written."""
+    """Compile src (a valid .pyc, linked or shipped, is read instead) and return the imports
+    that run when it is imported; None when it is not valid Python, the OSError's text when it
+    cannot be written."""
     try:
         st = os.stat(src)
+        pyc = importlib.util.cache_from_source(src)
+        if _header_ok(pyc, st):
+            with open(pyc, "rb") as fh:  # what the job's imports would run anyway
+                return _imports(marshal.loads(fh.read()[16:]))  # noqa: S302
         with open(src, "rb") as fh:
             code = compile(fh.read(), src, "exec", dont_inherit=True)
-        pyc = importlib.util.cache_from_source(src)
-        if not _header_ok(pyc, st):
-            # PEP 552's timestamp form, as the import system writes it: magic, flags 0, the
-            # source's mtime and size, the marshalled code
-            data = importlib.util.MAGIC_NUMBER + struct.pack(
-                "<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF
-            )
-            data += marshal.dumps(code)
-            os.makedirs(os.path.dirname(pyc), exist_ok=True)
-            part = f"{pyc}.{os.getpid()}"
-            try:
-                with open(part, "wb") as out:
-                    out.write(data)
-                os.replace(part, pyc)  # atomic, as the import system writes its own
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(part)  # left only when the write or the rename failed
+        # PEP 552's timestamp form, as the import system writes it: magic, flags 0, the
+        # source's mtime and size, the marshalled code
+        data = importlib.util.MAGIC_NUMBER + struct.pack(
+            "<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF
+        )
+        data += marshal.dumps(code)
+        os.makedirs(os.path.dirname(pyc), exist_ok=True)
+        part = f"{pyc}.{os.getpid()}"
+        try:
+            with open(part, "wb") as out:
+                out.write(data)
+            os.replace(part, pyc)  # atomic, as the import system writes its own
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(part)  # left only when the write or the rename failed
     except OSError as exc:
         return f"{src}: {exc.strerror or exc}"
     except Exception:  # SyntaxError (Python 2 test data), RecursionError, ...: as py_compile,
@@ -225,14 +227,7 @@ def _imports_typed(code: types.CodeType) -> list[Imported]:
         if ins.opcode in (_LOAD_CONST, _LOAD_SMALL_INT):
             consts = [consts[1], ins.argval]
         elif ins.opname == "IMPORT_NAME" and ins.offset >= skip_to:
-            level, names = consts
-            found.append(
-                (
-                    str(ins.argval),
-                    level if isinstance(level, int) else 0,
-                    list(names) if isinstance(names, tuple) else [],
-                )
-            )
+            found.append(_imported(str(ins.argval), *consts))
     return found
 
 
@@ -251,18 +246,20 @@ def _imports_fast(code: types.CodeType) -> list[Imported]:
             )
             if not plain:  # an EXTENDED_ARG, or another form: dis reads it right
                 return _imports_typed(code)
-            level_op = raw[i - 4]
-            level = code.co_consts[raw[i - 3]] if level_op == _LOAD_CONST else raw[i - 3]
-            names = code.co_consts[raw[i - 1]]
-            found.append(
-                (
-                    code.co_names[raw[i + 1]],
-                    level if isinstance(level, int) else 0,
-                    list(names) if isinstance(names, tuple) else [],
-                )
-            )
+            level = code.co_consts[raw[i - 3]] if raw[i - 4] == _LOAD_CONST else raw[i - 3]
+            found.append(_imported(code.co_names[raw[i + 1]], level, code.co_consts[raw[i - 1]]))
         i = raw.find(_IMPORT_NAME, i + 1)
     return found
+
+
+def _imported(module: str, level: object, names: object) -> Imported:
+    """One import statement from the constants before its IMPORT_NAME: the level (an int)
+    and the fromlist (a tuple of names, or None)."""
+    return (
+        module,
+        level if isinstance(level, int) else 0,
+        list(names) if isinstance(names, tuple) else [],
+    )
 
 
 def _files(site: str, src: str, imported: Imported) -> list[str]:
@@ -353,8 +350,9 @@ def main(argv: list[str]) -> int:
                 if _header_ok(importlib.util.cache_from_source(src), st):
                     continue  # shipped in the wheel, and valid
                 linked += _link(src, st, os.path.relpath(src, site), donors)
-        tops += _top_modules(site)
-        done, failed = _compile_closure(site, _top_modules(site))
+        here = _top_modules(site)
+        tops += here
+        done, failed = _compile_closure(site, here)
         compiled, errors = compiled + done, errors + failed
     print(
         f"Bytecode: linked {linked} files from {len(donors_roots)} earlier environment(s), "
