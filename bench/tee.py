@@ -14,6 +14,7 @@ before each, untimed), each in a fresh folder:
   (e) writer.py on a bare pty, read into a file         the pty's own ceiling, no torchjob
   (f) python writer.py | cat > file                     any pipe reader's ceiling (GNU cat)
   (g) python writer.py | tee log > /dev/null            (b) done by GNU tee, for comparison
+  (h), (i): (b) and (c) with the torchjob given by --before, for an A/B in the same rounds
 A pty hands out at most 4 KiB per read, so (d) is held to (e), the kernel's ceiling, not (a).
 (f) and (g) are not goals: they show what a reader of a pipe (a C program, one copy out of the
 pipe into one file) reaches on this machine against (a), and where the 0.8 of (b) and (c) lies.
@@ -21,6 +22,7 @@ Peak RSS: wait4()'s ru_maxrss (max over torchjob and the processes it waited for
 included) and the torchjob process's own VmHWM, read from /proc while it runs.
 
 Usage: python bench/tee.py [--mb 500] [--repeat 3] [--small-mb 50] [--keep] [--torchjob PATH]
+                           [--before PATH]
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class Variant:
     console_to_file: bool
     tty: bool = False
     via: str = ""  # (f), (g): the C program that reads the writer's pipe
+    before: bool = False  # (h), (i): run by the --before torchjob
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,10 @@ VARIANTS = [
     Variant("e", "writer.py on a bare pty > file", False, True, tty=True),
     Variant("f", "python writer.py | cat > file", False, True, via="cat"),
     Variant("g", "python writer.py | tee log > /dev/null", False, False, via="tee"),
+]
+BEFORE = [
+    Variant("h", "(b) by the --before torchjob", True, False, before=True),
+    Variant("i", "(c) by the --before torchjob", True, True, before=True),
 ]
 # (f), (g): the writer's stdout piped into cat, or into tee writing argv[3]; no shell.
 PIPED = """\
@@ -151,8 +158,11 @@ class HwmWatcher(threading.Thread):
 class Bench:
     """Runs the variants in fresh folders under one temp root and checks what they wrote."""
 
-    def __init__(self, torchjob: Path, root: Path, quiet_echoes: bool) -> None:
+    def __init__(
+        self, torchjob: Path, root: Path, quiet_echoes: bool, before: Path | None = None
+    ) -> None:
         self.torchjob, self.root, self.quiet_echoes = torchjob, root, quiet_echoes
+        self.before = before
         self.python = interpreter_of(torchjob)
         self.env = dict(os.environ, TORCHJOB_HOME=str(root / "home"), PYTHONUNBUFFERED="1")
         self.project = root / "proj"
@@ -175,7 +185,8 @@ class Bench:
             return [str(self.python), *bare, script]
         quiet = ["--quiet"] if not variant.console_to_file or self.quiet_echoes else []
         tty = ["--tty", "always"] if variant.tty else ["--tty", "never"]
-        return [str(self.torchjob), "run", *quiet, *tty, "--runs-dir", str(runs_dir), "-s", script]
+        torchjob = self.before if variant.before else self.torchjob
+        return [str(torchjob), "run", *quiet, *tty, "--runs-dir", str(runs_dir), "-s", script]
 
     def measure(self, variant: Variant, mb: int, folder: Path) -> Result:
         """Run once in `folder` (created here); verify byte counts and the exit status."""
@@ -265,23 +276,26 @@ def main() -> None:
         help="delete each round's files after measuring (forced if disk is short)",
     )
     parser.add_argument("--torchjob", help="torchjob console script [default: found]")
+    parser.add_argument("--before", help="another torchjob for (h) and (i), an A/B")
     args = parser.parse_args()
+    variants = VARIANTS + (BEFORE if args.before else [])
 
     torchjob = find_torchjob(args.torchjob)
     root = Path(tempfile.mkdtemp(prefix="torchjob-bench-tee-", dir=args.dir))
     # per round: (a) a file, (b) stdout.log, (c) and (d) stdout.log and a console file, (e), (f)
-    # and (g) a file
-    per_round = 9 * args.mb * MIB
+    # and (g) a file; (h) and (i) three more
+    per_round = (12 if args.before else 9) * args.mb * MIB
     need = args.repeat * per_round + 4 * 2 * args.small_mb * MIB
     free = shutil.disk_usage(root).free
     delete_each = args.delete_each or free < need + (2 << 30)
     try:
-        bench = Bench(torchjob, root, quiet_echoes(torchjob, root))
-        for v in VARIANTS:  # warm-up, not reported
+        before = Path(args.before) if args.before else None
+        bench = Bench(torchjob, root, quiet_echoes(torchjob, root), before)
+        for v in variants:  # warm-up, not reported
             bench.measure(v, args.small_mb, root / "warmup" / v.key)
-        results: dict[str, list[Result]] = {v.key: [] for v in VARIANTS}
+        results: dict[str, list[Result]] = {v.key: [] for v in variants}
         for i in range(args.repeat):
-            for v in VARIANTS:
+            for v in variants:
                 folder = root / f"round{i}" / v.key
                 results[v.key].append(bench.measure(v, args.mb, folder))
                 print(
@@ -291,7 +305,7 @@ def main() -> None:
                 )
             if delete_each:
                 shutil.rmtree(root / f"round{i}")
-        small = {v.key: bench.measure(v, args.small_mb, root / "small" / v.key) for v in VARIANTS}
+        small = {v.key: bench.measure(v, args.small_mb, root / "small" / v.key) for v in variants}
         written = folder_bytes(root)
     finally:
         if args.keep:
@@ -314,6 +328,7 @@ def report(
 ) -> None:
     """Print the throughput table, the goal verdicts and the memory table."""
     mb: int = args.mb
+    variants = [v for v in VARIANTS + BEFORE if v.key in results]
     print(f"torchjob:   {torchjob}")
     print(
         f"child:      {interpreter_of(torchjob)} writing {mb} MiB of 64-byte lines in 1 MiB "
@@ -327,6 +342,8 @@ def report(
             else f"all files kept until the end ({written / (1 << 30):.1f} GiB), then deleted"
         )
     )
+    if args.before:
+        print(f"before:     {args.before} for (h) and (i)")
     if not quiet_echoed:
         print(
             "note:       `run --quiet` does not copy the child's output to torchjob's stdout, "
@@ -335,13 +352,13 @@ def report(
         )
     print()
     base = statistics.median(mb / r.seconds for r in results["a"])
-    names = {v.key: f"({v.key}) {v.label}" for v in VARIANTS}
+    names = {v.key: f"({v.key}) {v.label}" for v in variants}
     width = max(len(n) for n in names.values())
     print(
         f"{'variant':<{width}}  {'median MB/s':>11}  {'min..max MB/s':>15}  {'ratio':>5}  "
         f"{'in-run MB/s':>11}  {'median s':>8}  {'CPU s':>5}"
     )
-    for v in VARIANTS:
+    for v in variants:
         rates = [mb / r.seconds for r in results[v.key]]
         med = statistics.median(rates)
         in_runs = [r.in_run_seconds for r in results[v.key] if r.in_run_seconds]
@@ -359,7 +376,11 @@ def report(
     for v in VARIANTS[1:3]:
         ratio = statistics.median(mb / r.seconds for r in results[v.key]) / base
         verdict = "met" if ratio >= GOAL_RATIO else "NOT met"
-        print(f"goal: ({v.key}) >= {GOAL_RATIO} x baseline: {verdict} ({ratio:.2f})")
+        loop = statistics.median(mb / r.in_run_seconds for r in results[v.key] if r.in_run_seconds)
+        print(
+            f"goal: ({v.key}) >= {GOAL_RATIO} x baseline: {verdict} ({ratio:.2f}; in-run, "
+            f"without torchjob's start-up: {loop / base:.2f})"
+        )
     ceiling = statistics.median(mb / r.seconds for r in results["e"])
     ratio = statistics.median(mb / r.seconds for r in results["d"]) / ceiling
     verdict = "met" if ratio >= PTY_GOAL else "NOT met"
@@ -369,13 +390,24 @@ def report(
         f"ceiling: GNU cat reading the pipe (f) reaches {rate['f'] / base:.2f} of (a); GNU tee "
         f"(g) {rate['g'] / base:.2f}; torchjob's (b) is {rate['b'] / rate['g']:.2f}x GNU tee's"
     )
+    if "h" in results:
+        speed = {k: statistics.median(mb / r.seconds for r in results[k]) for k in "bchi"}
+        looped = {
+            k: statistics.median(mb / r.in_run_seconds for r in results[k] if r.in_run_seconds)
+            for k in "bchi"
+        }
+        print(
+            f"A/B: (b) is {speed['b'] / speed['h']:.2f}x the --before torchjob's (h), in-run "
+            f"{looped['b'] / looped['h']:.2f}x; (c) {speed['c'] / speed['i']:.2f}x (i), in-run "
+            f"{looped['c'] / looped['i']:.2f}x"
+        )
     print()
     print(f"peak RSS, MiB: {args.small_mb} MiB run vs median of the {mb} MiB runs")
     print(
         f"{'variant':<{width}}  {'own ' + str(args.small_mb):>8}  {'own ' + str(mb):>8}  "
         f"{'tree ' + str(args.small_mb):>9}  {'tree ' + str(mb):>9}"
     )
-    for v in VARIANTS:
+    for v in variants:
         own_big = [r.own_hwm_kib for r in results[v.key] if r.own_hwm_kib]
         own_small = small[v.key].own_hwm_kib
         tree_big = statistics.median(r.tree_rss_kib for r in results[v.key]) / 1024

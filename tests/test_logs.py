@@ -6,9 +6,12 @@ import hashlib
 import os
 import pty
 import re
+import resource
 import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.helpers import TORCHJOB, Env, torchjob, write
 
@@ -73,6 +76,57 @@ def test_100mb_stdout_and_10mb_stderr_at_once_are_byte_exact(project: Path, iso:
     assert _sha(res.stdout) == _sha(out)  # the console copy of stdout
     assert err in res.stderr  # the console copy of stderr, between header and summary
     assert rec["status"] == "succeeded"
+
+
+def test_quiet_logs_the_same_bytes_spliced(project: Path, iso: Env) -> None:
+    """With no console copy, stdout goes into stdout.log by splice(2): the same bytes, both
+    streams in order, the partial lines of 1-byte writes included."""
+    write(project / "gen.py", GEN)
+    res = torchjob("run", "-q", "-s", "gen.py", "-p", str(project), "--", "40", "4", timeout=300)
+    assert (res.returncode, res.stdout, res.stderr) == (0, b"", b"")
+    out, err = _streams(40, 4)
+    run_dir, rec = iso.only_run()
+    both = (run_dir / "stdout.log").read_bytes()
+    assert _sha((run_dir / "stderr.log").read_bytes()) == _sha(err)
+    assert len(both) == len(out) + len(err)
+    assert _sha(both.translate(None, HIGH)) == _sha(out)
+    assert _sha(both.translate(None, LOW)) == _sha(err)
+    assert rec["status"] == "succeeded"
+
+
+FULL = r"""
+import sys
+print("early err", file=sys.stderr, flush=True)
+for i in range(40000):
+    print("%060d" % i)
+print("late err", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("quiet", [True, False], ids=["spliced", "copied"])
+def test_a_log_that_cannot_grow_is_said_and_the_other_log_is_kept(
+    project: Path, iso: Env, quiet: bool
+) -> None:
+    """RLIMIT_FSIZE (1 MiB) makes stdout.log refuse to grow, as a full disk would: the job
+    still runs to its end, stderr.log still gets every line (it used to stop at the first
+    failed write), and the run says which write failed."""
+    write(project / "full.py", FULL)
+    limit = 1 << 20
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    flags = ["-q"] if quiet else []
+    res = torchjob("run", *flags, "-s", "full.py", "-p", str(project), preexec_fn=cap)
+    assert res.returncode == 0, res.stderr[-2000:]
+    run_dir, rec = iso.only_run()
+    out = b"".join(b"%060d\n" % i for i in range(40000))
+    logged = (run_dir / "stdout.log").read_bytes()
+    assert len(logged) == limit
+    assert out.startswith(logged.replace(b"early err\n", b"", 1))  # its place: arrival order
+    assert (run_dir / "stderr.log").read_bytes() == b"early err\nlate err\n"
+    assert rec["error"] == "writing a log failed: File too large"
+    assert res.stdout == (b"" if quiet else out)
 
 
 def test_small_odd_output_survives_exactly(project: Path, iso: Env) -> None:

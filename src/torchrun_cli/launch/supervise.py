@@ -1,6 +1,8 @@
 """One child from start to end: its own session, one loop that reads both output streams in
 order of arrival (launch/streams.py), forwards signals, enforces the timeout and escalates to
-SIGKILL after the grace period; on a pseudo-terminal when asked (launch/terminal.py).
+SIGKILL after the grace period; on a pseudo-terminal when asked (launch/terminal.py). When no
+console copy is wanted (-q, --detach, pipeline steps), stdout is spliced into stdout.log in the
+kernel instead of being read (_Loop._splice).
 
 Three guards keep the job from outliving torchjob: signals are forwarded to the child's process
 group and escalated to SIGKILL after a grace period; the child is started through the exec
@@ -50,8 +52,15 @@ class Outcome(NamedTuple):
     log_error: str | None
 
 
-def _open_log(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+def _open_log(path: Path, spliced: bool = False) -> int:
+    """A log, written at its end. stdout.log takes spliced chunks, which O_APPEND refuses:
+    it is opened at its end instead (torchjob is its only writer while the job runs) and
+    readable, so the last byte of a spliced chunk can be read back."""
+    if not spliced:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    os.lseek(fd, 0, os.SEEK_END)
+    return fd
 
 
 def _pipe() -> tuple[int, int]:
@@ -85,7 +94,7 @@ class Supervisor:
     def start(self) -> None:
         stack = self._stack
         try:
-            self.out_log = _open_log(self.run.stdout_log)
+            self.out_log = _open_log(self.run.stdout_log, spliced=True)
             stack.callback(os.close, self.out_log)
             self.err_log = _open_log(self.run.stderr_log)
             stack.callback(os.close, self.err_log)
@@ -149,6 +158,9 @@ class _Loop:
         self.returncode: int | None = None
         self.drain_until = self.quiet_until = 0.0
         self.deferred_until = 0.0  # how long the other stream may wait for a line to end
+        # stdout with no console copy goes into stdout.log by splice(2), through this pipe
+        splice = hasattr(os, "splice") and console.targets[STDOUT] is None
+        self.relay: tuple[int, int] | None = _pipe() if splice else None
 
     def run(self) -> Outcome:
         exit_fd = self._exit_fd()
@@ -157,6 +169,7 @@ class _Loop:
                 self._turn(exit_fd)
         finally:
             os.close(exit_fd)
+            self._end_relay()
         self.console.finish(self.sup.wake_fd)
         if self.returncode is None:  # pragma: no cover - _done() returns only after the exit
             self.returncode = self.proc.wait()
@@ -233,18 +246,58 @@ class _Loop:
 
     def _read(self, fd: int, now: float) -> None:
         stream = self.reads[fd]
-        chunk, ended = self._take(fd)
-        if ended:
+        if self.relay is not None and stream == STDOUT and fd not in self.sup.terminals:
+            size, line_ended = self._splice(fd, self.relay)
+            closed = not size
+        else:
+            chunk, closed = self._take(fd)
+            size, line_ended = len(chunk), chunk.endswith((b"\n", b"\r"))
+            if chunk:
+                self._log(self.logs[stream], chunk)
+                self.console.feed(stream, chunk, now)
+        if closed:
             del self.reads[fd]
-        if not chunk:
+        if not size:
             return
-        self.log_error = self.log_error or write_logs(self.logs[stream], chunk)
-        self.console.feed(stream, chunk, now)
-        ended = chunk.endswith((b"\n", b"\r"))
-        if not ended and self.partial != stream:
+        if not line_ended and self.partial != stream:
             self.deferred_until = now + _FAIR_S
-        self.partial = None if ended else stream
+        self.partial = None if line_ended else stream
         self.quiet_until = now + _QUIET_S
+
+    def _splice(self, fd: int, relay: tuple[int, int]) -> tuple[int, bool]:
+        """Move what the stdout pipe holds into stdout.log inside the kernel: (its size, whether
+        it ends a line). Reading the job's pipe locks it for the whole copy, so the job waited
+        for each read; the relay pipe takes the pages by reference, the job writes on while they
+        are copied into the log (bench/tee.py (b): 0.5 to 0.7 of the job writing to a file)."""
+        log = self.sup.out_log
+        size = left = os.splice(fd, relay[1], CHUNK)
+        if not size:
+            return 0, True
+        try:
+            while left:
+                left -= os.splice(relay[0], log, left)
+        except OSError:  # a full disk, a file system without splice: as without the relay
+            rest = bytearray()
+            while len(rest) < left:
+                rest += os.read(relay[0], left - len(rest))
+            self._end_relay()
+            self._log([log], bytes(rest))
+            return size, rest.endswith((b"\n", b"\r"))
+        try:
+            return size, os.pread(log, 1, os.lseek(log, 0, os.SEEK_CUR) - 1) in (b"\n", b"\r")
+        except OSError:
+            return size, True
+
+    def _log(self, fds: list[int], data: bytes) -> None:
+        """data into the logs; after a failed write the next ones are still tried (a full disk
+        may have room again; stderr.log still takes what stdout.log refused)."""
+        error = write_logs(fds, data)
+        self.log_error = self.log_error or error
+
+    def _end_relay(self) -> None:
+        for end in self.relay or ():
+            os.close(end)
+        self.relay = None
 
     def _take(self, fd: int) -> tuple[bytes, bool]:
         """What the stream has now, and whether it has ended. A pipe gives up to 1 MiB at
