@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from torchrun_cli.errors import TorchjobError
-from torchrun_cli.masking import mask_secrets
+from torchrun_cli.masking import mask_argv, mask_secrets, mask_text
 
 # argv: TRAMPOLINE PARENT_PID PROGRAM ARGS... ; PR_SET_PDEATHSIG is 1, SIGKILL is 9.
 _TRAMPOLINE = """\
@@ -210,7 +210,7 @@ def run_tool(
     it exits, so nothing it left behind outlives the step.
     """
     started = time.monotonic()
-    shown = mask_secrets(shlex.join(argv), secrets)
+    shown = mask_secrets(shlex.join(mask_argv(argv)), secrets)
     exe = shutil.which(argv[0], path=(env or os.environ).get("PATH")) if argv else None
     if exe is None:
         _log(log, shown, f"{argv[0]}: not found\n", None, 0.0)
@@ -235,7 +235,7 @@ def run_tool(
         finally:  # Ctrl-C, SIGTERM, a time limit, or the end: the tool's whole group goes
             kill_group(proc.pid)
             proc.wait()
-    output = mask_secrets(both.decode("utf-8", errors="replace"), secrets)
+    output = mask_secrets(mask_text(both.decode("utf-8", errors="replace")), secrets)
     _log(log, shown, output, proc.returncode, time.monotonic() - started)
     if timed_out or proc.returncode != 0:
         raise ToolFailed(argv, proc.returncode, output, timed_out=timed_out)

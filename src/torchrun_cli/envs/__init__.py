@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from torchrun_cli import store
 from torchrun_cli.envs.interpreter import resolve_interpreter
 from torchrun_cli.errors import SetupError
+from torchrun_cli.masking import mask_argv
 from torchrun_cli.record import RunDir
 from torchrun_cli.settings import Settings
 from torchrun_cli.spec.model import JobSpec
@@ -95,7 +96,7 @@ def plan(spec: JobSpec, base: Environment, project_dir: Path, settings: Settings
         "interpreter": facts,
         "python_version": py.version,
         "requirements": keys.requirement_files(req_path) if req_path else [],
-        "packages": list(py.packages),
+        "packages": mask_argv(py.packages),  # kept in the cache's record: no password
         "conda_file": keys.file_digest(conda_file) if conda_file else None,
         **({"conda_packages": list(py.conda_packages)} if py.conda_packages else {}),
         "system_site_packages": py.system_site_packages,

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from torchrun_cli.envs.key import tool_identity
 from torchrun_cli.errors import SetupError
+from torchrun_cli.masking import mask_argv
 from torchrun_cli.settings import Settings
 from torchrun_cli.steps import Step, Steps
 from torchrun_cli.tools import ToolFailed, run_tool
@@ -84,7 +85,7 @@ def _failed(name: str, argv: list[str], log: Path, exc: ToolFailed) -> SetupErro
         else ("timed out" if exc.timed_out else f"failed (exit {exc.returncode})")
     )
     return SetupError(
-        f"{name} {what}: {shlex.join(argv)}\n"
+        f"{name} {what}: {shlex.join(mask_argv(argv))}\n"
         + (exc.tail(20) if exc.output.strip() else "(no output)"),
         f"read {log}",
         phase="environment",

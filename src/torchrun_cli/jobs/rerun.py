@@ -48,4 +48,5 @@ def hidden(spec: JobSpec) -> list[str]:
     found += ["args"] * any(MASK in a for a in spec.args)
     found += ["-- arguments"] * any(MASK in a for a in spec.extra_args)
     found += ["project"] * (MASK in spec.project)
+    found += ["python.packages"] * any(MASK in p for p in spec.python.packages)
     return found

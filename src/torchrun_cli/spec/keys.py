@@ -156,6 +156,7 @@ KEYS: tuple[Key, ...] = (
         Kind.LIST,
         "A package to install into the environment (repeatable).",
         ("--pip",),
+        shown=Shown.ARGV,  # `pkg @ https://user:TOKEN@host/...`, `--index-url URL`
     ),
     Key("python.conda_file", Kind.STR, "A conda environment file, relative to the project."),
     Key("python.conda_packages", Kind.LIST, "Conda packages to install (numpy=1.26), conda only."),
