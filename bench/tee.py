@@ -14,10 +14,12 @@ before each, untimed), each in a fresh folder:
   (e) writer.py on a bare pty, read into a file         the pty's own ceiling, no torchjob
   (f) python writer.py | cat > file                     any pipe reader's ceiling (GNU cat)
   (g) python writer.py | tee log > /dev/null            (b) done by GNU tee, for comparison
-  (h), (i): (b) and (c) with the torchjob given by --before, for an A/B in the same rounds
+  (h) python writer.py | tee log > file                  (c) done by GNU tee, for comparison
+  (i), (j): (b) and (c) with the torchjob given by --before, for an A/B in the same rounds
 A pty hands out at most 4 KiB per read, so (d) is held to (e), the kernel's ceiling, not (a).
-(f) and (g) are not goals: they show what a reader of a pipe (a C program, one copy out of the
-pipe into one file) reaches on this machine against (a), and where the 0.8 of (b) and (c) lies.
+(f) to (h) are not goals: they show what a reader of a pipe (a C program, one copy out of the
+pipe into one or two files) reaches on this machine against (a), and where the 0.8 of (b) and
+(c) lies.
 Peak RSS: wait4()'s ru_maxrss (max over torchjob and the processes it waited for, the child
 included) and the torchjob process's own VmHWM, read from /proc while it runs.
 
@@ -73,7 +75,7 @@ class Variant:
     console_to_file: bool
     tty: bool = False
     via: str = ""  # (f), (g): the C program that reads the writer's pipe
-    before: bool = False  # (h), (i): run by the --before torchjob
+    before: bool = False  # (i), (j): run by the --before torchjob
 
 
 @dataclass(frozen=True)
@@ -95,10 +97,11 @@ VARIANTS = [
     Variant("e", "writer.py on a bare pty > file", False, True, tty=True),
     Variant("f", "python writer.py | cat > file", False, True, via="cat"),
     Variant("g", "python writer.py | tee log > /dev/null", False, False, via="tee"),
+    Variant("h", "python writer.py | tee log > file", False, True, via="tee"),
 ]
 BEFORE = [
-    Variant("h", "(b) by the --before torchjob", True, False, before=True),
-    Variant("i", "(c) by the --before torchjob", True, True, before=True),
+    Variant("i", "(b) by the --before torchjob", True, False, before=True),
+    Variant("j", "(c) by the --before torchjob", True, True, before=True),
 ]
 # (f), (g): the writer's stdout piped into cat, or into tee writing argv[3]; no shell.
 PIPED = """\
@@ -276,15 +279,15 @@ def main() -> None:
         help="delete each round's files after measuring (forced if disk is short)",
     )
     parser.add_argument("--torchjob", help="torchjob console script [default: found]")
-    parser.add_argument("--before", help="another torchjob for (h) and (i), an A/B")
+    parser.add_argument("--before", help="another torchjob for (i) and (j), an A/B")
     args = parser.parse_args()
     variants = VARIANTS + (BEFORE if args.before else [])
 
     torchjob = find_torchjob(args.torchjob)
     root = Path(tempfile.mkdtemp(prefix="torchjob-bench-tee-", dir=args.dir))
     # per round: (a) a file, (b) stdout.log, (c) and (d) stdout.log and a console file, (e), (f)
-    # and (g) a file; (h) and (i) three more
-    per_round = (12 if args.before else 9) * args.mb * MIB
+    # and (g) a file, (h) two; (i) and (j) three more
+    per_round = (14 if args.before else 11) * args.mb * MIB
     need = args.repeat * per_round + 4 * 2 * args.small_mb * MIB
     free = shutil.disk_usage(root).free
     delete_each = args.delete_each or free < need + (2 << 30)
@@ -343,7 +346,7 @@ def report(
         )
     )
     if args.before:
-        print(f"before:     {args.before} for (h) and (i)")
+        print(f"before:     {args.before} for (i) and (j)")
     if not quiet_echoed:
         print(
             "note:       `run --quiet` does not copy the child's output to torchjob's stdout, "
@@ -385,21 +388,22 @@ def report(
     ratio = statistics.median(mb / r.seconds for r in results["d"]) / ceiling
     verdict = "met" if ratio >= PTY_GOAL else "NOT met"
     print(f"goal: (d) >= {PTY_GOAL} x (e), the pty's ceiling: {verdict} ({ratio:.2f})")
-    rate = {k: statistics.median(mb / r.seconds for r in results[k]) for k in ("b", "f", "g")}
+    rate = {k: statistics.median(mb / r.seconds for r in results[k]) for k in "bcfgh"}
     print(
         f"ceiling: GNU cat reading the pipe (f) reaches {rate['f'] / base:.2f} of (a); GNU tee "
-        f"(g) {rate['g'] / base:.2f}; torchjob's (b) is {rate['b'] / rate['g']:.2f}x GNU tee's"
+        f"(g) {rate['g'] / base:.2f}, to two files (h) {rate['h'] / base:.2f}; torchjob's (b) "
+        f"is {rate['b'] / rate['g']:.2f}x GNU tee's (g), (c) {rate['c'] / rate['h']:.2f}x (h)"
     )
-    if "h" in results:
-        speed = {k: statistics.median(mb / r.seconds for r in results[k]) for k in "bchi"}
+    if "i" in results:
+        speed = {k: statistics.median(mb / r.seconds for r in results[k]) for k in "bcij"}
         looped = {
             k: statistics.median(mb / r.in_run_seconds for r in results[k] if r.in_run_seconds)
-            for k in "bchi"
+            for k in "bcij"
         }
         print(
-            f"A/B: (b) is {speed['b'] / speed['h']:.2f}x the --before torchjob's (h), in-run "
-            f"{looped['b'] / looped['h']:.2f}x; (c) {speed['c'] / speed['i']:.2f}x (i), in-run "
-            f"{looped['c'] / looped['i']:.2f}x"
+            f"A/B: (b) is {speed['b'] / speed['i']:.2f}x the --before torchjob's (i), in-run "
+            f"{looped['b'] / looped['i']:.2f}x; (c) {speed['c'] / speed['j']:.2f}x (j), in-run "
+            f"{looped['c'] / looped['j']:.2f}x"
         )
     print()
     print(f"peak RSS, MiB: {args.small_mb} MiB run vs median of the {mb} MiB runs")
