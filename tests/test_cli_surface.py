@@ -146,12 +146,17 @@ def test_run_a_script_in_this_folder_with_its_arguments(tmp_path: Path, iso: Env
 
 
 def test_run_a_folder_uses_its_torchjob_yaml(tmp_path: Path, iso: Env) -> None:
+    """`run DIR` and `validate DIR` read DIR/torchjob.yaml, or say it is missing."""
     folder = tmp_path / "proj"
     write(folder / "train.py", ARGV)
-    res = torchjob("run", "proj", cwd=tmp_path)
-    assert res.returncode == 2
-    assert b"without a torchjob.yaml" in res.stderr and b"proj/torchjob.yaml" in res.stderr
+    for command in ("run", "validate"):
+        res = torchjob(command, "proj", cwd=tmp_path)
+        assert res.returncode == 2
+        assert b"without a torchjob.yaml" in res.stderr and b"proj/torchjob.yaml" in res.stderr
     write(folder / "torchjob.yaml", "name: fromdir\nscript: train.py\nargs: [x]\n")
+    res = torchjob("validate", "proj", cwd=tmp_path)
+    shown = f"ok: proj/torchjob.yaml: script train.py in {folder}\n"
+    assert (res.returncode, res.stdout.decode()) == (0, shown)
     res = torchjob("run", "-q", "proj", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert newest_record(iso.runs)["name"] == "fromdir"

@@ -170,13 +170,8 @@ def run(
         if "script" in given:
             raise UsageError(f"two scripts: {spec_file} and --script {given['script']}")
         given["script"], spec_path = spec_file, None
-    elif spec_path and spec_path.is_dir():
-        if not (spec_path / "torchjob.yaml").is_file():
-            raise UsageError(
-                f"{spec_file} is a folder without a torchjob.yaml",
-                f"write {spec_path / 'torchjob.yaml'}, or give a spec file or a script.py",
-            )
-        spec_path = spec_path / "torchjob.yaml"
+    elif spec_path:
+        spec_path = _spec_in(spec_path)
     found = settings.read()
     quiet = found.quiet if quiet is None else quiet
     read = read_spec(spec_path)
@@ -224,30 +219,45 @@ _run_only.command(context_settings={"allow_interspersed_args": True})(run)
 app.command(context_settings={"allow_interspersed_args": True})(reruns.rerun)
 
 
+def _spec_in(path: Path) -> Path:
+    """A spec file as given, or a folder's torchjob.yaml (`torchjob run DIR`)."""
+    if not path.is_dir():
+        return path
+    if not (path / "torchjob.yaml").is_file():
+        raise UsageError(
+            f"{path} is a folder without a torchjob.yaml",
+            f"write {path / 'torchjob.yaml'}, or give a spec file or a script.py",
+        )
+    return path / "torchjob.yaml"
+
+
 @app.command()
 def validate(
-    spec_file: Annotated[str, typer.Argument(metavar="SPEC.yaml", help="The spec to check.")],
+    spec_file: Annotated[
+        str, typer.Argument(metavar="SPEC.yaml", help="The spec to check, or a folder with one.")
+    ],
 ) -> None:
     """Check a spec and print every problem; run nothing (exit 2 on problems)."""
     from torchrun_cli.jobs import run as jobs  # measured: 10 ms that runs and show do not need
     from torchrun_cli.spec.load import load, read_spec
 
     found = settings.read()  # a bad setting is reported first, as for every command
-    read = read_spec(Path(spec_file))
+    path = _spec_in(Path(spec_file))
+    read = read_spec(path)
     if read is not None and "steps" in read[0]:
         from torchrun_cli.commands import pipeline  # as in run
 
-        pipeline.validate(Path(spec_file).absolute(), *read, found)
+        pipeline.validate(path.absolute(), *read, found)
         return
     if read is not None and "sweep" in read[0]:
         from torchrun_cli.commands import sweeps  # as in run
 
-        sweeps.validate(Path(spec_file).absolute(), read, found)
+        sweeps.validate(path.absolute(), read, found)
         return
-    spec = load(Path(spec_file), {}, Path.cwd(), found, read=read)
+    spec = load(path, {}, Path.cwd(), found, read=read)
     if (warning := jobs.validate(spec, found)) is not None:
         console.warning(warning)
-    sys.stdout.write(f"ok: {spec_file}: script {spec.script} in {spec.project}\n")
+    sys.stdout.write(f"ok: {path}: script {spec.script} in {spec.project}\n")
 
 
 @app.command("config")
