@@ -57,7 +57,7 @@ def pause(
         with stoppable():
             time.sleep(wait)  # the delay the spec asks for, not synchronisation
     except KeyboardInterrupt as exc:
-        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        signum = Stopped.signum_of(exc)
         return End(
             Status.CANCELLED,
             128 + signum,
@@ -69,11 +69,7 @@ def pause(
 @contextlib.contextmanager
 def stoppable() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Stopped, as Ctrl-C raises KeyboardInterrupt."""
-
-    def stop(signum: int, frame: object) -> None:
-        raise Stopped(signum)
-
-    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.signal(s, Stopped.handler) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -216,7 +215,7 @@ def _attempt(
     except LaunchError as exc:
         return End(Status.FAILED, exc.exit_code, phase="launch", error=exc.lines()[0])
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP before the job took over
-        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        signum = Stopped.signum_of(exc)
         return End(
             Status.CANCELLED,
             128 + signum,

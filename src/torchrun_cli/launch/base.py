@@ -91,6 +91,16 @@ class Stopped(KeyboardInterrupt):
         super().__init__(signum)
         self.signum = signum
 
+    @staticmethod
+    def handler(signum: int, frame: object) -> None:
+        """A signal handler: SIGTERM or SIGHUP unwinds like Ctrl-C."""
+        raise Stopped(signum)
+
+    @staticmethod
+    def signum_of(exc: KeyboardInterrupt) -> int:
+        """The signal a stop came by: Stopped's own, SIGINT for Ctrl-C."""
+        return exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+
 
 def signal_name(signum: int) -> str:
     """`SIGSEGV` for 11; `signal 33` when Python has no name for it (glibc's RT signals)."""

@@ -59,23 +59,19 @@ def start(task: Task, parent: int, tell_fd: int, out_fds: tuple[int, int] | None
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for signum in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, _raise_stopped)
+            signal.signal(signum, Stopped.handler)
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(out_fds[0] if out_fds else null, 1)
         os.dup2(out_fds[1] if out_fds else null, 2)
         code = main(task, lambda fact: _tell(tell_fd, fact))
     except KeyboardInterrupt as exc:
-        code = 128 + (exc.signum if isinstance(exc, Stopped) else signal.SIGINT)
+        code = 128 + Stopped.signum_of(exc)
     except BaseException as exc:  # a bug: the scheduler records it as the step's failure
         _tell(tell_fd, {"error": f"internal error: {exc!r}"})
     finally:
         sys.stdout.flush()
         os._exit(code)
-
-
-def _raise_stopped(signum: int, frame: object) -> None:
-    raise Stopped(signum)
 
 
 def _tell(fd: int, fact: dict[str, Any]) -> None:
