@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import TORCHJOB, Env, torchjob, write
+from torchrun_cli.launch.relay import Relay
 
 # Written into the job's project and also executed here, so both sides build the same bytes.
 # stdout uses bytes 0x01-0x7f (with \r and \n), stderr only bytes 0x80-0xff (invalid UTF-8,
@@ -92,6 +93,33 @@ def test_quiet_logs_the_same_bytes_spliced(project: Path, iso: Env) -> None:
     assert _sha(both.translate(None, HIGH)) == _sha(out)
     assert _sha(both.translate(None, LOW)) == _sha(err)
     assert rec["status"] == "succeeded"
+
+
+def test_the_relay_lands_at_the_log_s_end_and_says_where_lines_end(tmp_path: Path) -> None:
+    """launch/relay.py on a real pipe and a real file: each move lands at the log's end (after
+    what a script appended there itself), says whether the log now ends a line (which orders
+    the two streams), and a closed pipe is size 0."""
+    log = tmp_path / "stdout.log"
+    log.write_bytes(b"")
+    relay = Relay(log)
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"abc")
+        assert relay.move(read_end) == (3, False, b"")
+        os.write(write_end, b"def\n")
+        assert relay.move(read_end) == (4, True, b"")
+        with log.open("ab") as own:
+            own.write(b"own line\n")
+        os.write(write_end, b"50%\r")
+        assert relay.move(read_end) == (4, True, b"")
+        os.write(write_end, b"x" * 60_000)  # many pipe buffers (of 4 KiB), no line end
+        assert relay.move(read_end) == (60_000, False, b"")
+        os.close(write_end)
+        assert relay.move(read_end) == (0, True, b"")
+    finally:
+        relay.close()
+        os.close(read_end)
+    assert log.read_bytes() == b"abcdef\nown line\n50%\r" + b"x" * 60_000
 
 
 FULL = r"""

@@ -15,7 +15,7 @@ _SECRET_NAME = re.compile(
     r"|(^|[_-])key$",
     re.IGNORECASE,
 )
-_URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]+@")
+_URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/\s]*@")  # to the last @: pip allows @ in it
 _URL_USER = re.compile(r"(://)([^/@:\s]+)@")
 _TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "glptt-")
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_.~-]{32,}$")

@@ -296,7 +296,8 @@ def _collect(
                         with contextlib.suppress(Exception):  # a display must not fail a step
                             on_line(
                                 mask_secrets(
-                                    line.decode("utf-8", errors="replace").rstrip(), secrets
+                                    mask_text(line.decode("utf-8", errors="replace").rstrip()),
+                                    secrets,
                                 )
                             )
     finally:

@@ -58,7 +58,7 @@ def rerun(
     if hidden := reruns.hidden(spec):
         raise UsageError(
             f"run {rec.id} recorded {', '.join(hidden)} masked (a secret)",
-            "give the value again: -E NAME=VALUE, -P NAME=VALUE, --pip SPEC "
+            "give the value again: -E NAME=VALUE, -P NAME=VALUE, --pip SPEC for every package "
             "(or rerun from the spec file)",
         )
     console.note(f"rerunning {rec.id}" + (f" at commit {spec.ref}" if spec.ref else ""))

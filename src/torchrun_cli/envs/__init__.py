@@ -98,7 +98,7 @@ def plan(spec: JobSpec, base: Environment, project_dir: Path, settings: Settings
         "requirements": keys.requirement_files(req_path) if req_path else [],
         "packages": mask_argv(py.packages),  # kept in the cache's record: no password
         "conda_file": keys.file_digest(conda_file) if conda_file else None,
-        **({"conda_packages": list(py.conda_packages)} if py.conda_packages else {}),
+        **({"conda_packages": mask_argv(py.conda_packages)} if py.conda_packages else {}),
         "system_site_packages": py.system_site_packages,
         "installer": keys.installer_config(builder.name, project_dir, os.environ),
     }

@@ -49,4 +49,5 @@ def hidden(spec: JobSpec) -> list[str]:
     found += ["-- arguments"] * any(MASK in a for a in spec.extra_args)
     found += ["project"] * (MASK in spec.project)
     found += ["python.packages"] * any(MASK in p for p in spec.python.packages)
+    found += ["python.conda_packages"] * any(MASK in p for p in spec.python.conda_packages)
     return found

@@ -2,7 +2,7 @@
 order of arrival (launch/streams.py), forwards signals, enforces the timeout and escalates to
 SIGKILL after the grace period; on a pseudo-terminal when asked (launch/terminal.py). When no
 console copy is wanted (-q, --detach, pipeline steps), stdout is spliced into stdout.log in the
-kernel instead of being read (_Loop._splice).
+kernel instead of being read (launch/relay.py).
 
 Three guards keep the job from outliving torchjob: signals are forwarded to the child's process
 group and escalated to SIGKILL after a grace period; the child is started through the exec
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import select
 import signal
@@ -26,14 +25,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from torchrun_cli.launch.base import OnStop
+from torchrun_cli.launch.relay import CHUNK, Relay, pipe
 from torchrun_cli.launch.streams import STDERR, STDOUT, Console, write_logs
 from torchrun_cli.record import RunDir
 from torchrun_cli.tools import kill_group, signals_to_pipe, trampoline, watchdog
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-CHUNK = 1 << 20
 _PTY_READ = 1 << 16
-_F_SETPIPE_SZ = 1031
 _QUIET_S = 0.2  # once the job has ended: stop when its streams stay quiet this long
 _DRAIN_S = 2.0  # and stop reading what escaped processes write after this long
 _MAX_WAIT_S = 3600.0
@@ -52,23 +50,8 @@ class Outcome(NamedTuple):
     log_error: str | None
 
 
-def _open_log(path: Path, spliced: bool = False) -> int:
-    """A log, written at its end. stdout.log takes spliced chunks, which O_APPEND refuses:
-    it is opened at its end instead (torchjob is its only writer while the job runs) and
-    readable, so the last byte of a spliced chunk can be read back."""
-    if not spliced:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    os.lseek(fd, 0, os.SEEK_END)
-    return fd
-
-
-def _pipe() -> tuple[int, int]:
-    """(read, write) ends for one output stream, 1 MiB deep where the kernel allows."""
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(read_fd, _F_SETPIPE_SZ, CHUNK)
-    return read_fd, write_fd
+def _open_log(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
 
 
 class Supervisor:
@@ -94,7 +77,7 @@ class Supervisor:
     def start(self) -> None:
         stack = self._stack
         try:
-            self.out_log = _open_log(self.run.stdout_log, spliced=True)
+            self.out_log = _open_log(self.run.stdout_log)
             stack.callback(os.close, self.out_log)
             self.err_log = _open_log(self.run.stderr_log)
             stack.callback(os.close, self.err_log)
@@ -128,7 +111,7 @@ class Supervisor:
             os.set_blocking(ours, False)  # read until it has no more (see _Loop._take)
             self.terminals.append(ours)
         else:
-            ours, childs = _pipe()
+            ours, childs = pipe()
         self._stack.callback(os.close, ours)
         self.streams[ours] = stream
         return ours, childs
@@ -158,9 +141,7 @@ class _Loop:
         self.returncode: int | None = None
         self.drain_until = self.quiet_until = 0.0
         self.deferred_until = 0.0  # how long the other stream may wait for a line to end
-        # stdout with no console copy goes into stdout.log by splice(2), through this pipe
-        splice = hasattr(os, "splice") and console.targets[STDOUT] is None
-        self.relay: tuple[int, int] | None = _pipe() if splice else None
+        self.relay = self._relay()
 
     def run(self) -> Outcome:
         exit_fd = self._exit_fd()
@@ -244,10 +225,19 @@ class _Loop:
         left = min(due) - now if due else _MAX_WAIT_S
         return max(0, int(min(left, _MAX_WAIT_S) * 1000) + 1)
 
+    def _relay(self) -> Relay | None:
+        """stdout's way into stdout.log when no console copy needs its bytes and it is a pipe."""
+        stdout_pipe = all(self.sup.streams[fd] != STDOUT for fd in self.sup.terminals)
+        if hasattr(os, "splice") and stdout_pipe and self.console.targets[STDOUT] is None:
+            with contextlib.suppress(OSError):  # no descriptors left: read it as always
+                return Relay(self.sup.run.stdout_log)
+        return None
+
     def _read(self, fd: int, now: float) -> None:
         stream = self.reads[fd]
-        if self.relay is not None and stream == STDOUT and fd not in self.sup.terminals:
-            size, line_ended = self._splice(fd, self.relay)
+        moved = self._splice(fd, self.relay) if stream == STDOUT and self.relay else None
+        if moved is not None:
+            size, line_ended = moved
             closed = not size
         else:
             chunk, closed = self._take(fd)
@@ -264,29 +254,18 @@ class _Loop:
         self.partial = None if line_ended else stream
         self.quiet_until = now + _QUIET_S
 
-    def _splice(self, fd: int, relay: tuple[int, int]) -> tuple[int, bool]:
-        """Move what the stdout pipe holds into stdout.log inside the kernel: (its size, whether
-        it ends a line). Reading the job's pipe locks it for the whole copy, so the job waited
-        for each read; the relay pipe takes the pages by reference, the job writes on while they
-        are copied into the log (bench/tee.py (b): 0.5 to 0.7 of the job writing to a file)."""
-        log = self.sup.out_log
-        size = left = os.splice(fd, relay[1], CHUNK)
-        if not size:
-            return 0, True
+    def _splice(self, fd: int, relay: Relay) -> tuple[int, bool] | None:
+        """stdout into stdout.log by the relay: (size, ends a line); None when the system
+        refuses splice (the relay is then dropped and the pipe read)."""
         try:
-            while left:
-                left -= os.splice(relay[0], log, left)
-        except OSError:  # a full disk, a file system without splice: as without the relay
-            rest = bytearray()
-            while len(rest) < left:
-                rest += os.read(relay[0], left - len(rest))
-            self._end_relay()
-            self._log([log], bytes(rest))
-            return size, rest.endswith((b"\n", b"\r"))
-        try:
-            return size, os.pread(log, 1, os.lseek(log, 0, os.SEEK_CUR) - 1) in (b"\n", b"\r")
+            moved = relay.move(fd)
         except OSError:
-            return size, True
+            self._end_relay()
+            return None
+        if moved.unlogged:  # the log refused the splice: the rest of the run writes as always
+            self._end_relay()
+            self._log([self.sup.out_log], moved.unlogged)
+        return moved.size, moved.line_ended
 
     def _log(self, fds: list[int], data: bytes) -> None:
         """data into the logs; after a failed write the next ones are still tried (a full disk
@@ -295,8 +274,8 @@ class _Loop:
         self.log_error = self.log_error or error
 
     def _end_relay(self) -> None:
-        for end in self.relay or ():
-            os.close(end)
+        if self.relay is not None:
+            self.relay.close()
         self.relay = None
 
     def _take(self, fd: int) -> tuple[bytes, bool]:

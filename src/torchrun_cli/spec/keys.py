@@ -159,7 +159,12 @@ KEYS: tuple[Key, ...] = (
         shown=Shown.ARGV,  # `pkg @ https://user:TOKEN@host/...`, `--index-url URL`
     ),
     Key("python.conda_file", Kind.STR, "A conda environment file, relative to the project."),
-    Key("python.conda_packages", Kind.LIST, "Conda packages to install (numpy=1.26), conda only."),
+    Key(
+        "python.conda_packages",
+        Kind.LIST,
+        "Conda packages to install (numpy=1.26), conda only.",
+        shown=Shown.ARGV,  # a channel URL may hold a token
+    ),
     Key(
         "python.system_site_packages",
         Kind.BOOL,
