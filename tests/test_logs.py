@@ -95,6 +95,25 @@ def test_quiet_logs_the_same_bytes_spliced(project: Path, iso: Env) -> None:
     assert rec["status"] == "succeeded"
 
 
+def test_a_console_that_is_dev_null_gets_no_copy_and_the_logs_stay_exact(
+    project: Path, iso: Env
+) -> None:
+    """cron's `> /dev/null`: torchjob skips the console copy of stdout and splices it as
+    under -q; the logs must hold the same bytes, and the job's stderr still reaches
+    torchjob's stderr."""
+    write(project / "gen.py", GEN)
+    argv = [*TORCHJOB, "run", "-s", "gen.py", "-p", str(project), "--", "8", "1"]
+    res = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out, err = _streams(8, 1)
+    run_dir, _ = iso.only_run()
+    both = (run_dir / "stdout.log").read_bytes()
+    assert _sha((run_dir / "stderr.log").read_bytes()) == _sha(err)
+    assert _sha(both.translate(None, HIGH)) == _sha(out)
+    assert _sha(both.translate(None, LOW)) == _sha(err)
+    assert err in res.stderr
+
+
 def test_the_relay_lands_at_the_log_s_end_and_says_where_lines_end(tmp_path: Path) -> None:
     """launch/relay.py on a real pipe and a real file: each move lands at the log's end (after
     what a script appended there itself), says whether the log now ends a line (which orders

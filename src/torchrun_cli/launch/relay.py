@@ -1,5 +1,5 @@
 """The job's stdout into stdout.log inside the kernel, when nothing else wants its bytes (no
-console copy: `-q`, `--detach`, pipeline steps).
+console copy: `-q`, `--detach`, pipeline steps, `> /dev/null`).
 
 Why: Linux holds a pipe's lock for the whole copy of a read, so while torchjob copied 1 MiB out
 of the job's pipe, the job could not write. A relay pipe of our own takes the pipe's pages by

@@ -30,17 +30,20 @@ MAX_QUEUED = 8 << 20  # console bytes waiting to be written before the job is ma
 
 
 def _writer(fd: int) -> tuple[int, bool] | None:
-    """A descriptor to write the console copy to, and whether a write to it may block.
+    """A descriptor to write the console copy to, and whether a write to it may block; None
+    when there is none (closed, or /dev/null).
 
     For a pipe or a terminal, a description of our own opened through /proc with O_NONBLOCK
     (setting O_NONBLOCK on the inherited one would change it for every process sharing it). A
     regular file is written as it is (it does not block for long)."""
     try:
-        mode = os.fstat(fd).st_mode
+        st = os.fstat(fd)
     except OSError:
         return None  # closed: no console
-    if stat.S_ISREG(mode):
+    if stat.S_ISREG(st.st_mode):
         return fd, False
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat(os.devnull).st_rdev:
+        return None  # cron's `> /dev/null`: nothing to copy (stdout then goes by splice)
     try:
         flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
         return os.open(f"/proc/self/fd/{fd}", flags), False

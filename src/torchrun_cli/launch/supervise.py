@@ -1,8 +1,8 @@
 """One child from start to end: its own session, one loop that reads both output streams in
 order of arrival (launch/streams.py), forwards signals, enforces the timeout and escalates to
 SIGKILL after the grace period; on a pseudo-terminal when asked (launch/terminal.py). When no
-console copy is wanted (-q, --detach, pipeline steps), stdout is spliced into stdout.log in the
-kernel instead of being read (launch/relay.py).
+console copy is wanted (-q, --detach, pipeline steps, `> /dev/null`), stdout is spliced into
+stdout.log in the kernel instead of being read (launch/relay.py).
 
 Three guards keep the job from outliving torchjob: signals are forwarded to the child's process
 group and escalated to SIGKILL after a grace period; the child is started through the exec
