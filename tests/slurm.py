@@ -80,7 +80,9 @@ SlurmdPort={slurmd_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket={state}/munge/munge.socket
+# A requeued job waits cred_expire seconds before it may start again (default 120 s, two
+# minutes of test_slurm_signal's requeue test); steps still have 20 s to launch.
+AuthInfo=socket={state}/munge/munge.socket,cred_expire=20
 CredType=cred/munge
 StateSaveLocation={state}/ctld
 SlurmdSpoolDir={state}/spool
