@@ -8,8 +8,8 @@ the child writing straight to a file) and memory must stay flat however much is 
 Variants, timed interleaved (a, b, c, a, b, c, ...), each from a clean page cache state (`sync`
 before each, untimed), each in a fresh folder:
   (a) python writer.py > file                       the baseline
-  (b) torchjob run --quiet -s writer.py > /dev/null   pipe + tee into stdout.log
-  (c) torchjob run -s writer.py > file                 the same plus the console copy to a file
+  (b) torchjob run --quiet -s writer.py > /dev/null   stdout spliced into stdout.log (no console)
+  (c) torchjob run -s writer.py > file                 read, into stdout.log and a console file
   (d) torchjob run --tty always -s writer.py > file    (c) with the job on a pseudo-terminal
   (e) writer.py on a bare pty, read into a file         the pty's own ceiling, no torchjob
   (f) python writer.py | cat > file                     any pipe reader's ceiling (GNU cat)
