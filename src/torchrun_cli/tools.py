@@ -161,11 +161,13 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
 
 
 class ToolFailed(TorchjobError):
-    """A tool exited non-zero, timed out, or could not start; carries its masked output."""
+    """A tool exited non-zero, timed out, or could not start; carries its masked command line
+    (as setup.log shows it) and its masked output."""
 
     def __init__(
         self,
         argv: Sequence[str],
+        command: str,
         returncode: int | None,
         output: str,
         *,
@@ -173,6 +175,7 @@ class ToolFailed(TorchjobError):
         missing: bool = False,
     ) -> None:
         self.argv = list(argv)
+        self.command = command
         self.returncode = returncode
         self.output = output
         self.timed_out = timed_out
@@ -210,11 +213,11 @@ def run_tool(
     it exits, so nothing it left behind outlives the step.
     """
     started = time.monotonic()
-    shown = mask_secrets(shlex.join(mask_argv(argv)), secrets)
+    shown = _masked(shlex.join(mask_argv(argv)), secrets)
     exe = shutil.which(argv[0], path=(env or os.environ).get("PATH")) if argv else None
     if exe is None:
         _log(log, shown, f"{argv[0]}: not found\n", None, 0.0)
-        raise ToolFailed(argv, None, f"{argv[0]}: not found", missing=True)
+        raise ToolFailed(argv, shown, None, f"{argv[0]}: not found", missing=True)
     guard = watchdog()
     try:
         proc = subprocess.Popen(
@@ -228,18 +231,24 @@ def run_tool(
         )
     except OSError as exc:
         _log(log, shown, f"{exc}\n", None, 0.0)
-        raise ToolFailed(argv, None, str(exc), missing=True) from exc
+        raise ToolFailed(argv, shown, None, str(exc), missing=True) from exc
     with guard.guard(proc.pid):
         try:
             out, both, timed_out = _collect(proc, timeout, stdin_text, secrets, on_line)
         finally:  # Ctrl-C, SIGTERM, a time limit, or the end: the tool's whole group goes
             kill_group(proc.pid)
             proc.wait()
-    output = mask_secrets(mask_text(both.decode("utf-8", errors="replace")), secrets)
+    output = _masked(both.decode("utf-8", errors="replace"), secrets)
     _log(log, shown, output, proc.returncode, time.monotonic() - started)
     if timed_out or proc.returncode != 0:
-        raise ToolFailed(argv, proc.returncode, output, timed_out=timed_out)
+        raise ToolFailed(argv, shown, proc.returncode, output, timed_out=timed_out)
     return mask_secrets(out.decode("utf-8", errors="replace"), secrets)
+
+
+def _masked(text: str, secrets: Sequence[str]) -> str:
+    """A tool's text as setup.log and the console show it: URL credentials and the step's own
+    secrets masked."""
+    return mask_secrets(mask_text(text), secrets)
 
 
 def _collect(
@@ -295,10 +304,7 @@ def _collect(
                     for line in lines:
                         with contextlib.suppress(Exception):  # a display must not fail a step
                             on_line(
-                                mask_secrets(
-                                    mask_text(line.decode("utf-8", errors="replace").rstrip()),
-                                    secrets,
-                                )
+                                _masked(line.decode("utf-8", errors="replace").rstrip(), secrets)
                             )
     finally:
         if exit_fd is not None:

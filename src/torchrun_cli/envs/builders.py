@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -15,7 +14,6 @@ from typing import Protocol
 
 from torchrun_cli.envs.key import tool_identity
 from torchrun_cli.errors import SetupError
-from torchrun_cli.masking import mask_argv
 from torchrun_cli.settings import Settings
 from torchrun_cli.steps import Step, Steps
 from torchrun_cli.tools import ToolFailed, run_tool
@@ -75,18 +73,17 @@ def step(
         try:
             return run_tool(argv, cwd=cwd, timeout=timeout, log=log, on_line=on_line)
         except ToolFailed as exc:
-            raise _failed(name, argv, log, exc) from None
+            raise _failed(name, log, exc) from None
 
 
-def _failed(name: str, argv: list[str], log: Path, exc: ToolFailed) -> SetupError:
+def _failed(name: str, log: Path, exc: ToolFailed) -> SetupError:
     what = (
         "not found"
         if exc.missing
         else ("timed out" if exc.timed_out else f"failed (exit {exc.returncode})")
     )
     return SetupError(
-        f"{name} {what}: {shlex.join(mask_argv(argv))}\n"
-        + (exc.tail(20) if exc.output.strip() else "(no output)"),
+        f"{name} {what}: {exc.command}\n" + (exc.tail(20) if exc.output.strip() else "(no output)"),
         f"read {log}",
         phase="environment",
     )
