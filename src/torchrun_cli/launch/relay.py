@@ -57,7 +57,7 @@ class Relay:
             return Moved(0, True, b"")
         left = size
         try:
-            os.lseek(self.log, 0, os.SEEK_END)
+            end = os.lseek(self.log, 0, os.SEEK_END) + size  # where the log ends after the move
             while left:
                 wrote = os.splice(self.read_end, self.log, left)
                 if not wrote:
@@ -69,7 +69,7 @@ class Relay:
                 rest += os.read(self.read_end, left - len(rest))
             return Moved(size, rest.endswith(_LINE_ENDS), bytes(rest))
         try:
-            last = os.pread(self.log, 1, os.lseek(self.log, 0, os.SEEK_CUR) - 1)
+            last = os.pread(self.log, 1, end - 1)
         except OSError:
             return Moved(size, True, b"")
         return Moved(size, last in _LINE_ENDS, b"")
