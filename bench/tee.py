@@ -354,7 +354,14 @@ def report(
             "(torchjob's own lines go to stderr, so the console file is the child's bytes)"
         )
     print()
-    base = statistics.median(mb / r.seconds for r in results["a"])
+    # medians, once: MB/s over the whole command, and in-run (torchjob's variants only)
+    rate = {k: statistics.median(mb / r.seconds for r in rs) for k, rs in results.items()}
+    looped = {
+        k: statistics.median(mb / r.in_run_seconds for r in rs if r.in_run_seconds)
+        for k, rs in results.items()
+        if any(r.in_run_seconds for r in rs)
+    }
+    base = rate["a"]
     names = {v.key: f"({v.key}) {v.label}" for v in variants}
     width = max(len(n) for n in names.values())
     print(
@@ -363,9 +370,8 @@ def report(
     )
     for v in variants:
         rates = [mb / r.seconds for r in results[v.key]]
-        med = statistics.median(rates)
-        in_runs = [r.in_run_seconds for r in results[v.key] if r.in_run_seconds]
-        in_run = f"{statistics.median(mb / s for s in in_runs):11.1f}" if in_runs else "-".rjust(11)
+        med = rate[v.key]
+        in_run = f"{looped[v.key]:11.1f}" if v.key in looped else "-".rjust(11)
         spread = f"{min(rates):.0f}..{max(rates):.0f}"
         seconds = statistics.median(r.seconds for r in results[v.key])
         cpu = statistics.median(r.cpu_seconds for r in results[v.key])
@@ -376,33 +382,25 @@ def report(
     print("(in-run MB/s: the size over run.json's duration_s, i.e. without torchjob's start-up;")
     print(" CPU s: user + system seconds of the writer, and of torchjob with all it waited for)")
     print()
-    for v in VARIANTS[1:3]:
-        ratio = statistics.median(mb / r.seconds for r in results[v.key]) / base
+    for key in "bc":
+        ratio = rate[key] / base
         verdict = "met" if ratio >= GOAL_RATIO else "NOT met"
-        loop = statistics.median(mb / r.in_run_seconds for r in results[v.key] if r.in_run_seconds)
         print(
-            f"goal: ({v.key}) >= {GOAL_RATIO} x baseline: {verdict} ({ratio:.2f}; in-run, "
-            f"without torchjob's start-up: {loop / base:.2f})"
+            f"goal: ({key}) >= {GOAL_RATIO} x baseline: {verdict} ({ratio:.2f}; in-run, "
+            f"without torchjob's start-up: {looped[key] / base:.2f})"
         )
-    ceiling = statistics.median(mb / r.seconds for r in results["e"])
-    ratio = statistics.median(mb / r.seconds for r in results["d"]) / ceiling
+    ratio = rate["d"] / rate["e"]
     verdict = "met" if ratio >= PTY_GOAL else "NOT met"
     print(f"goal: (d) >= {PTY_GOAL} x (e), the pty's ceiling: {verdict} ({ratio:.2f})")
-    rate = {k: statistics.median(mb / r.seconds for r in results[k]) for k in "bcfgh"}
     print(
         f"ceiling: GNU cat reading the pipe (f) reaches {rate['f'] / base:.2f} of (a); GNU tee "
         f"(g) {rate['g'] / base:.2f}, to two files (h) {rate['h'] / base:.2f}; torchjob's (b) "
         f"is {rate['b'] / rate['g']:.2f}x GNU tee's (g), (c) {rate['c'] / rate['h']:.2f}x (h)"
     )
     if "i" in results:
-        speed = {k: statistics.median(mb / r.seconds for r in results[k]) for k in "bcij"}
-        looped = {
-            k: statistics.median(mb / r.in_run_seconds for r in results[k] if r.in_run_seconds)
-            for k in "bcij"
-        }
         print(
-            f"A/B: (b) is {speed['b'] / speed['i']:.2f}x the --before torchjob's (i), in-run "
-            f"{looped['b'] / looped['i']:.2f}x; (c) {speed['c'] / speed['j']:.2f}x (j), in-run "
+            f"A/B: (b) is {rate['b'] / rate['i']:.2f}x the --before torchjob's (i), in-run "
+            f"{looped['b'] / looped['i']:.2f}x; (c) {rate['c'] / rate['j']:.2f}x (j), in-run "
             f"{looped['c'] / looped['j']:.2f}x"
         )
     print()
