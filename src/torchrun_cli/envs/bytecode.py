@@ -133,11 +133,9 @@ def _top_modules(site: str) -> list[str]:
                 required.add(_normal(m.group()))
         tops = {row.split("/", 1)[0].split(",", 1)[0] for row in record.splitlines()}
         found = sorted(
-            _stem(top)
-            for top in tops
-            if (top.endswith(".py") or os.path.isfile(os.path.join(site, top, "__init__.py")))
-            and _stem(top).isidentifier()
-            and _stem(top) not in _NOT_ROOTS
+            stem
+            for stem in map(_stem, tops)
+            if stem.isidentifier() and stem not in _NOT_ROOTS and _module_file(site, (stem,))
         )
         # the module named as the distribution (torch, not also torchgen and functorch)
         names[name] = [top for top in found if _normal(top) == name] or found
