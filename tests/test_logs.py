@@ -63,17 +63,22 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _check_logs(run_dir: Path, out: bytes, err: bytes) -> None:
+    """stderr.log is stderr; stdout.log is both streams, each one's bytes in its order."""
+    both = (run_dir / "stdout.log").read_bytes()
+    assert _sha((run_dir / "stderr.log").read_bytes()) == _sha(err)
+    assert len(both) == len(out) + len(err)
+    assert _sha(both.translate(None, HIGH)) == _sha(out)  # stdout's bytes, in order
+    assert _sha(both.translate(None, LOW)) == _sha(err)  # stderr's bytes, in order
+
+
 def test_100mb_stdout_and_10mb_stderr_at_once_are_byte_exact(project: Path, iso: Env) -> None:
     write(project / "gen.py", GEN)
     res = torchjob("run", "-s", "gen.py", "-p", str(project), "--", "100", "10", timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     out, err = _streams(100, 10)
     run_dir, rec = iso.only_run()
-    both = (run_dir / "stdout.log").read_bytes()
-    assert _sha((run_dir / "stderr.log").read_bytes()) == _sha(err)
-    assert len(both) == len(out) + len(err)
-    assert _sha(both.translate(None, HIGH)) == _sha(out)  # stdout's bytes, in order
-    assert _sha(both.translate(None, LOW)) == _sha(err)  # stderr's bytes, in order
+    _check_logs(run_dir, out, err)
     assert _sha(res.stdout) == _sha(out)  # the console copy of stdout
     assert err in res.stderr  # the console copy of stderr, between header and summary
     assert rec["status"] == "succeeded"
@@ -87,11 +92,7 @@ def test_quiet_logs_the_same_bytes_spliced(project: Path, iso: Env) -> None:
     assert (res.returncode, res.stdout, res.stderr) == (0, b"", b"")
     out, err = _streams(40, 4)
     run_dir, rec = iso.only_run()
-    both = (run_dir / "stdout.log").read_bytes()
-    assert _sha((run_dir / "stderr.log").read_bytes()) == _sha(err)
-    assert len(both) == len(out) + len(err)
-    assert _sha(both.translate(None, HIGH)) == _sha(out)
-    assert _sha(both.translate(None, LOW)) == _sha(err)
+    _check_logs(run_dir, out, err)
     assert rec["status"] == "succeeded"
 
 
@@ -107,10 +108,7 @@ def test_a_console_that_is_dev_null_gets_no_copy_and_the_logs_stay_exact(
     assert res.returncode == 0, res.stderr[-2000:]
     out, err = _streams(8, 1)
     run_dir, _ = iso.only_run()
-    both = (run_dir / "stdout.log").read_bytes()
-    assert _sha((run_dir / "stderr.log").read_bytes()) == _sha(err)
-    assert _sha(both.translate(None, HIGH)) == _sha(out)
-    assert _sha(both.translate(None, LOW)) == _sha(err)
+    _check_logs(run_dir, out, err)
     assert err in res.stderr
 
 
