@@ -15,11 +15,14 @@ before each, untimed), each in a fresh folder:
   (f) python writer.py | cat > file                     any pipe reader's ceiling (GNU cat)
   (g) python writer.py | tee log > /dev/null            (b) done by GNU tee, for comparison
   (h) python writer.py | tee log > file                  (c) done by GNU tee, for comparison
+  (k) python writer.py > file, copied to log as it grows (sendfile), the job never waiting
   (i), (j): (b) and (c) with the torchjob given by --before, for an A/B in the same rounds
 A pty hands out at most 4 KiB per read, so (d) is held to (e), the kernel's ceiling, not (a).
 (f) to (h) are not goals: they show what a reader of a pipe (a C program, one copy out of the
 pipe into one or two files) reaches on this machine against (a), and where the 0.8 of (b) and
-(c) lies.
+(c) lies. (k) is the ceiling of any tee that leaves the bytes in two files: no pipe, the writer
+writes its file at full speed and a second process copies each new range in the kernel (what a
+torchjob could do at best; a prototype that did it reached 1.3x (c), see bench/RESULTS.md).
 Peak RSS: wait4()'s ru_maxrss (max over torchjob and the processes it waited for, the child
 included) and the torchjob process's own VmHWM, read from /proc while it runs.
 
@@ -98,6 +101,7 @@ VARIANTS = [
     Variant("f", "python writer.py | cat > file", False, True, via="cat"),
     Variant("g", "python writer.py | tee log > /dev/null", False, False, via="tee"),
     Variant("h", "python writer.py | tee log > file", False, True, via="tee"),
+    Variant("k", "python writer.py > file, sendfile to log", False, True, via="sendfile"),
 ]
 BEFORE = [
     Variant("i", "(b) by the --before torchjob", True, False, before=True),
@@ -111,6 +115,25 @@ writer = subprocess.Popen([sys.executable, sys.argv[2]], stdout=subprocess.PIPE)
 reader = subprocess.Popen(tool, stdin=writer.stdout)
 writer.stdout.close()
 sys.exit(writer.wait() or reader.wait())
+"""
+# (k): the writer writes this script's stdout (a file); each new range of it goes to argv[2] by
+# sendfile as the shared offset moves (polled every 0.5 ms while nothing is new).
+TAILED = """\
+import os, subprocess, sys, time
+source = os.open("/proc/self/fd/1", os.O_RDONLY)
+log = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+done = os.lseek(1, 0, os.SEEK_CUR)
+writer = subprocess.Popen([sys.executable, sys.argv[1]])
+while True:
+    ended = writer.poll() is not None
+    size = min(os.lseek(1, 0, os.SEEK_CUR) - done, 8 << 20)
+    if size > 0:
+        done += os.sendfile(log, source, done, size)
+    elif ended:
+        break
+    else:
+        time.sleep(0.0005)
+sys.exit(writer.returncode)
 """
 PTY_GOAL = 0.7
 # (e): the writer on a raw pty, its master read in 1 MiB reads and written to stdout.
@@ -182,6 +205,8 @@ class Bench:
         script = self.writer(mb)
         if variant.via:
             log = str(runs_dir.parent / "tee.log")
+            if variant.via == "sendfile":
+                return [str(self.python), "-c", TAILED, script, log]
             return [str(self.python), "-c", PIPED, variant.via, script, log]
         if not variant.torchjob:
             bare = ["-c", BARE_PTY] if variant.tty else []
@@ -233,7 +258,7 @@ class Bench:
             in_run = float(record["duration_s"])
         if variant.console_to_file:
             check_size(console, want)
-        if variant.via == "tee":
+        if variant.via in ("tee", "sendfile"):
             check_size(folder / "tee.log", want)
         return Result(
             seconds, in_run, usage.ru_maxrss, watcher.peak_kib, usage.ru_utime + usage.ru_stime
@@ -286,8 +311,8 @@ def main() -> None:
     torchjob = find_torchjob(args.torchjob)
     root = Path(tempfile.mkdtemp(prefix="torchjob-bench-tee-", dir=args.dir))
     # per round: (a) a file, (b) stdout.log, (c) and (d) stdout.log and a console file, (e), (f)
-    # and (g) a file, (h) two; (i) and (j) three more
-    per_round = (14 if args.before else 11) * args.mb * MIB
+    # and (g) a file, (h) and (k) two; (i) and (j) three more
+    per_round = (16 if args.before else 13) * args.mb * MIB
     need = args.repeat * per_round + 4 * 2 * args.small_mb * MIB
     free = shutil.disk_usage(root).free
     delete_each = args.delete_each or free < need + (2 << 30)
@@ -395,7 +420,8 @@ def report(
     print(
         f"ceiling: GNU cat reading the pipe (f) reaches {rate['f'] / base:.2f} of (a); GNU tee "
         f"(g) {rate['g'] / base:.2f}, to two files (h) {rate['h'] / base:.2f}; torchjob's (b) "
-        f"is {rate['b'] / rate['g']:.2f}x GNU tee's (g), (c) {rate['c'] / rate['h']:.2f}x (h)"
+        f"is {rate['b'] / rate['g']:.2f}x GNU tee's (g), (c) {rate['c'] / rate['h']:.2f}x (h); "
+        f"two files at best (k): {rate['k'] / base:.2f} ((c) is {rate['c'] / rate['k']:.2f}x (k))"
     )
     if "i" in results:
         print(
