@@ -551,6 +551,10 @@ class HttpsServer:
     hold_packs: threading.Event | None = None
     # The next `fail_next` git requests get 503 Service Unavailable (a flaky server).
     fail_next: int = 0
+    # When set, each request records the command line of every process whose argv holds this
+    # string (`argv_holding`): the client is alive then, waiting for the answer.
+    watch_argv: str | None = None
+    argv_holding: list[str] = field(default_factory=list)
     pack_requested: threading.Event = field(default_factory=threading.Event)
     _httpd: _TlsHttpServer | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -640,6 +644,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         state = self.server.state
         state.paths_seen.append(self.path)
+        if state.watch_argv:
+            state.argv_holding += _argv_holding(state.watch_argv)
         auth = self.headers.get("Authorization")
         if auth is not None:
             state.auth_seen.append(auth)
@@ -836,6 +842,19 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _argv_holding(text: str) -> list[str]:
+    """The command lines of the processes on this machine whose argv holds text."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes()
+        except OSError:  # gone, or not ours to read
+            continue
+        if text.encode() in argv:
+            found.append(argv.replace(b"\0", b" ").decode(errors="replace"))
+    return found
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from tests.helpers import (
     wait_until,
     write,
 )
+from torchrun_cli.envs.builders import BuildRequest, _pip_args
 
 MANAGERS = ["virtualenv", "uv"]
 SHOW = "import sys, tinya\nprint(tinya.VALUE)\n"
@@ -610,21 +612,28 @@ def test_sigterm_during_a_build_stops_the_tools_and_records_cancelled(
     assert ready_envs(iso) == []
 
 
+@pytest.mark.parametrize("manager", MANAGERS)
 def test_a_password_in_a_package_url_reaches_pip_and_nothing_else(
-    project: Path, iso: Env, offline: Any, wheelhouse: Path, https_server: Any
+    project: Path, iso: Env, offline: Any, wheelhouse: Path, https_server: Any, manager: str
 ) -> None:
-    """`--pip 'tinya @ https://user:PASS@WORD@host/...'` (a private package): pip gets the
-    password (the server sees it), run.json, setup.log, the console, the environment's cache
-    record and a failed build's error message show `****`."""
+    """`--pip 'tinya @ https://user:PASS@WORD@host/...'` (a private package): pip (or uv) gets
+    the password (the server sees it) in its environment, through a requirements file that
+    says `${TORCHJOB_PIP_0}`: no process's argv holds it while the server is asked (it used
+    to be pip's argument). run.json, setup.log, the console, the environment's cache record
+    and a failed build's error message show `****`."""
+    https_server.watch_argv = "s3cret"
     wheel = next(wheelhouse.glob("tinya-1.0-*.whl"))
     shutil.copy(wheel, https_server.files / wheel.name)
     write(project / "main.py", SHOW)
     env = {**os.environ, **https_server.client_env(), "PIP_CERT": str(https_server.ca_file)}
+    env.pop("UV_OFFLINE")  # uv may fetch from 127.0.0.1 (the index stays off: UV_NO_INDEX)
+    spec = project.parent / "job.yaml"  # not `--pip`: torchjob's own argv would hold it
 
     def run(name: str) -> tuple[subprocess.CompletedProcess[bytes], str]:
         url = https_server.url(f"files/{name}").replace("://", "://ci:s3cret@pw@")
-        argv = ["-s", "main.py", "-p", str(project), "--env-manager", "virtualenv"]
-        res = torchjob("run", *argv, "--pip", f"tinya @ {url}", env=env)
+        spec.write_text(json.dumps({"python": {"packages": [f"tinya @ {url}"]}}))
+        argv = [str(spec), "-s", "main.py", "-p", str(project), "--env-manager", manager]
+        res = torchjob("run", *argv, env=env)
         rec = newest_record(iso.runs)
         written = [iso.runs / rec["id"] / f for f in ("run.json", "setup.log")]
         written += [
@@ -637,12 +646,60 @@ def test_a_password_in_a_package_url_reaches_pip_and_nothing_else(
     assert res.returncode == 0, res.stderr.decode()
     assert res.stdout.strip() == b"tinya 1.0"
     assert f"Basic {base64.b64encode(b'ci:s3cret@pw').decode()}" in https_server.auth_seen
+    assert https_server.argv_holding == []
     assert "s3cret" not in text and "@pw@" not in text  # pip allows @ in a password
     assert "ci:****@" in text
     again = torchjob("rerun", newest_record(iso.runs)["id"], env=env)
     assert again.returncode == 2
     assert b"python.packages masked" in again.stderr and b"--pip SPEC" in again.stderr
-    res, text = run("no-such-1.0-py3-none-any.whl")  # a 404: the error names the masked URL
+    missing = "no-such-1.0-py3-none-any.whl"  # the error names the file that holds its URL
+    res, text = run(missing)
     assert res.returncode == 125
     assert "s3cret" not in text and "@pw@" not in text
-    assert b"ci:****@" in res.stderr
+    listed = iso.runs / newest_record(iso.runs)["id"] / "packages.txt"
+    assert f"-r {listed}".encode() in res.stderr
+    url = https_server.url(f"files/{missing}").replace("://", "://ci:${TORCHJOB_PIP_0}@")
+    assert listed.read_text() == f"tinya @ {url}\n"  # as the tool read it, before expanding
+
+
+def test_only_what_holds_a_password_moves_to_packages_txt(tmp_path: Path) -> None:
+    """Which of the packages go to the tool through packages.txt (a password, or an option
+    whose URL holds one, with its value on one line), and which stay its arguments (no
+    password; an option a requirements file cannot hold, where the log masks it as before)."""
+    packages = (
+        "numpy==2.0",
+        "--index-url",
+        "https://ci:pw1@pkgs.example/simple",
+        "--extra-index-url=https://ci:pw2@more.example/simple",
+        "tinya @ https://ghp_0123456789abcdefghijklmnopqrstuvwxyz@host.example/tinya.whl",
+        "--proxy=http://ci:pw3@proxy.example:3128",
+        "--no-index",
+        "tinyb",
+    )
+    request = BuildRequest("python3", None, tmp_path / "r.txt", packages, None, False)
+    args, secrets = _pip_args(request, tmp_path / "setup.log")
+    listed = tmp_path / "packages.txt"
+    assert args == [
+        "-r",
+        str(tmp_path / "r.txt"),
+        "numpy==2.0",
+        "--proxy=http://ci:pw3@proxy.example:3128",
+        "--no-index",
+        "tinyb",
+        "-r",
+        str(listed),
+    ]
+    assert listed.read_text().splitlines() == [
+        "--index-url https://ci:${TORCHJOB_PIP_0}@pkgs.example/simple",
+        "--extra-index-url=https://ci:${TORCHJOB_PIP_1}@more.example/simple",
+        "tinya @ https://${TORCHJOB_PIP_2}@host.example/tinya.whl",
+    ]
+    assert secrets == {
+        "TORCHJOB_PIP_0": "pw1",
+        "TORCHJOB_PIP_1": "pw2",
+        "TORCHJOB_PIP_2": "ghp_0123456789abcdefghijklmnopqrstuvwxyz",
+    }
+    assert _pip_args(replace(request, packages=("tinyb",)), tmp_path / "b.log") == (
+        ["-r", str(tmp_path / "r.txt"), "tinyb"],
+        {},
+    )

@@ -38,6 +38,20 @@ def mask_text(value: str) -> str:
     return _URL_USER.sub(lambda m: f"{m[1]}{MASK}@" if looks_like_token(m[2]) else m[0], value)
 
 
+def lift_secrets(value: str, prefix: str, lifted: dict[str, str]) -> str:
+    """value with each secret mask_text would hide replaced by `${PREFIX_n}`, the secret put
+    into lifted under that name: pip and uv expand such a variable in a requirements file's
+    URLs, so the secret reaches them in their environment, not their argv."""
+
+    def put(secret: str) -> str:
+        name = f"{prefix}_{len(lifted)}"
+        lifted[name] = secret
+        return "${" + name + "}"
+
+    value = _URL_PASSWORD.sub(lambda m: f"{m[1]}{put(m[0][len(m[1]) : -1])}@", value)
+    return _URL_USER.sub(lambda m: f"{m[1]}{put(m[2])}@" if looks_like_token(m[2]) else m[0], value)
+
+
 def hide_query(url: str) -> str:
     """A download URL without its query string, which may carry a signature (a pre-signed S3
     URL): the part that names the file is enough to read."""

@@ -4,21 +4,25 @@ through tools.run_tool (argv lists, own process group, output in setup.log)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from torchrun_cli.envs.key import tool_identity
 from torchrun_cli.errors import SetupError
+from torchrun_cli.masking import lift_secrets, mask_text
 from torchrun_cli.settings import Settings
 from torchrun_cli.steps import Step, Steps
 from torchrun_cli.tools import ToolFailed, run_tool
 
 Follow = Callable[[str, Step], None]  # reads a tool's output line into the step's detail
+# options with a URL value that a requirements file may hold, for pip and uv alike
+_URL_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-e", "--editable")
 BYTECODE = Path(__file__).with_name("bytecode.py")  # run by the new environment's python
 
 
@@ -66,12 +70,23 @@ def step(
     timeout: float,
     cwd: Path | None = None,
     follow: Follow | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> str:
-    """Run one build step; a failure becomes a SetupError naming the step and the command."""
+    """Run one build step; a failure becomes a SetupError naming the step and the command.
+    secrets: variables the tool gets on top of torchjob's environment (see _pip_args)."""
+    env = {**os.environ, **secrets} if secrets else None
     with steps.step(name) as shown:
         on_line = None if follow is None else (lambda line: follow(line, shown))
         try:
-            return run_tool(argv, cwd=cwd, timeout=timeout, log=log, on_line=on_line)
+            return run_tool(
+                argv,
+                env=env,
+                cwd=cwd,
+                timeout=timeout,
+                log=log,
+                on_line=on_line,
+                secrets=list(secrets.values()) if secrets else (),
+            )
         except ToolFailed as exc:
             raise _failed(name, log, exc) from None
 
@@ -120,13 +135,34 @@ def _pip_install(env: Path, req: BuildRequest, log: Path, steps: Steps, timeout:
     project's folder so that `./pkg` lines mean the project's."""
     if req.requirements or req.packages:
         pip = [str(python_of(env)), "-m", "pip", "install", "--disable-pip-version-check"]
-        argv = [*pip, *_pip_args(req)]
-        step("installing packages", argv, log, steps, timeout, req.project, Installs())
+        args, secrets = _pip_args(req, log)
+        argv = [*pip, *args]
+        step("installing packages", argv, log, steps, timeout, req.project, Installs(), secrets)
 
 
-def _pip_args(req: BuildRequest) -> list[str]:
+def _pip_args(req: BuildRequest, log: Path) -> tuple[list[str], dict[str, str]]:
+    """pip's (or uv's) arguments for the requirements and packages, and the variables they
+    need. A package or option holding a password (`pkg @ https://user:PASS@host/...`,
+    `--index-url URL`) goes into packages.txt beside setup.log with the password written
+    `${TORCHJOB_PIP_n}`, which both tools expand in URLs: the password is then in no
+    process's argv (DESIGN.md section 4) and on no disk, only in the tool's environment."""
     args = ["-r", str(req.requirements)] if req.requirements else []
-    return args + list(req.packages)
+    lines: list[str] = []
+    secrets: dict[str, str] = {}
+    for arg in req.packages:
+        option = arg.partition("=")[0] if arg.startswith("-") else None
+        if mask_text(arg) == arg or option not in (None, *_URL_OPTIONS):
+            args.append(arg)  # no password, or an option a requirements file cannot hold
+            continue
+        line = lift_secrets(arg, "TORCHJOB_PIP", secrets)
+        if option is None and args and args[-1] in _URL_OPTIONS:
+            line = f"{args.pop()} {line}"  # an option's value: `--index-url URL` as one line
+        lines.append(line)
+    if lines:
+        listed = log.with_name("packages.txt")
+        listed.write_text("".join(f"{line}\n" for line in lines))
+        args += ["-r", str(listed)]
+    return args, secrets
 
 
 class Virtualenv:
@@ -197,8 +233,19 @@ class Uv:
         step("creating the environment (uv venv)", [*argv, str(env)], log, steps, self.timeout)
         if req.requirements or req.packages:
             python = str(python_of(env))
-            install = [uv, "pip", "install", "--python", python, *_pip_args(req)]
-            step("installing packages", install, log, steps, self.timeout, req.project, Installs())
+            args, secrets = _pip_args(req, log)
+            install = [uv, "pip", "install", "--python", python, *args]
+            follow = Installs()
+            step(
+                "installing packages",
+                install,
+                log,
+                steps,
+                self.timeout,
+                req.project,
+                follow,
+                secrets,
+            )
             bytecode = [python, "-I", str(BYTECODE), *map(str, req.donors)]
             step("compiling bytecode", bytecode, log, steps, self.timeout)
 
