@@ -621,21 +621,22 @@ def test_a_password_in_a_package_url_reaches_pip_and_nothing_else(
     says `${TORCHJOB_PIP_0}`: no process's argv holds it while the server is asked (it used
     to be pip's argument). run.json, setup.log, the console, the environment's cache record
     and a failed build's error message show `****`."""
-    https_server.watch_argv = "s3cret"
+    secret = f"s3cret{random.randrange(1 << 48):x}"  # no other test's process holds it
+    https_server.watch_argv = secret
     wheel = next(wheelhouse.glob("tinya-1.0-*.whl"))
     shutil.copy(wheel, https_server.files / wheel.name)
     write(project / "main.py", SHOW)
     env = {**os.environ, **https_server.client_env(), "PIP_CERT": str(https_server.ca_file)}
-    env.pop("UV_OFFLINE")  # uv may fetch from 127.0.0.1 (the index stays off: UV_NO_INDEX)
+    env.pop("UV_OFFLINE", None)  # uv may fetch from 127.0.0.1 (the index stays off: UV_NO_INDEX)
     spec = project.parent / "job.yaml"  # not `--pip`: torchjob's own argv would hold it
 
     def run(name: str) -> tuple[subprocess.CompletedProcess[bytes], str]:
-        url = https_server.url(f"files/{name}").replace("://", "://ci:s3cret@pw@")
+        url = https_server.url(f"files/{name}").replace("://", f"://ci:{secret}@pw@")
         spec.write_text(json.dumps({"python": {"packages": [f"tinya @ {url}"]}}))
         argv = [str(spec), "-s", "main.py", "-p", str(project), "--env-manager", manager]
         res = torchjob("run", *argv, env=env)
         rec = newest_record(iso.runs)
-        written = [iso.runs / rec["id"] / f for f in ("run.json", "setup.log")]
+        written = [iso.runs / rec["id"] / f for f in ("run.json", "setup.log", "packages.txt")]
         written += [
             p for p in (iso.home / "cache" / "envs").rglob("*.json") if "site-" not in str(p)
         ]
@@ -645,9 +646,11 @@ def test_a_password_in_a_package_url_reaches_pip_and_nothing_else(
     res, text = run(wheel.name)
     assert res.returncode == 0, res.stderr.decode()
     assert res.stdout.strip() == b"tinya 1.0"
-    assert f"Basic {base64.b64encode(b'ci:s3cret@pw').decode()}" in https_server.auth_seen
+    assert (
+        f"Basic {base64.b64encode(f'ci:{secret}@pw'.encode()).decode()}" in https_server.auth_seen
+    )
     assert https_server.argv_holding == []
-    assert "s3cret" not in text and "@pw@" not in text  # pip allows @ in a password
+    assert secret not in text and "@pw@" not in text  # pip allows @ in a password
     assert "ci:****@" in text
     again = torchjob("rerun", newest_record(iso.runs)["id"], env=env)
     assert again.returncode == 2
@@ -655,26 +658,31 @@ def test_a_password_in_a_package_url_reaches_pip_and_nothing_else(
     missing = "no-such-1.0-py3-none-any.whl"  # the error names the file that holds its URL
     res, text = run(missing)
     assert res.returncode == 125
-    assert "s3cret" not in text and "@pw@" not in text
+    assert secret not in text and "@pw@" not in text
     listed = iso.runs / newest_record(iso.runs)["id"] / "packages.txt"
     assert f"-r {listed}".encode() in res.stderr
     url = https_server.url(f"files/{missing}").replace("://", "://ci:${TORCHJOB_PIP_0}@")
     assert listed.read_text() == f"tinya @ {url}\n"  # as the tool read it, before expanding
 
 
-def test_only_what_holds_a_password_moves_to_packages_txt(tmp_path: Path) -> None:
-    """Which of the packages go to the tool through packages.txt (a password, or an option
-    whose URL holds one, with its value on one line), and which stay its arguments (no
-    password; an option a requirements file cannot hold, where the log masks it as before)."""
+def test_only_a_package_with_a_password_moves_to_packages_txt(tmp_path: Path) -> None:
+    """A package whose URL holds a password goes to the tool through packages.txt, the `-r`
+    where the first one stood; options stay arguments (in a requirements file pip would split
+    their line like a shell and let an `--index-url` there replace every other index), and so
+    does a package after an option that may take it as its value, with the log masking both as
+    before. An empty password is no secret (pip would not expand an empty variable)."""
+    token = "ghp_0123456789abcdefghijklmnopqrstuvwxyz"
     packages = (
         "numpy==2.0",
         "--index-url",
         "https://ci:pw1@pkgs.example/simple",
-        "--extra-index-url=https://ci:pw2@more.example/simple",
-        "tinya @ https://ghp_0123456789abcdefghijklmnopqrstuvwxyz@host.example/tinya.whl",
-        "--proxy=http://ci:pw3@proxy.example:3128",
         "--no-index",
-        "tinyb",
+        f"tinya @ https://{token}:x-oauth-basic@host.example/tinya.whl",
+        "--proxy",
+        "http://ci:pw3@proxy.example:3128",
+        "tinyb @ https://ci:pw@4@host.example/tinyb.whl ; python_version >= '3'",
+        "tinyc @ https://TOKEN:@fury.example/tinyc.whl",
+        "tinyd",
     )
     request = BuildRequest("python3", None, tmp_path / "r.txt", packages, None, False)
     args, secrets = _pip_args(request, tmp_path / "setup.log")
@@ -683,23 +691,26 @@ def test_only_what_holds_a_password_moves_to_packages_txt(tmp_path: Path) -> Non
         "-r",
         str(tmp_path / "r.txt"),
         "numpy==2.0",
-        "--proxy=http://ci:pw3@proxy.example:3128",
+        "--index-url",
+        "https://ci:pw1@pkgs.example/simple",
         "--no-index",
-        "tinyb",
         "-r",
         str(listed),
+        "--proxy",
+        "http://ci:pw3@proxy.example:3128",
+        "tinyc @ https://TOKEN:@fury.example/tinyc.whl",
+        "tinyd",
     ]
     assert listed.read_text().splitlines() == [
-        "--index-url https://ci:${TORCHJOB_PIP_0}@pkgs.example/simple",
-        "--extra-index-url=https://ci:${TORCHJOB_PIP_1}@more.example/simple",
-        "tinya @ https://${TORCHJOB_PIP_2}@host.example/tinya.whl",
+        "tinya @ https://${TORCHJOB_PIP_0}:${TORCHJOB_PIP_1}@host.example/tinya.whl",
+        "tinyb @ https://ci:${TORCHJOB_PIP_2}@host.example/tinyb.whl ; python_version >= '3'",
     ]
     assert secrets == {
-        "TORCHJOB_PIP_0": "pw1",
-        "TORCHJOB_PIP_1": "pw2",
-        "TORCHJOB_PIP_2": "ghp_0123456789abcdefghijklmnopqrstuvwxyz",
+        "TORCHJOB_PIP_0": token,
+        "TORCHJOB_PIP_1": "x-oauth-basic",
+        "TORCHJOB_PIP_2": "pw@4",
     }
-    assert _pip_args(replace(request, packages=("tinyb",)), tmp_path / "b.log") == (
-        ["-r", str(tmp_path / "r.txt"), "tinyb"],
+    assert _pip_args(replace(request, packages=("tinyd",)), tmp_path / "b.log") == (
+        ["-r", str(tmp_path / "r.txt"), "tinyd"],
         {},
     )

@@ -7,7 +7,7 @@ values are also cleaned of credentials inside URLs (`scheme://user:PASSWORD@host
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 MASK = "****"
 _SECRET_NAME = re.compile(
@@ -15,7 +15,7 @@ _SECRET_NAME = re.compile(
     r"|(^|[_-])key$",
     re.IGNORECASE,
 )
-_URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/\s]*@")  # to the last @: pip allows @ in it
+_URL_PASSWORD = re.compile(r"://([^/@:\s]*):([^/\s]*)@")  # to the last @: pip allows @ in it
 _URL_USER = re.compile(r"(://)([^/@:\s]+)@")
 _TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "glptt-")
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_.~-]{32,}$")
@@ -34,8 +34,21 @@ def is_secret(name: str) -> bool:
 
 def mask_text(value: str) -> str:
     """A value with any URL password, or user name that is a token, replaced by ****."""
-    value = _URL_PASSWORD.sub(rf"\g<1>{MASK}@", value)
-    return _URL_USER.sub(lambda m: f"{m[1]}{MASK}@" if looks_like_token(m[2]) else m[0], value)
+    return _hide(value, lambda secret: MASK)
+
+
+def _hide(value: str, hide: Callable[[str], str]) -> str:
+    """value with each URL password, and each URL user name that is a token (alone or with a
+    password: `https://ghp_...:x-oauth-basic@host`), replaced by what hide gives for it."""
+
+    def login(m: re.Match[str]) -> str:
+        user = hide(m[1]) if looks_like_token(m[1]) else m[1]
+        return f"://{user}:{hide(m[2])}@"
+
+    value = _URL_PASSWORD.sub(login, value)
+    return _URL_USER.sub(
+        lambda m: f"{m[1]}{hide(m[2])}@" if looks_like_token(m[2]) else m[0], value
+    )
 
 
 def lift_secrets(value: str, prefix: str, lifted: dict[str, str]) -> str:
@@ -44,12 +57,13 @@ def lift_secrets(value: str, prefix: str, lifted: dict[str, str]) -> str:
     URLs, so the secret reaches them in their environment, not their argv."""
 
     def put(secret: str) -> str:
+        if not secret:  # `https://TOKEN:@host`: pip would not expand an empty variable
+            return secret
         name = f"{prefix}_{len(lifted)}"
         lifted[name] = secret
         return "${" + name + "}"
 
-    value = _URL_PASSWORD.sub(lambda m: f"{m[1]}{put(m[0][len(m[1]) : -1])}@", value)
-    return _URL_USER.sub(lambda m: f"{m[1]}{put(m[2])}@" if looks_like_token(m[2]) else m[0], value)
+    return _hide(value, put)
 
 
 def hide_query(url: str) -> str:

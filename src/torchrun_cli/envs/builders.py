@@ -15,14 +15,18 @@ from typing import Protocol
 
 from torchrun_cli.envs.key import tool_identity
 from torchrun_cli.errors import SetupError
-from torchrun_cli.masking import lift_secrets, mask_text
+from torchrun_cli.masking import lift_secrets
 from torchrun_cli.settings import Settings
 from torchrun_cli.steps import Step, Steps
 from torchrun_cli.tools import ToolFailed, run_tool
 
 Follow = Callable[[str, Step], None]  # reads a tool's output line into the step's detail
-# options with a URL value that a requirements file may hold, for pip and uv alike
-_URL_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-e", "--editable")
+# pip install flags that take no value: a package after one of them is a package, not its value
+_FLAGS = {
+    *("-U", "--upgrade", "--pre", "--no-deps", "--no-index", "--force-reinstall", "-q", "-v"),
+    *("--quiet", "--verbose", "--no-cache-dir", "--no-build-isolation", "--prefer-binary"),
+    *("--user", "--ignore-installed", "-I"),
+}
 BYTECODE = Path(__file__).with_name("bytecode.py")  # run by the new environment's python
 
 
@@ -142,26 +146,31 @@ def _pip_install(env: Path, req: BuildRequest, log: Path, steps: Steps, timeout:
 
 def _pip_args(req: BuildRequest, log: Path) -> tuple[list[str], dict[str, str]]:
     """pip's (or uv's) arguments for the requirements and packages, and the variables they
-    need. A package or option holding a password (`pkg @ https://user:PASS@host/...`,
-    `--index-url URL`) goes into packages.txt beside setup.log with the password written
-    `${TORCHJOB_PIP_n}`, which both tools expand in URLs: the password is then in no
-    process's argv (DESIGN.md section 4) and on no disk, only in the tool's environment."""
+    need. A package whose URL holds a password (`pkg @ https://user:PASS@host/...`) goes into
+    packages.txt beside setup.log with the password written `${TORCHJOB_PIP_n}`, which both
+    tools expand in a requirement's URL: the password is then in no process's argv (DESIGN.md
+    section 4) and on no disk, only in the tool's environment.
+
+    Options stay arguments: in a requirements file pip splits an option's line like a shell
+    and lets its `--index-url` replace every other index, so moving one would change what it
+    means (an index's password goes in PIP_INDEX_URL / UV_INDEX_URL, see the README). So does
+    a package after an option that may take it as its value."""
     args = ["-r", str(req.requirements)] if req.requirements else []
     lines: list[str] = []
     secrets: dict[str, str] = {}
     for arg in req.packages:
-        option = arg.partition("=")[0] if arg.startswith("-") else None
-        if mask_text(arg) == arg or option not in (None, *_URL_OPTIONS):
-            args.append(arg)  # no password, or an option a requirements file cannot hold
+        after = args[-1] if args else ""
+        value = after.startswith("-") and "=" not in after and after not in _FLAGS
+        kept = arg.startswith("-") or value or "\n" in arg or "\r" in arg
+        line = arg if kept else lift_secrets(arg, "TORCHJOB_PIP", secrets)
+        if line == arg:
+            args.append(arg)  # no password, an option, or maybe an option's value
             continue
-        line = lift_secrets(arg, "TORCHJOB_PIP", secrets)
-        if option is None and args and args[-1] in _URL_OPTIONS:
-            line = f"{args.pop()} {line}"  # an option's value: `--index-url URL` as one line
+        if not lines:
+            args += ["-r", str(log.with_name("packages.txt"))]  # where the first one stood
         lines.append(line)
     if lines:
-        listed = log.with_name("packages.txt")
-        listed.write_text("".join(f"{line}\n" for line in lines))
-        args += ["-r", str(listed)]
+        log.with_name("packages.txt").write_text("".join(f"{line}\n" for line in lines))
     return args, secrets
 
 
