@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat
 import sys
@@ -38,10 +39,12 @@ def test_death_by_signal_is_128_plus_n(project: Path, iso: Env, sig: int) -> Non
 def test_missing_script_is_127(project: Path, iso: Env) -> None:
     res = torchjob("run", "-s", "nope.py", "-p", str(project))
     assert res.returncode == 127
-    assert b"script not found" in res.stderr
     assert b"Traceback" not in res.stderr
-    _, rec = iso.only_run()
+    run_dir, rec = iso.only_run()
     assert (rec["status"], rec["exit_code"], rec["phase"]) == ("failed", 127, "launch")
+    *_, why, last = res.stderr.decode().splitlines()  # why on its own line, then the status
+    assert why.startswith("torchjob: script not found: ") and "; fix: check `script`" in why
+    assert re.fullmatch(rf"torchjob: failed in \d+\.\d\ds \(exit 127\); logs: {run_dir}", last)
 
 
 def test_script_that_is_not_a_file_is_126(project: Path, iso: Env) -> None:

@@ -118,19 +118,19 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def _outcome(rec: RunRecord) -> str:
-    """`failed: killed by SIGSEGV`, `setup_error: <why>`; a plain exit status needs no words
-    (the line shows it)."""
-    status = rec.shown_status().value
+def _reason(rec: RunRecord) -> str | None:
+    """Why the run ended so, when its status and exit status do not say it all (`killed by
+    SIGSEGV`, a setup error with its fix); its own line, so the status line keeps one shape."""
     if rec.status is Status.FAILED and rec.signal:
-        return f"failed: killed by {rec.signal}"
+        return f"killed by {rec.signal}"
     if rec.error is None or rec.error.startswith("the script exited"):
-        return status
-    return f"{status}: {rec.error}"
+        return None
+    return rec.error
 
 
 def summary(rec: RunRecord, run_dir: Path) -> None:
-    """Status, duration, exit status and the log folder: the line cron mails end with."""
+    """Why it ended (when the status does not say), then status, duration, exit status and the
+    log folder: the line cron mails end with."""
     took = f"{rec.duration_s:.2f}s" if rec.duration_s is not None else "?"
     if rec.outputs:
         _emit(
@@ -138,9 +138,13 @@ def summary(rec: RunRecord, run_dir: Path) -> None:
             + " ".join(f"{k}={_cell(v)}" for k, v in rec.outputs.items()),
             style="dim",
         )
+    status = rec.shown_status().value
+    style = _STYLE.get(status, "")
+    if (reason := _reason(rec)) is not None:
+        _emit(f"torchjob: {reason}", style=style)
     _emit(
-        f"torchjob: {_outcome(rec)} in {took} (exit {rec.exit_code}); logs: {run_dir}",
-        style=f"bold {_STYLE.get(rec.shown_status().value, '')}",
+        f"torchjob: {status} in {took} (exit {rec.exit_code}); logs: {run_dir}",
+        style=f"bold {style}",
     )
 
 
