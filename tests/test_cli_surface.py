@@ -52,8 +52,9 @@ def test_debug_after_the_subcommand(iso: Env) -> None:
     assert torchjob("env", "list", "--debug").returncode == 0
     quiet = torchjob("show", "nope")
     assert quiet.returncode == 2 and b"Traceback" not in quiet.stderr
-    loud = torchjob("show", "nope", "--debug")  # with --debug, an error shows its traceback
+    loud = torchjob("show", "nope", "--debug")  # with --debug, an error shows its traceback,
     assert b"Traceback" in loud.stderr and b"UsageError" in loud.stderr
+    assert loud.returncode == 2 and loud.stderr.endswith(quiet.stderr)  # and still says it all
 
 
 def test_the_commands_are_all_here() -> None:

@@ -339,8 +339,10 @@ def main() -> None:
     try:
         (_run_only if only_run else app)(args=argv, prog_name="torchjob", obj=obj)
     except TorchjobError as exc:
-        if obj.get("debug"):
-            raise
+        if obj.get("debug"):  # the traceback too, and still the documented exit status
+            import traceback  # only --debug needs it
+
+            traceback.print_exc()
         console.error(exc.lines())
         sys.exit(exc.exit_code)
     except BrokenPipeError:
