@@ -44,7 +44,9 @@ def test_missing_script_is_127(project: Path, iso: Env) -> None:
     assert (rec["status"], rec["exit_code"], rec["phase"]) == ("failed", 127, "launch")
     *_, why, last = res.stderr.decode().splitlines()  # why on its own line, then the status
     assert why.startswith("torchjob: script not found: ") and "; fix: check `script`" in why
-    assert re.fullmatch(rf"torchjob: failed in \d+\.\d\ds \(exit 127\); logs: {run_dir}", last)
+    assert re.fullmatch(
+        rf"torchjob: failed in \d+\.\d\ds \(exit 127\); logs: {re.escape(str(run_dir))}", last
+    )
 
 
 def test_script_that_is_not_a_file_is_126(project: Path, iso: Env) -> None:
