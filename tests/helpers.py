@@ -336,3 +336,18 @@ def check_untouched(
     if changed:  # shown by their top-most changed folder
         shown = [path for path in changed if str(Path(path).parent) not in changed]
         pytest.fail(f"the test wrote to the real user folders {shown}; use TORCHJOB_HOME")
+
+
+# A job that leaves a line open longer than the console holds it, paced by lines on its stdin
+# (the test reads what is shown, then presses Enter): tests/test_console_edges, test_terminal.
+HELD_TOO_LONG = """\
+import sys
+def step(stream, text):  # write, then wait until the test saw it on the console
+    stream.write(text)
+    stream.flush()
+    sys.stdin.readline()
+step(sys.stdout, "part-A ")  # a line left open longer than the console holds it
+step(sys.stderr, "ERRLINE\\n")
+step(sys.stdout, "part-B\\n")
+sys.stderr.write("tail")  # the run ends inside a line
+"""

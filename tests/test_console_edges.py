@@ -11,7 +11,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from tests.helpers import TORCHJOB, Env, torchjob, write
+from tests.helpers import HELD_TOO_LONG, TORCHJOB, Env, newest_record, torchjob, write
 
 
 def test_escaped_process_holding_the_pipe_does_not_hang_or_corrupt(project: Path, iso: Env) -> None:
@@ -162,3 +162,53 @@ def test_a_reader_that_stops_early_ends_logs_quietly_but_never_a_run(
             assert code == 0 and b"done" in err
     runs = [json.loads((d / "run.json").read_text()) for d in iso.run_dirs()]
     assert sorted(r["status"] for r in runs) == ["succeeded", "succeeded"]
+
+
+def _read_until(fd: int, needle: bytes, seen: bytearray) -> None:
+    """Read fd into seen until it holds needle (or the stream ends: the assertion says)."""
+    while needle not in seen:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        seen += chunk
+    assert needle in seen, bytes(seen)
+
+
+def test_a_shown_partial_line_is_ended_before_the_other_stream_writes(
+    project: Path, iso: Env
+) -> None:
+    """A partial line held past its moment is shown; when the other stream then writes to the
+    same console (2>&1), the console gets a line break first instead of `part-A ERRLINE`, and
+    the run's end closes an open line before torchjob's status line. stdout.log keeps the
+    bytes as they came; a console of stdout's own gets no added byte."""
+    write(project / "held.py", HELD_TOO_LONG)
+    argv = [*TORCHJOB, "run", "-s", "held.py", "-p", str(project)]
+    for shared in (True, False):
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if shared else subprocess.PIPE,
+        )
+        out, err = bytearray(), bytearray()
+        errors = proc.stdout if shared else proc.stderr
+        assert proc.stdin is not None and proc.stdout is not None and errors is not None
+        for fd, seen, needle in (
+            (proc.stdout.fileno(), out, b"part-A "),
+            (errors.fileno(), out if shared else err, b"ERRLINE\n"),
+            (proc.stdout.fileno(), out, b"part-B\n"),
+        ):
+            _read_until(fd, needle, seen)
+            proc.stdin.write(b"\n")
+            proc.stdin.flush()
+        out += proc.stdout.read()
+        if not shared:
+            err += errors.read()
+        assert proc.wait(timeout=60) == 0
+        run_dir = iso.runs / newest_record(iso.runs)["id"]
+        assert (run_dir / "stdout.log").read_bytes() == b"part-A ERRLINE\npart-B\ntail"
+        if shared:
+            assert b"\npart-A \nERRLINE\npart-B\ntail\ntorchjob: succeeded in " in out
+        else:
+            assert out == b"part-A part-B\n"
+            assert b"\nERRLINE\ntail\ntorchjob: succeeded in " in err

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TORCHJOB, Env, newest_record, torchjob, write
+from tests.helpers import HELD_TOO_LONG, TORCHJOB, Env, newest_record, torchjob, write
 from tests.terminal import Terminal
 
 SIZE = r"""
@@ -172,3 +172,25 @@ def test_alternating_streams_stay_in_order_on_a_terminal(project: Path, iso: Env
         consoles.append(_order(shown.splitlines()))
     _judge(logs)
     _judge(consoles)
+
+
+def test_a_shown_partial_line_is_ended_on_a_terminal(project: Path, iso: Env) -> None:
+    """At a terminal (the job on its own pty), as through a pipe (tests/test_console_edges):
+    a partial line shown past its moment gets a line break before the other stream's line,
+    and the run's end closes an open line before the status line. The job turns its
+    terminal's echo off, so the Enter the test types to pace it is not shown."""
+    write(
+        project / "held.py",
+        "import sys, termios\n"
+        "mode = termios.tcgetattr(0)\n"
+        "mode[3] &= ~termios.ECHO\n"
+        "termios.tcsetattr(0, termios.TCSANOW, mode)\n" + HELD_TOO_LONG,
+    )
+    term = Terminal(["run", "-s", "held.py", "-p", str(project)], _env())
+    for needle in (b"part-A ", b"ERRLINE", b"part-B"):
+        term.expect(needle)
+        term.send(b"\n")
+    assert term.wait() == 0
+    assert b"part-A \r\nERRLINE\r\npart-B\r\ntail\r\n" in term.shown
+    run_dir, _ = iso.only_run()
+    assert (run_dir / "stdout.log").read_bytes() == b"part-A ERRLINE\npart-B\ntail"

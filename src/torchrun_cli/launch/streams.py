@@ -6,8 +6,11 @@ Why one reader: two threads reading the two pipes spliced lines into each other 
 them. One loop reads in the order of arrival; when both pipes are ready in the same wake-up it
 reads first the stream whose last chunk ended inside a line (a line is usually written as its
 text and then its newline). On the console a partial line waits a moment (HOLD_S) for its end
-while the other stream's complete lines go ahead, so no line is ever spliced into another; a
-prompt or a progress bar (`\\r` frames) shows after that moment.
+while the other stream's complete lines go ahead; a prompt or a progress bar (`\\r` frames)
+shows after that moment, and when the other stream writes to the same console while it is
+still open, the console gets a line break first (the logs do not: they keep the bytes), so no
+line is ever spliced into another. The run's end closes an open line the same way, so
+torchjob's status line starts a line of its own.
 
 The console copy is written by the loop itself (a writer thread was measured slower: 1,250
 against 1,550 MB/s, three busy threads on two cores). It never blocks the loop: a pipe or a
@@ -62,6 +65,8 @@ class Console:
         self.owned = [t[0] for s, t in self.targets.items() if t and t[0] != s]
         self.queue: deque[tuple[int, memoryview]] = deque()
         self.queued = 0
+        self.shared = all(self.targets.values()) and _same_file(STDOUT, STDERR)
+        self.open: int | None = None  # the stream that left the console inside a line
         self.held: dict[int, bytes] = {STDOUT: b"", STDERR: b""}
         self.held_at: dict[int, float] = {}
 
@@ -102,6 +107,12 @@ class Console:
         return self.queued > MAX_QUEUED
 
     def _put(self, stream: int, data: bytes) -> None:
+        if self.shared and self.open not in (None, stream):
+            self._queue(stream, b"\n")  # the other stream's shown partial line: end it here
+        self._queue(stream, data)
+        self.open = None if data.endswith(b"\n") else stream
+
+    def _queue(self, stream: int, data: bytes) -> None:
         self.queue.append((stream, memoryview(data)))
         self.queued += len(data)
         if len(self.queue) == 1:
@@ -146,6 +157,8 @@ class Console:
         """Show what is left (held lines too), waiting for the console as long as it takes
         (a pager the user scrolls), unless a signal arrives on interrupt_fd."""
         self.release(0.0, everything=True)
+        if self.open == STDERR or (self.open is not None and self.shared):
+            self._queue(self.open, b"\n")  # torchjob's status line (on stderr) starts a line
         while (fd := self.pending()) is not None:
             readable, writable, _ = select.select([interrupt_fd], [fd], [])
             if readable:
@@ -154,6 +167,15 @@ class Console:
         for fd in self.owned:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _same_file(a: int, b: int) -> bool:
+    """Do two descriptors reach one file, pipe or terminal (`2>&1`, a terminal's both)?"""
+    try:
+        x, y = os.fstat(a), os.fstat(b)
+    except OSError:
+        return False
+    return (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
 
 
 def write_logs(fds: list[int], data: bytes) -> str | None:
