@@ -91,6 +91,26 @@ def test_github_actions_group_error_and_summary(project: Path, iso: Env, offline
     assert "setup_error (exit 125)" in summary.read_text() and "❌" in summary.read_text()
 
 
+def test_github_summary_of_a_run_without_a_build(project: Path, iso: Env) -> None:
+    """No environment was built: the summary names no setup.log (the run has none), and an
+    output reads as on the console (`0.1235`, not 0.123456789)."""
+    write(
+        project / "main.py",
+        "import json, os, pathlib\n"
+        "out = pathlib.Path(os.environ['TORCHJOB_OUTPUT_DIR'], 'metrics.json')\n"
+        "out.write_text(json.dumps({'loss': 0.123456789}))\n",
+    )
+    summary = iso.tmp / "summary.md"
+    env = {**os.environ, "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+    res = torchjob("run", "-s", "main.py", "-p", str(project), env=env)
+    assert res.returncode == 0, res.stderr
+    run_dir, _ = iso.only_run()
+    assert not (run_dir / "setup.log").exists()
+    text = summary.read_text()
+    assert "| output `loss` | 0.1235 |" in text and "loss=0.1235" in res.stderr.decode()
+    assert "`stderr.log`" in text and "setup.log" not in text
+
+
 def test_a_git_project_says_cloned_then_fetched_and_names_the_ref(tmp_path: Path, iso: Env) -> None:
     make_bare_repo(tmp_path / "r.git", [{"sub/a.py": "print('from git')\n"}])
     url = f"file://{tmp_path / 'r.git'}#sub"

@@ -42,6 +42,11 @@ class _Unseen:
         pass
 
 
+def plural(count: int, word: str) -> str:
+    """`file` or `files`, as the count needs."""
+    return word if count == 1 else word + "s"
+
+
 class Silent:
     """Steps nobody sees (--quiet, validate, tests of a stage)."""
 

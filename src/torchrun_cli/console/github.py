@@ -32,7 +32,9 @@ def error(stream: TextIO, rec: RunRecord) -> None:
 
 
 def _cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """A table cell: a number as the console shows it (`1`, `0.1235`), no `|` or line break."""
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def summary(rec: RunRecord, run_dir: Path) -> None:
@@ -52,7 +54,8 @@ def summary(rec: RunRecord, run_dir: Path) -> None:
     if rec.source.get("commit"):
         rows.append(("commit", f"`{rec.source['commit']}`"))
     rows += [(f"output `{k}`", _cell(v)) for k, v in rec.outputs.items()]
-    rows.append(("logs", f"`{run_dir / 'stdout.log'}` (both streams), `stderr.log`, `setup.log`"))
+    setup = ", `setup.log`" if (run_dir / "setup.log").exists() else ""  # no build, no file
+    rows.append(("logs", f"`{run_dir / 'stdout.log'}` (both streams), `stderr.log`{setup}"))
     text = f"### {mark} torchjob: {_cell(rec.name)} {status}\n\n| | |\n|---|---|\n"
     text += "".join(f"| {label} | {value} |\n" for label, value in rows) + "\n"
     with contextlib.suppress(OSError), open(target, "a", encoding="utf-8") as fh:

@@ -17,7 +17,7 @@ from torchrun_cli.envs.key import tool_identity
 from torchrun_cli.errors import SetupError
 from torchrun_cli.masking import lift_secrets
 from torchrun_cli.settings import Settings
-from torchrun_cli.steps import Step, Steps
+from torchrun_cli.steps import Step, Steps, plural
 from torchrun_cli.tools import ToolFailed, run_tool
 
 Follow = Callable[[str, Step], None]  # reads a tool's output line into the step's detail
@@ -125,11 +125,11 @@ class Installs:
             shown.detail(f"collecting {m.group(1)} ({self.collected})")
         elif m := self._PIP_INSTALL.match(line):
             count = len([p for p in re.split(r"[,\s]+", m.group(1)) if p])
-            shown.rename(f"installing {count} package{'s' if count != 1 else ''}")
+            shown.rename(f"installing {count} {plural(count, 'package')}")
         elif m := self._UV.match(line):
             count = int(m.group(2))
             if m.group(1) in ("Resolved", "Installed", "Audited"):
-                shown.rename(f"installing {count} package{'s' if count != 1 else ''}")
+                shown.rename(f"installing {count} {plural(count, 'package')}")
             else:
                 shown.detail(f"{m.group(1).lower()} {count}")
 

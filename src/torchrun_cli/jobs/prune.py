@@ -15,9 +15,10 @@ from typing import NamedTuple
 
 from torchrun_cli.errors import UsageError
 from torchrun_cli.jobs import refs
-from torchrun_cli.jobs.views import epoch, plural, size
+from torchrun_cli.jobs.views import epoch, size
 from torchrun_cli.pipeline_record import PipelineRecord
 from torchrun_cli.spec.model import RetentionSpec
+from torchrun_cli.steps import plural
 from torchrun_cli.store import tree_size
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torchrun_cli.pipeline_record import PipelineRecord, StepRecord
 from torchrun_cli.record import RunDir, RunRecord, Status
+from torchrun_cli.steps import plural
 
 if TYPE_CHECKING:
     from torchrun_cli.envs.cache import CachedEnv
@@ -185,11 +186,6 @@ def mirrors(repos: Sequence[CachedRepo]) -> Table:
     label = zone(r.last_used for r in repos)
     rows = [(r.key, size(r.size_bytes), local(r.last_used), r.url) for r in repos]
     return Table(("KEY", "SIZE", f"LAST USED ({label})", "URL"), rows)
-
-
-def plural(count: int, word: str) -> str:
-    """`run` or `runs`, as the count needs."""
-    return word if count == 1 else word + "s"
 
 
 def pruned(done: Sequence[Pruned], dry_run: bool) -> list[str]:

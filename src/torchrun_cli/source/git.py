@@ -22,7 +22,7 @@ from torchrun_cli import store
 from torchrun_cli.errors import SetupError
 from torchrun_cli.source.gitrun import TRANSIENT, explain, git_env, git_progress, protocols
 from torchrun_cli.source.giturl import HEX, GitUrl
-from torchrun_cli.steps import Silent, Step, Steps
+from torchrun_cli.steps import Silent, Step, Steps, plural
 from torchrun_cli.tools import ToolFailed, run_tool
 
 RETRY_DELAYS_S = (1.0, 3.0)
@@ -280,7 +280,8 @@ class Mirror:
         with self.steps.step(f"checking out {label}") as shown:
             if self.steps.detailed:  # a count only for someone looking: one more git process
                 files = self.git("ls-tree", "-r", "-z", "--name-only", tree, probe=True)
-                shown.rename(f"checking out {files.count(chr(0)):,} files")
+                count = files.count(chr(0))
+                shown.rename(f"checking out {count:,} {plural(count, 'file')}")
             try:
                 argv = (f"--work-tree={dest}", "read-tree", "--reset", "-u", tree)
                 self.git(*argv, env={"GIT_INDEX_FILE": str(index)})

@@ -230,7 +230,8 @@ def project_location(merge: Merge, kind: str) -> str | None:
         merge.problem(
             "project",
             f"project {kind} {path} {what}",
-            "give an existing folder or archive (relative paths start at the spec's folder)",
+            "give an existing folder or archive (relative paths start at "
+            + ("the current folder)" if flagged else "the spec's folder)"),
         )
         return None
     return f"{path}{sep}{subdir}"
