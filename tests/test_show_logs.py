@@ -93,8 +93,12 @@ def test_logs_tail(project: Path, iso: Env) -> None:
     assert torchjob("logs", "-n", "0").stdout == b""
     assert torchjob("logs", "-n", "99").stdout == b"\n".join(b"%d" % i for i in range(1, 11))
     res = torchjob("logs", "-f", "-n", "2")
-    assert (res.returncode, res.stdout) == (0, b"9\n10")
+    assert (res.returncode, res.stdout) == (0, b"9\n10")  # a log sent apart keeps its bytes
     assert res.stderr.decode().startswith("torchjob: succeeded in ")
+    both = subprocess.run(  # one console for both: the status line gets a line of its own
+        [*TORCHJOB, "logs", "-f", "-n", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert both.stdout.startswith(b"9\n10\ntorchjob: succeeded in "), both.stdout
     write(project / "m.py", "print('a')\nprint('b')\n")
     assert torchjob("run", "-q", "-s", "m.py", "-p", str(project)).returncode == 0
     assert torchjob("logs", "--tail", "1").stdout == b"b\n"

@@ -178,23 +178,28 @@ def logs(
             console.note(f"pipeline {pipe.id} {history.pipeline_outcome(pipe)}")
             raise typer.Exit(history.LOST_EXIT if pipe.exit_code is None else pipe.exit_code)
         return
+    last = b""
     for chunk in history.follow(run, which, follow, tail):
         console.raw(chunk)
+        last = chunk or last
     console.raw(b"")
     rec = history.refresh(run)
     if which == "stdout" and (failed := history.setup_tail(rec, run, tail)):
+        console.end_line(last)
         console.note(failed[0])
         console.raw(failed[1])
         console.raw(b"")
+        last = failed[1] or last
     if follow:
+        console.end_line(last)
         console.followed(rec, run.path)
         raise typer.Exit(history.exit_status(rec))
 
 
 @app.command(epilog=epilog("cancel"))
 def cancel(run_ref: RunRef, runs_dir: RunsDir = None) -> None:
-    """Stop a running job or pipeline: scancel a Slurm job, or stop a local one like Ctrl-C
-    would."""
+    """Stop a running job or pipeline: scancel a Slurm job, or SIGTERM to a local one's
+    torchjob, which stops the job cleanly (exit 143)."""
     from torchrun_cli.jobs import history  # as in _find
 
     run = _find(runs_dir, run_ref).run

@@ -316,6 +316,18 @@ def data(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
+def end_line(last: bytes) -> None:
+    """After a log whose last bytes end inside a line: a line break, when torchjob's next line
+    (on stderr) would land on the same console; a log sent elsewhere keeps its bytes."""
+    if not last or last.endswith(b"\n"):
+        return
+    from torchrun_cli.launch.streams import same_file  # measured: launch costs every command 17 ms
+
+    if same_file(1, 2):
+        raw(b"\n")
+        raw(b"")
+
+
 def raw(chunk: bytes) -> None:
     """Bytes of a log, as they are, to stdout (a closed reader ends the command: SIGPIPE)."""
     out = sys.stdout.buffer

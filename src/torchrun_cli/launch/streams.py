@@ -65,7 +65,7 @@ class Console:
         self.owned = [t[0] for s, t in self.targets.items() if t and t[0] != s]
         self.queue: deque[tuple[int, memoryview]] = deque()
         self.queued = 0
-        self.shared = all(self.targets.values()) and _same_file(STDOUT, STDERR)
+        self.shared = all(self.targets.values()) and same_file(STDOUT, STDERR)
         self.open: int | None = None  # the stream that left the console inside a line
         self.held: dict[int, bytes] = {STDOUT: b"", STDERR: b""}
         self.held_at: dict[int, float] = {}
@@ -169,7 +169,7 @@ class Console:
                 os.close(fd)
 
 
-def _same_file(a: int, b: int) -> bool:
+def same_file(a: int, b: int) -> bool:
     """Do two descriptors reach one file, pipe or terminal (`2>&1`, a terminal's both)?"""
     try:
         x, y = os.fstat(a), os.fstat(b)
