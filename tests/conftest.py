@@ -37,7 +37,14 @@ def iso(
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for var in ("XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
         monkeypatch.setenv(var, str(tmp_path / "xdg" / var.lower()))
-    for var in ("PYTHON_LAUNCHER", "NO_COLOR", "PYTHONPATH"):
+    # the suite run as a GitHub Actions step: torchjob would add ::group:: lines and a summary
+    for var in (
+        "PYTHON_LAUNCHER",
+        "NO_COLOR",
+        "PYTHONPATH",
+        "GITHUB_ACTIONS",
+        "GITHUB_STEP_SUMMARY",
+    ):
         monkeypatch.delenv(var, raising=False)
     yield Env(tmp_path, home, home / "runs")
     check_untouched(REAL_DIRS, before, [tmp_path_factory.getbasetemp(), ROOT])

@@ -341,7 +341,7 @@ def check_untouched(
 # A job that leaves a line open longer than the console holds it, paced by lines on its stdin
 # (the test reads what is shown, then presses Enter): tests/test_console_edges, test_terminal.
 HELD_TOO_LONG = """\
-import sys
+import os, sys
 def step(stream, text):  # write, then wait until the test saw it on the console
     stream.write(text)
     stream.flush()
@@ -349,5 +349,6 @@ def step(stream, text):  # write, then wait until the test saw it on the console
 step(sys.stdout, "part-A ")  # a line left open longer than the console holds it
 step(sys.stderr, "ERRLINE\\n")
 step(sys.stdout, "part-B\\n")
-sys.stderr.write("tail")  # the run ends inside a line
+end = sys.stdout if os.environ.get("HELD_END") == "stdout" else sys.stderr
+end.write("tail")  # the run ends inside a line
 """

@@ -11,7 +11,10 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import HELD_TOO_LONG, TORCHJOB, Env, newest_record, torchjob, write
+from torchrun_cli.launch.streams import STDERR, STDOUT, Console
 
 
 def test_escaped_process_holding_the_pipe_does_not_hang_or_corrupt(project: Path, iso: Env) -> None:
@@ -174,13 +177,14 @@ def _read_until(fd: int, needle: bytes, seen: bytearray) -> None:
     assert needle in seen, bytes(seen)
 
 
+@pytest.mark.parametrize("end", ["stderr", "stdout"])
 def test_a_shown_partial_line_is_ended_before_the_other_stream_writes(
-    project: Path, iso: Env
+    project: Path, iso: Env, end: str
 ) -> None:
     """A partial line held past its moment is shown; when the other stream then writes to the
     same console (2>&1), the console gets a line break first instead of `part-A ERRLINE`, and
     the run's end closes an open line before torchjob's status line. stdout.log keeps the
-    bytes as they came; a console of stdout's own gets no added byte."""
+    bytes as they came; a console of stdout's own gets no added byte, not even at the end."""
     write(project / "held.py", HELD_TOO_LONG)
     argv = [*TORCHJOB, "run", "-s", "held.py", "-p", str(project)]
     for shared in (True, False):
@@ -189,6 +193,7 @@ def test_a_shown_partial_line_is_ended_before_the_other_stream_writes(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if shared else subprocess.PIPE,
+            env={**os.environ, "HELD_END": end},
         )
         out, err = bytearray(), bytearray()
         errors = proc.stdout if shared else proc.stderr
@@ -209,6 +214,41 @@ def test_a_shown_partial_line_is_ended_before_the_other_stream_writes(
         assert (run_dir / "stdout.log").read_bytes() == b"part-A ERRLINE\npart-B\ntail"
         if shared:
             assert b"\npart-A \nERRLINE\npart-B\ntail\ntorchjob: succeeded in " in out
-        else:
+        elif end == "stderr":
             assert out == b"part-A part-B\n"
             assert b"\nERRLINE\ntail\ntorchjob: succeeded in " in err
+        else:
+            assert out == b"part-A part-B\ntail"
+            assert b"\nERRLINE\ntorchjob: succeeded in " in err
+
+
+def test_the_console_breaks_a_line_only_where_one_is_open() -> None:
+    """Console's rule on a real pipe, both streams on it (as on a terminal), at chosen
+    moments: a break before the other stream writes into a shown partial line, none when the
+    data starts a line itself, none after a progress bar that cleared itself (tqdm's
+    leave=False), and one at the end."""
+    read_end, write_end = os.pipe()
+    interrupt, _ = os.pipe()
+    console = Console(False)  # no console of its own: the pipe below is given as both
+    console.targets = {STDOUT: (write_end, False), STDERR: (write_end, False)}
+    console.shared = True
+    steps = [
+        (STDOUT, b"\rdownloading 20%"),
+        (STDERR, b"\nerror: no space\n"),  # starts its own line
+        (STDERR, b"\r 50%|#####"),
+        (STDERR, b"\r          \r"),  # the bar cleared its line
+        (STDOUT, b"epoch 1\n"),
+        (STDOUT, b"part-A "),
+        (STDERR, b"ERRLINE\n"),
+        (STDOUT, b"tail"),
+    ]
+    for moment, (stream, data) in enumerate(steps):
+        console.feed(stream, data, float(moment))
+        console.release(moment + 0.5)  # past HOLD_S: a partial line is shown
+    console.finish(interrupt)
+    os.close(write_end)
+    shown = b"".join(iter(lambda: os.read(read_end, 65536), b""))
+    assert shown == (
+        b"\rdownloading 20%\nerror: no space\n\r 50%|#####\r          \repoch 1\n"
+        b"part-A \nERRLINE\ntail\n"
+    )

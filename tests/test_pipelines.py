@@ -484,7 +484,12 @@ def test_a_terminal_shows_a_live_table_and_ctrl_c_stops_every_step(project: Path
 
 
 def test_follow_steps_prefixes_each_line_with_its_step(project: Path, iso: Env) -> None:
-    write(project / "say.py", "import sys\nprint('hello from', sys.argv[1])\n")
+    """Each line after its step's name, a last line without its newline too (the next line
+    is another step's or torchjob's); `logs PIPELINE` starts each step's header on a line of
+    its own after a log that ended inside one."""
+    write(
+        project / "say.py", "import sys\nprint('hello from', sys.argv[1])\nprint('end', end='')\n"
+    )
     write(project / "err.py", "import sys\nprint('oops', file=sys.stderr)\n")
     spec = write(
         project / "p.yaml",
@@ -492,10 +497,12 @@ def test_follow_steps_prefixes_each_line_with_its_step(project: Path, iso: Env) 
     )
     res = torchjob("run", str(spec), "--follow-steps")
     assert res.returncode == 0, res.stderr.decode()
-    assert res.stdout == b"a | hello from a\n"
+    assert res.stdout == b"a | hello from a\na | end\n"
     assert b"b | oops\n" in res.stderr and b"\x1b[" not in res.stderr  # no table in a pipe
     quiet = torchjob("run", str(spec))
     assert quiet.stdout == b""  # the steps' output is in their logs only
+    shown = torchjob("logs", "last").stdout  # the newest pipeline, the one just run
+    assert shown.startswith(b"==> a (") and b"hello from a\nend\n==> b (" in shown
 
 
 def test_dry_run_and_validate_list_the_steps_and_run_nothing(project: Path, iso: Env) -> None:

@@ -96,7 +96,10 @@ def test_logs_tail(project: Path, iso: Env) -> None:
     assert (res.returncode, res.stdout) == (0, b"9\n10")  # a log sent apart keeps its bytes
     assert res.stderr.decode().startswith("torchjob: succeeded in ")
     both = subprocess.run(  # one console for both: the status line gets a line of its own
-        [*TORCHJOB, "logs", "-f", "-n", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [*TORCHJOB, "logs", "-f", "-n", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=120,
     )
     assert both.stdout.startswith(b"9\n10\ntorchjob: succeeded in "), both.stdout
     write(project / "m.py", "print('a')\nprint('b')\n")

@@ -170,15 +170,17 @@ def logs(
         raise UsageError("--stderr and --setup name two logs", "give one of them")
     run = _find(runs_dir, run_ref).run
     which = "setup" if setup else "stderr" if stderr else "stdout"
+    last = b""
     if history.pipeline(run) is not None:  # each step's log, in the order they started
         for chunk in history.follow_pipeline(run, which, follow, tail):
             console.raw(chunk)
+            last = chunk or last
         console.raw(b"")
         if follow and (pipe := history.pipeline(run)) is not None:
+            console.end_line(last)
             console.note(f"pipeline {pipe.id} {history.pipeline_outcome(pipe)}")
             raise typer.Exit(history.LOST_EXIT if pipe.exit_code is None else pipe.exit_code)
         return
-    last = b""
     for chunk in history.follow(run, which, follow, tail):
         console.raw(chunk)
         last = chunk or last

@@ -103,8 +103,10 @@ class PipelineConsole:
         self._line(mark, f"{name} {step.status} (exit {step.exit_code}){why}{logs}")
 
     def output(self, name: str, fd: int, line: bytes) -> None:
-        """A line of a step's output (--follow-steps), after its step's name."""
+        """A line of a step's output (--follow-steps), after its step's name; a step's last line
+        without its newline gets one (the next line is another step's, or torchjob's)."""
         self._clear()
+        line = line if line.endswith(b"\n") else line + b"\n"
         out = sys.stdout if fd == 1 else sys.stderr
         with contextlib.suppress(OSError, ValueError):
             out.flush()

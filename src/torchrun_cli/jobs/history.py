@@ -37,22 +37,18 @@ _FOLLOW_POLL_S = 0.2  # polling a file for growth; not synchronisation
 _BLOCK = 1 << 16
 
 
-def runs_dir(settings: Settings, override: Path | None) -> Path:
-    return settings.runs_dir(override)
-
-
 def find(settings: Settings, override: Path | None, ref: str) -> Found:
     """RUN: an id, a unique prefix or 4-hex suffix of one, a run name, `last` or `last~N`."""
     from torchrun_cli.jobs import refs  # measured: 1 ms that `torchjob run` does not pay
 
-    return refs.resolve(runs_dir(settings, override), ref)
+    return refs.resolve(settings.runs_dir(override), ref)
 
 
 def complete(settings: Settings, override: Path | None, incomplete: str) -> list[tuple[str, str]]:
     """What a shell offers for RUN."""
     from torchrun_cli.jobs import refs  # as in find
 
-    return refs.candidates(runs_dir(settings, override), incomplete)
+    return refs.candidates(settings.runs_dir(override), incomplete)
 
 
 def _check_status(status: str | None) -> None:
@@ -76,7 +72,7 @@ def runs(
     _check_status(status)
     from torchrun_cli.jobs import refs  # as in find
 
-    root = runs_dir(settings, override)
+    root = settings.runs_dir(override)
     seen = refs.newest(
         root,
         limit,
@@ -109,7 +105,7 @@ def pruned(
     except ValueError as exc:
         raise UsageError(f"--older-than {older_than}: {exc}", "write e.g. 30d, 12h, 90m") from None
     policy = Policy(keep, age, status, name)
-    return prune(runs_dir(settings, override), policy, dry_run)
+    return prune(settings.runs_dir(override), policy, dry_run)
 
 
 def reindex(settings: Settings, override: Path | None) -> tuple[int, float]:
@@ -117,7 +113,7 @@ def reindex(settings: Settings, override: Path | None) -> tuple[int, float]:
     from torchrun_cli.jobs import index  # as in find
 
     started = time.monotonic()
-    root = runs_dir(settings, override)
+    root = settings.runs_dir(override)
     try:
         return index.rebuild(root), time.monotonic() - started
     except index.Unusable as exc:
@@ -195,9 +191,10 @@ def step_runs(settings: Settings, override: Path | None, ref: str) -> list[RunRe
 def follow_pipeline(
     folder: RunDir, which: str, keep_following: bool, tail: int | None
 ) -> Iterator[bytes]:
-    """Each step's log after a `==> STEP (run ID) <==` line, in the order the steps started;
-    with keep_following, each step's until it ends, until the pipeline has ended."""
+    """Each step's log after a `==> STEP (run ID) <==` line (on a line of its own), in the order
+    the steps started; with keep_following, each step's until it ends, until the pipeline has."""
     shown: set[str] = set()
+    last = b"\n"
     pipe = pipeline_record.read(folder.path)
     while True:
         started = sorted(
@@ -206,8 +203,10 @@ def follow_pipeline(
             if s.run_dir and name not in shown
         )
         for _, name, run in started:
-            yield f"==> {name} ({run.id}) <==\n".encode()
-            yield from follow(run, which, keep_following, tail)
+            yield (b"" if last.endswith(b"\n") else b"\n") + f"==> {name} ({run.id}) <==\n".encode()
+            for chunk in follow(run, which, keep_following, tail):
+                yield chunk
+                last = chunk or last
             shown.add(name)
         if not keep_following or not pipe.is_live():
             return
@@ -276,7 +275,7 @@ def selection(
     and for a single run name its newest `limit` runs."""
     from torchrun_cli.jobs import refs as lookup  # as in find
 
-    root = runs_dir(settings, override)
+    root = settings.runs_dir(override)
     if len(refs) == 1:
         named = lookup.newest(
             root, limit, lambda r: isinstance(r, RunRecord) and r.name == refs[0], name=refs[0]

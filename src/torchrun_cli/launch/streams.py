@@ -107,10 +107,10 @@ class Console:
         return self.queued > MAX_QUEUED
 
     def _put(self, stream: int, data: bytes) -> None:
-        if self.shared and self.open not in (None, stream):
+        if self.shared and self.open not in (None, stream) and not data.startswith(_BREAKS):
             self._queue(stream, b"\n")  # the other stream's shown partial line: end it here
         self._queue(stream, data)
-        self.open = None if data.endswith(b"\n") else stream
+        self.open = stream if _visible_line(data, self.open == stream) else None
 
     def _queue(self, stream: int, data: bytes) -> None:
         self.queue.append((stream, memoryview(data)))
@@ -167,6 +167,24 @@ class Console:
         for fd in self.owned:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+_BREAKS = (b"\n", b"\r\n")  # data that starts a line of its own
+
+
+def _visible_line(data: bytes, was: bool) -> bool:
+    """Does the console's current line hold text once data is shown? Each `\\r` starts the
+    line over, so its last non-empty piece is what shows: blank when a progress bar cleared
+    itself (tqdm's leave=False), unchanged (`was`) when data wrote nothing on it."""
+    _, newline, line = data.rpartition(b"\n")
+    pieces = line.split(b"\r")
+    shown = [i for i, piece in enumerate(pieces) if piece]
+    if not shown:
+        return was and not newline
+    last = pieces[shown[-1]]
+    if shown[-1] == 0 and not newline:  # more of the same line: it adds to what it holds
+        return was or bool(last.strip())
+    return bool(last.strip())
 
 
 def same_file(a: int, b: int) -> bool:
