@@ -76,6 +76,11 @@ def test_job_runs_in_slurm_with_its_exit_status(project: Path, iso: Env, slurm: 
     assert res.stdout.startswith(f"out {job_id}".encode())
     assert b"err line" in res.stderr and b"err line" not in res.stdout  # streams kept apart
     assert run(slurm, project).returncode == 0
+    write(project / "tail.py", "import sys\nsys.stderr.write('err tail')\n")
+    argv = ["run", "-s", "tail.py", "-p", str(project), "--backend", "slurm"]
+    res = torchjob(*argv, "--partition", slurm.partition, env={**os.environ, **slurm.env})
+    assert res.returncode == 0  # the status line starts a line of its own, not `err tailtorchjob`
+    assert b"err tail\ntorchjob: succeeded in " in res.stderr, res.stderr
 
 
 def test_two_process_gang_inside_slurm(project: Path, iso: Env, slurm: Any) -> None:

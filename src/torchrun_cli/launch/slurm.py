@@ -22,6 +22,7 @@ from torchrun_cli.errors import SetupError, UsageError
 from torchrun_cli.launch.base import Job, OnStop, Stopped, signal_name
 from torchrun_cli.launch.fill import WRAPPER
 from torchrun_cli.launch.sbatch import batch_script, secret_variables
+from torchrun_cli.launch.streams import same_file
 from torchrun_cli.masking import is_secret
 from torchrun_cli.record import End, RunDir, RunRecord, Status, now_iso
 from torchrun_cli.spec.refs import has_refs
@@ -188,13 +189,26 @@ def follow(
             if state is None or state.done:
                 time.sleep(_POLL_S)  # the last lines may still be in flight from the node
                 for path, fd in streams.items():
-                    _copy_new(path, offsets[path], fd if echo else None)
+                    offsets[path] = _copy_new(path, offsets[path], fd if echo else None)
+                shown = (run.stderr_log, run.slurm_stdout) if same_file(1, 2) else (run.stderr_log,)
+                if echo and any(_ends_open(path, offsets[path]) for path in shown):
+                    with contextlib.suppress(OSError):  # torchjob's status line starts its own
+                        os.write(2, b"\n")
                 return state or JobState("UNKNOWN", None, None, "forgotten by Slurm"), cancelled_by
             time.sleep(delay)
             delay = min(delay * 1.5, _POLL_S)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _ends_open(path: Path, size: int) -> bool:
+    """Do the first size bytes of path (what the console was shown) end inside a line?"""
+    try:
+        with path.open("rb") as fh:
+            return size > 0 and fh.seek(size - 1) >= 0 and fh.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 def _copy_new(log: Path, offset: int, fd: int | None) -> int:
