@@ -119,6 +119,14 @@ class RunDir(NamedTuple):
         return self.path / "slurm-stdout"
 
 
+def value_text(value: object) -> str:
+    """An output's (or a parameter's) value as every view shows it: nothing for None, a float
+    to 4 significant digits."""
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def now_iso() -> str:
     """UTC timestamp with milliseconds, sortable as text."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

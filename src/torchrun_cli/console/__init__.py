@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from torchrun_cli.console import github
-from torchrun_cli.record import Status
+from torchrun_cli.record import Status, value_text
 
 if TYPE_CHECKING:
     from torchrun_cli.envs import Environment
@@ -135,7 +135,7 @@ def summary(rec: RunRecord, run_dir: Path) -> None:
     if rec.outputs:
         _emit(
             "torchjob:   outputs     "
-            + " ".join(f"{k}={_cell(v)}" for k, v in rec.outputs.items()),
+            + " ".join(f"{k}={value_text(v)}" for k, v in rec.outputs.items()),
             style="dim",
         )
     status = rec.shown_status().value
@@ -270,12 +270,6 @@ def _columns() -> int:
 
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "~"
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def show_record(rows: Sequence[tuple[str, str]], status: str) -> None:

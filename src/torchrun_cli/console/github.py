@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TextIO
 
-from torchrun_cli.record import RunRecord, Status
+from torchrun_cli.record import RunRecord, Status, value_text
 
 
 def active() -> bool:
@@ -33,8 +33,7 @@ def error(stream: TextIO, rec: RunRecord) -> None:
 
 def _cell(value: object) -> str:
     """A table cell: a number as the console shows it (`1`, `0.1235`), no `|` or line break."""
-    text = f"{value:.4g}" if isinstance(value, float) else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
+    return value_text(value).replace("|", "\\|").replace("\n", " ")
 
 
 def summary(rec: RunRecord, run_dir: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torchrun_cli.pipeline_record import PipelineRecord, StepRecord
-from torchrun_cli.record import RunDir, RunRecord, Status
+from torchrun_cli.record import RunDir, RunRecord, Status, value_text
 from torchrun_cli.steps import plural
 
 if TYPE_CHECKING:
@@ -81,9 +81,7 @@ def size(n: int) -> str:
 
 def cell(value: object) -> str:
     """A parameter's or an output's value as a spec writes it."""
-    if value is None or isinstance(value, bool):
-        return "" if value is None else str(value).lower()
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return str(value).lower() if isinstance(value, bool) else value_text(value)
 
 
 def _elapsed(rec: RunRecord | PipelineRecord) -> float | None:
