@@ -139,9 +139,15 @@ def _pip_install(env: Path, req: BuildRequest, log: Path, steps: Steps, timeout:
     project's folder so that `./pkg` lines mean the project's."""
     if req.requirements or req.packages:
         pip = [str(python_of(env)), "-m", "pip", "install", "--disable-pip-version-check"]
-        args, secrets = _pip_args(req, log)
-        argv = [*pip, *args]
-        step("installing packages", argv, log, steps, timeout, req.project, Installs(), secrets)
+        _install(pip, req, log, steps, timeout)
+
+
+def _install(tool: list[str], req: BuildRequest, log: Path, steps: Steps, timeout: float) -> None:
+    """pip's or uv's install command on the requirements and packages (see _pip_args)."""
+    args, secrets = _pip_args(req, log)
+    step(
+        "installing packages", [*tool, *args], log, steps, timeout, req.project, Installs(), secrets
+    )
 
 
 def _pip_args(req: BuildRequest, log: Path) -> tuple[list[str], dict[str, str]]:
@@ -156,6 +162,7 @@ def _pip_args(req: BuildRequest, log: Path) -> tuple[list[str], dict[str, str]]:
     means (an index's password goes in PIP_INDEX_URL / UV_INDEX_URL, see the README). So does
     a package after an option that may take it as its value."""
     args = ["-r", str(req.requirements)] if req.requirements else []
+    listed = log.with_name("packages.txt")
     lines: list[str] = []
     secrets: dict[str, str] = {}
     for arg in req.packages:
@@ -167,10 +174,10 @@ def _pip_args(req: BuildRequest, log: Path) -> tuple[list[str], dict[str, str]]:
             args.append(arg)  # no password, an option, or maybe an option's value
             continue
         if not lines:
-            args += ["-r", str(log.with_name("packages.txt"))]  # where the first one stood
+            args += ["-r", str(listed)]  # where the first one stood
         lines.append(line)
     if lines:
-        log.with_name("packages.txt").write_text("".join(f"{line}\n" for line in lines))
+        listed.write_text("".join(f"{line}\n" for line in lines))
     return args, secrets
 
 
@@ -242,19 +249,7 @@ class Uv:
         step("creating the environment (uv venv)", [*argv, str(env)], log, steps, self.timeout)
         if req.requirements or req.packages:
             python = str(python_of(env))
-            args, secrets = _pip_args(req, log)
-            install = [uv, "pip", "install", "--python", python, *args]
-            follow = Installs()
-            step(
-                "installing packages",
-                install,
-                log,
-                steps,
-                self.timeout,
-                req.project,
-                follow,
-                secrets,
-            )
+            _install([uv, "pip", "install", "--python", python], req, log, steps, self.timeout)
             bytecode = [python, "-I", str(BYTECODE), *map(str, req.donors)]
             step("compiling bytecode", bytecode, log, steps, self.timeout)
 
