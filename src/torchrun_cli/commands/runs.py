@@ -2,6 +2,7 @@
 made by jobs/views.py, console.py prints them."""
 
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -170,32 +171,33 @@ def logs(
         raise UsageError("--stderr and --setup name two logs", "give one of them")
     run = _find(runs_dir, run_ref).run
     which = "setup" if setup else "stderr" if stderr else "stdout"
-    last = b""
     if history.pipeline(run) is not None:  # each step's log, in the order they started
-        for chunk in history.follow_pipeline(run, which, follow, tail):
-            console.raw(chunk)
-            last = chunk or last
-        console.raw(b"")
+        last = _shown(history.follow_pipeline(run, which, follow, tail))
         if follow and (pipe := history.pipeline(run)) is not None:
             console.end_line(last)
             console.note(f"pipeline {pipe.id} {history.pipeline_outcome(pipe)}")
             raise typer.Exit(history.LOST_EXIT if pipe.exit_code is None else pipe.exit_code)
         return
-    for chunk in history.follow(run, which, follow, tail):
-        console.raw(chunk)
-        last = chunk or last
-    console.raw(b"")
+    last = _shown(history.follow(run, which, follow, tail))
     rec = history.refresh(run)
     if which == "stdout" and (failed := history.setup_tail(rec, run, tail)):
         console.end_line(last)
         console.note(failed[0])
-        console.raw(failed[1])
-        console.raw(b"")
-        last = failed[1] or last
+        last = _shown([failed[1]]) or last
     if follow:
         console.end_line(last)
         console.followed(rec, run.path)
         raise typer.Exit(history.exit_status(rec))
+
+
+def _shown(chunks: Iterable[bytes]) -> bytes:
+    """A log's bytes to stdout as they come; the last of them (does the log end a line?)."""
+    last = b""
+    for chunk in chunks:
+        console.raw(chunk)
+        last = chunk or last
+    console.raw(b"")
+    return last
 
 
 @app.command(epilog=epilog("cancel"))
