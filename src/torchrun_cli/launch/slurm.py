@@ -169,6 +169,14 @@ def follow(
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     streams = {run.slurm_stdout: 1, run.stderr_log: 2}  # file -> console fd
     offsets = dict.fromkeys(streams, 0)
+    ends = dict.fromkeys(streams, b"\n")  # the last byte each has shown
+
+    def copy() -> None:
+        for path, fd in streams.items():
+            new = _copy_new(path, offsets[path], fd if echo else None)
+            offsets[path] += len(new)
+            ends[path] = new[-1:] or ends[path]
+
     cancelled_by = None
     delay = _FIRST_POLL_S
     try:
@@ -177,8 +185,7 @@ def follow(
                 cancelled_by = caught[0]
                 on_stop(cancelled_by)
                 cancel(job_id, run.setup_log)
-            for path, fd in streams.items():
-                offsets[path] = _copy_new(path, offsets[path], fd if echo else None)
+            copy()
             try:
                 state = query(job_id, run)
             except SlurmUnavailable:  # a blip of the controller: the job goes on
@@ -188,10 +195,9 @@ def follow(
                 continue
             if state is None or state.done:
                 time.sleep(_POLL_S)  # the last lines may still be in flight from the node
-                for path, fd in streams.items():
-                    offsets[path] = _copy_new(path, offsets[path], fd if echo else None)
+                copy()
                 shown = (run.stderr_log, run.slurm_stdout) if same_file(1, 2) else (run.stderr_log,)
-                if echo and any(_ends_open(path, offsets[path]) for path in shown):
+                if echo and any(ends[path] != b"\n" for path in shown):
                     with contextlib.suppress(OSError):  # torchjob's status line starts its own
                         os.write(2, b"\n")
                 return state or JobState("UNKNOWN", None, None, "forgotten by Slurm"), cancelled_by
@@ -202,27 +208,18 @@ def follow(
             signal.signal(s, h)
 
 
-def _ends_open(path: Path, size: int) -> bool:
-    """Do the first size bytes of path (what the console was shown) end inside a line?"""
-    try:
-        with path.open("rb") as fh:
-            return size > 0 and fh.seek(size - 1) >= 0 and fh.read(1) != b"\n"
-    except OSError:
-        return False
-
-
-def _copy_new(log: Path, offset: int, fd: int | None) -> int:
-    """Write what the file gained since offset to the console fd; the new offset."""
+def _copy_new(log: Path, offset: int, fd: int | None) -> bytes:
+    """What the file gained since offset, written to the console fd."""
     try:
         with log.open("rb") as fh:
             fh.seek(offset)
             data = fh.read()
     except FileNotFoundError:
-        return offset
+        return b""
     if data and fd is not None:
         with contextlib.suppress(OSError):
             os.write(fd, data)
-    return offset + len(data)
+    return data
 
 
 def conclude(state: JobState, cancelled_by: int | None) -> End:
